@@ -1,0 +1,257 @@
+"""Options of each stage, one dataclass per stage.
+
+The click command builds it, the Python API takes it, and ``dataclasses.asdict()`` is saved
+in the run folder (``config.json``), so a run can be read and repeated. Pure standard
+library: the TF-free runtime imports it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional, Tuple
+
+DEFAULT_SEED = 42
+
+
+@dataclass
+class TrainConfig:
+    """How to turn an image folder into a trained run."""
+
+    data: str = ""
+    """Image folder: DATA/<class>/* or DATA/train|val[|test]/<class>/*."""
+    out: str = "runs/run"
+    """Run folder to create (never overwritten without force)."""
+    backbone: str = "mobilenet_v2"
+    """Registered backbone name (see ``edgecls.backbones.available()``)."""
+    alpha: float = 1.0
+    """Width multiplier for MobileNet backbones."""
+    minimalistic: bool = False
+    """MobileNetV3 minimalistic variant (no hard-swish, no SE; quantizes well)."""
+    size: int = 224
+    """Square input size in pixels; the model takes raw RGB uint8 of this size."""
+    weights: str = "imagenet"
+    """'imagenet', 'none', or a path to a Keras no-top weights file for the backbone."""
+    batch_size: int = 32
+    """Global batch size (split over replicas)."""
+    epochs: int = 10
+    """Epochs of head training on the frozen backbone."""
+    fine_tune_epochs: int = 10
+    """Epochs of fine-tuning with the top of the backbone unfrozen (0 to skip)."""
+    fine_tune_fraction: float = 0.3
+    """Share of the backbone's layers (from the top) unfrozen for fine-tuning."""
+    learning_rate: float = 1e-3
+    """Adam learning rate for the head phase."""
+    fine_tune_learning_rate: float = 1e-5
+    """Adam learning rate for the fine-tune phase (much lower, to keep pretrained features)."""
+    label_smoothing: float = 0.1
+    """Label smoothing of the cross-entropy loss."""
+    dropout: float = 0.2
+    """Dropout rate before the classifier layer."""
+    augment: bool = True
+    """Random flip/rotation/zoom/contrast on training batches (never exported)."""
+    early_stopping_patience: int = 3
+    """Epochs without val_loss improvement before stopping (best weights restored)."""
+    val_fraction: float = 0.15
+    """Share of each class held out for validation (class-folder layout only)."""
+    test_fraction: float = 0.15
+    """Share of each class held out for testing (class-folder layout only)."""
+    seed: int = DEFAULT_SEED
+    """Seed of the split, shuffling and initialisation."""
+    cache: str = "auto"
+    """Decoded-image cache: auto (memory if it fits cache_budget_mb, else a file), memory, disk, none."""
+    cache_budget_mb: int = 2048
+    """Largest decoded set kept in memory when cache is auto."""
+    class_weights: str = "auto"
+    """auto: balanced weights when classes are imbalanced; none: never."""
+    mixed_precision: str = "auto"
+    """auto (on with a GPU), on, off."""
+    strategy: str = "auto"
+    """auto (multi-worker with TF_CONFIG, mirrored with >1 GPU), default, mirrored, multiworker."""
+    prune: Optional[float] = None
+    """If set, prune to this sparsity after training (same as ``edgecls prune``)."""
+    prune_epochs: int = 2
+    """Fine-tune epochs while pruning, when prune is set."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        return _from_dict(cls, d)
+
+
+@dataclass
+class PruneConfig:
+    """How to prune a trained run with tensorflow-model-optimization."""
+
+    run: str = ""
+    """Run folder made by ``edgecls train``."""
+    sparsity: float = 0.5
+    """Target share of zero weights in Conv2D/Dense kernels."""
+    epochs: int = 2
+    """Fine-tune epochs over which sparsity ramps up (PolynomialDecay)."""
+    learning_rate: float = 1e-5
+    """Adam learning rate while pruning."""
+    batch_size: int = 32
+    """Batch size while pruning."""
+    force: bool = False
+    """Overwrite an existing pruned model."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PruneConfig":
+        return _from_dict(cls, d)
+
+
+@dataclass
+class ExportConfig:
+    """How to convert a run's model to a TFLite file."""
+
+    run: str = ""
+    """Run folder made by ``edgecls train``."""
+    mode: str = "int8"
+    """int8 (full integer), float16, dynamic (int8 weights), float32."""
+    pruned: bool = False
+    """Export the pruned model (``edgecls prune``) instead of the trained one."""
+    out: Optional[str] = None
+    """Output folder (default RUN/export)."""
+    representative_samples: int = 300
+    """Calibration images for int8, drawn from the training split over all classes."""
+    io: str = "uint8"
+    """Input/output tensor type of int8 models: uint8 or int8."""
+    allow_float_fallback: bool = False
+    """Allow float ops where an op cannot be quantized (a mixed model)."""
+    force: bool = False
+    """Overwrite an existing export of the same mode."""
+    parity: bool = True
+    """Run the parity check after an int8 export."""
+    max_drop: float = 1.0
+    """Parity gate: largest accepted accuracy drop, in points."""
+    min_agreement: float = 0.98
+    """Parity gate: smallest accepted top-1 agreement rate."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExportConfig":
+        return _from_dict(cls, d)
+
+
+@dataclass
+class ParityConfig:
+    """How to compare a .tflite model against the run's float Keras model."""
+
+    run: str = ""
+    """Run folder made by ``edgecls train``."""
+    model: str = ""
+    """The .tflite file to check."""
+    data: Optional[str] = None
+    """Class-folder image set to use instead of the run's test split."""
+    max_drop: float = 1.0
+    """Fail when float accuracy minus tflite accuracy exceeds this, in points."""
+    min_agreement: float = 0.98
+    """Fail when top-1 agreement is under this rate."""
+    json: Optional[str] = None
+    """Where to write the JSON report."""
+    threads: int = 2
+    """Interpreter threads."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ParityConfig":
+        return _from_dict(cls, d)
+
+
+@dataclass
+class CameraConfig:
+    """How to run the live classifier loop on a device."""
+
+    model: str = ""
+    """The .tflite model."""
+    source: str = "0"
+    """Camera index, /dev/videoN, video file, image folder, 'picamera', or a GStreamer pipeline."""
+    labels: Optional[str] = None
+    """labels.txt (default: beside the model, else the model's metadata)."""
+    threads: int = 4
+    """Interpreter threads."""
+    xnnpack: bool = True
+    """Use the XNNPACK delegate (off only to compare)."""
+    top_k: int = 3
+    """Labels shown and logged per frame."""
+    threshold: float = 0.0
+    """Scores under this are not reported."""
+    smoothing: float = 0.0
+    """Exponential smoothing of scores over frames (0 = off, 0.9 = heavy)."""
+    width: int = 640
+    """Requested capture width (cameras only)."""
+    height: int = 480
+    """Requested capture height (cameras only)."""
+    headless: Optional[bool] = None
+    """No window; None = automatic (headless when there is no display)."""
+    save: Optional[str] = None
+    """Write the annotated video here (.mp4)."""
+    jsonl: Optional[str] = None
+    """Write one JSON row per frame here."""
+    stats_json: Optional[str] = None
+    """Write loop statistics (fps, stage times) here at the end."""
+    max_frames: Optional[int] = None
+    """Stop after this many frames."""
+    realtime: bool = False
+    """Pace files and folders at their frame rate instead of as fast as possible."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CameraConfig":
+        return _from_dict(cls, d)
+
+
+@dataclass
+class BenchConfig:
+    """How to measure a model's latency on this machine."""
+
+    models: Tuple[str, ...] = ()
+    """One or more .tflite files; with two, their latency ratio is reported."""
+    threads: Tuple[int, ...] = (1,)
+    """Thread counts to measure."""
+    runs: int = 100
+    """Timed invokes per model and thread count."""
+    warmup: int = 10
+    """Untimed invokes first (XNNPACK packs weights on the first ones)."""
+    images: Optional[str] = None
+    """Folder of real images to feed; seeded random input otherwise."""
+    json: Optional[str] = None
+    """Where to write the JSON results."""
+    compare_delegates: bool = False
+    """Also measure with XNNPACK off."""
+    seed: int = DEFAULT_SEED
+    """Seed of the random input."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BenchConfig":
+        return _from_dict(cls, d)
+
+
+def _from_dict(cls, d: dict[str, Any]):
+    """Build a config from a saved dict, ignoring keys a newer/older version did not have."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in d.items() if k in names}
+    for f in dataclasses.fields(cls):
+        if f.name in kwargs and isinstance(kwargs[f.name], list) and "Tuple" in str(f.type):
+            kwargs[f.name] = tuple(kwargs[f.name])
+    return cls(**kwargs)
+
+
+def field_help(cls, name: str) -> str:
+    """The docstring under a dataclass field, for click help texts (one source of truth)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for node, nxt in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.target.id == name
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+        ):
+            return str(nxt.value.value)
+    return ""
+
+
+_ = field  # re-exported for stage modules that add defaults with factories
