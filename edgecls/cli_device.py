@@ -1,7 +1,140 @@
-"""CLI commands of the device area (placeholder until the area lands)."""
+"""``edgecls camera``, ``edgecls bench`` and ``edgecls doctor``: the device side, no TensorFlow.
+
+Heavy modules (numpy, OpenCV, the TFLite runtime) are imported inside the commands so that
+``edgecls --help`` stays instant on a Pi.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Optional
 
 import click
+
+from edgecls.config import BenchConfig, CameraConfig, field_help
 
 
 def register(group: click.Group) -> None:
     """Add this area's commands to the edgecls group."""
+    group.add_command(camera)
+    group.add_command(bench)
+    group.add_command(doctor)
+
+
+def _cam(name: str) -> str:
+    return field_help(CameraConfig, name)
+
+
+def _bench(name: str) -> str:
+    return field_help(BenchConfig, name)
+
+
+def parse_threads(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    """'1,2,4' -> (1, 2, 4), parsed once at the boundary."""
+    try:
+        threads = tuple(int(t) for t in str(value).replace(" ", "").split(",") if t != "")
+    except ValueError:
+        raise click.BadParameter(f"expected positive integers separated by commas, e.g. 1,2,4; got {value!r}") from None
+    if not threads or any(t < 1 for t in threads):
+        raise click.BadParameter(f"expected positive integers separated by commas, e.g. 1,2,4; got {value!r}")
+    return tuple(dict.fromkeys(threads))  # keep order, drop repeats
+
+
+def _setup_logging() -> None:
+    # Reopen/backoff warnings from the grabber go to stderr; one line each.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+
+
+@click.command()
+@click.option("--model", "-m", required=True, help=_cam("model"))
+@click.option("--source", "-s", default=CameraConfig.source, show_default=True, help=_cam("source"))
+@click.option("--labels", default=None, help=_cam("labels"))
+@click.option("--threads", type=click.IntRange(1, 64), default=CameraConfig.threads, show_default=True, help=_cam("threads"))
+@click.option("--no-xnnpack", is_flag=True, help="Turn the XNNPACK delegate off (to compare).")
+@click.option("--top-k", type=click.IntRange(1, 1000), default=CameraConfig.top_k, show_default=True, help=_cam("top_k"))
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=CameraConfig.threshold, show_default=True,
+              help=_cam("threshold"))
+@click.option("--smoothing", type=click.FloatRange(0.0, 1.0, max_open=True), default=CameraConfig.smoothing,
+              show_default=True, help=_cam("smoothing"))
+@click.option("--width", type=click.IntRange(16, 8192), default=CameraConfig.width, show_default=True, help=_cam("width"))
+@click.option("--height", type=click.IntRange(16, 8192), default=CameraConfig.height, show_default=True,
+              help=_cam("height"))
+@click.option("--headless/--window", default=None, help="No window (default: automatic, headless without a display).")
+@click.option("--save", type=click.Path(dir_okay=False), default=None, help=_cam("save"))
+@click.option("--jsonl", type=click.Path(dir_okay=False), default=None, help=_cam("jsonl"))
+@click.option("--stats-json", type=click.Path(dir_okay=False), default=None, help=_cam("stats_json"))
+@click.option("--max-frames", type=click.IntRange(1), default=None, help=_cam("max_frames"))
+@click.option("--realtime", is_flag=True, help=_cam("realtime"))
+@click.option("--no-pipeline", is_flag=True, help="Capture and preprocess on the inference thread (to compare).")
+@click.option("--force", is_flag=True, help=_cam("force"))
+def camera(model: str, source: str, labels: Optional[str], threads: int, no_xnnpack: bool, top_k: int,
+           threshold: float, smoothing: float, width: int, height: int, headless: Optional[bool],
+           save: Optional[str], jsonl: Optional[str], stats_json: Optional[str], max_frames: Optional[int],
+           realtime: bool, no_pipeline: bool, force: bool) -> None:
+    """Classify frames live from a camera, a video file, an image folder, Picamera2 or GStreamer.
+
+    Press q in the window or Ctrl-C to stop; outputs are flushed and closed either way.
+    """
+    from edgecls.runtime.loop import run
+
+    _setup_logging()
+    cfg = CameraConfig(
+        model=model, source=source, labels=labels, threads=threads, xnnpack=not no_xnnpack, top_k=top_k,
+        threshold=threshold, smoothing=smoothing, width=width, height=height, headless=headless, save=save,
+        jsonl=jsonl, stats_json=stats_json, max_frames=max_frames, realtime=realtime, pipeline=not no_pipeline,
+        force=force,
+    )
+    stats = run(cfg)
+    st = stats.stage_ms
+    click.echo(
+        f"{stats.frames} frames from {stats.source} in {stats.elapsed_s:.1f}s ({stats.stop_reason}): "
+        f"loop {stats.loop_fps:.1f} FPS, invoke {stats.invoke_fps:.1f} FPS, dropped {stats.dropped_frames}; "
+        f"ms/frame capture {st['capture']:.2f}, preprocess {st['preprocess']:.2f}, invoke {st['invoke']:.2f}, "
+        f"postprocess {st['postprocess']:.2f}, draw {st['draw']:.2f} [{stats.runtime}, {stats.threads} thread(s)]"
+    )
+    for path, what in ((save, "video"), (jsonl, "JSONL"), (stats_json, "stats")):
+        if path:
+            click.echo(f"Wrote {what}: {path}")
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--threads", default="1", show_default=True, callback=parse_threads,
+              help="Thread counts to measure, comma-separated (e.g. 1,2,4).")
+@click.option("--runs", type=click.IntRange(1), default=BenchConfig.runs, show_default=True, help=_bench("runs"))
+@click.option("--warmup", type=click.IntRange(0), default=BenchConfig.warmup, show_default=True, help=_bench("warmup"))
+@click.option("--images", type=click.Path(file_okay=False), default=None, help=_bench("images"))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help=_bench("json"))
+@click.option("--compare-delegates", is_flag=True, help=_bench("compare_delegates"))
+@click.option("--seed", type=int, default=BenchConfig.seed, show_default=True, help=_bench("seed"))
+@click.option("--force", is_flag=True, help=_bench("force"))
+def bench(models: tuple[str, ...], threads: tuple[int, ...], runs: int, warmup: int, images: Optional[str],
+          json_path: Optional[str], compare_delegates: bool, seed: int, force: bool) -> None:
+    """Measure latency (mean, std, min, p50/p90/p99), FPS, init time, size and memory of MODELS.
+
+    With two models the p50 latency ratio (second / first) is printed per thread count.
+    """
+    from edgecls.runtime.bench import format_table, run_bench
+
+    cfg = BenchConfig(models=tuple(models), threads=threads, runs=runs, warmup=warmup, images=images,
+                      json=json_path, compare_delegates=compare_delegates, seed=seed, force=force)
+    report = run_bench(cfg)
+    click.echo(format_table(report))
+    if json_path:
+        click.echo(f"Wrote {json_path}")
+
+
+@click.command()
+@click.option("--model", "-m", default=None, help="Also check that this .tflite model loads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor(model: Optional[str], as_json: bool) -> None:
+    """Check this device: OS, Python, TFLite runtime, OpenCV, Picamera2, cameras, display (and a model)."""
+    from edgecls.runtime.doctor import diagnose, exit_code, format_report
+
+    report = diagnose(model)
+    click.echo(json.dumps(report, indent=2, default=str) if as_json else format_report(report))
+    code = exit_code(report)
+    if code:
+        problem = report.get("model", {}).get("problem") if report["runtime_ok"] else "no TFLite runtime imports"
+        raise click.ClickException(problem or "the model does not load")

@@ -1,7 +1,144 @@
-"""CLI commands of the export area (placeholder until the area lands)."""
+"""``edgecls prune``, ``edgecls export``, ``edgecls parity``: from a trained run to a checked .tflite.
+
+TensorFlow is imported inside the commands only, so ``edgecls --help`` stays fast.
+Help texts come from the config dataclasses' field docstrings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import click
+
+from edgecls.config import ExportConfig, ParityConfig, PruneConfig, field_help
+
+_P, _E, _Q = PruneConfig(), ExportConfig(), ParityConfig()
+
+_RUN = click.Path(path_type=Path)  # existence is checked by RunDir.open with a better message
 
 
 def register(group: click.Group) -> None:
     """Add this area's commands to the edgecls group."""
+    group.add_command(prune_cmd)
+    group.add_command(export_cmd)
+    group.add_command(parity_cmd)
+
+
+@click.command("prune")
+@click.argument("run", type=_RUN)
+@click.option("--sparsity", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=_P.sparsity,
+              show_default=True, help=field_help(PruneConfig, "sparsity"))
+@click.option("--epochs", type=click.IntRange(min=1), default=_P.epochs, show_default=True,
+              help=field_help(PruneConfig, "epochs"))
+@click.option("--learning-rate", type=float, default=_P.learning_rate, show_default=True,
+              help=field_help(PruneConfig, "learning_rate"))
+@click.option("--batch-size", type=click.IntRange(min=1), default=_P.batch_size, show_default=True,
+              help=field_help(PruneConfig, "batch_size"))
+@click.option("--force", is_flag=True, help=field_help(PruneConfig, "force"))
+def prune_cmd(run: Path, **options) -> None:
+    """Prune RUN's model (Conv2D/Dense kernels) to --sparsity during a short fine-tune.
+
+    Writes RUN/model_pruned.keras and RUN/pruning.json (measured sparsity, accuracy and gzip
+    size before/after). Export it with 'edgecls export RUN --int8 --pruned'.
+    """
+    from edgecls.prune import prune_run
+
+    r = prune_run(PruneConfig(run=str(run), **options))
+    acc = ""
+    if r["accuracy_before"] is not None:
+        acc = (f", {r['eval_split']} accuracy {100 * r['accuracy_before']:.1f}% -> "
+               f"{100 * r['accuracy_after']:.1f}%")
+    click.echo(
+        f"Pruned {r['pruned_layers']} layers to {100 * r['sparsity']:.1f}% zeros (target "
+        f"{100 * r['target_sparsity']:.0f}%){acc}; gzip'd float32 weights {r['gzip_bytes_before'] / 1e6:.2f} MB -> "
+        f"{r['gzip_bytes_after'] / 1e6:.2f} MB ({r['gzip_ratio']}x) in {r['elapsed_s']:.0f} s.\n"
+        f"Wrote {Path(run) / r['model']} and {Path(run) / 'pruning.json'}."
+    )
+
+
+@click.command("export")
+@click.argument("run", type=_RUN)
+@click.option("--int8", "mode", flag_value="int8", help="Full integer (default): int8 weights and activations.")
+@click.option("--float16", "mode", flag_value="float16", help="float16 weights, float32 compute on most CPUs.")
+@click.option("--dynamic", "mode", flag_value="dynamic", help="int8 weights, float activations.")
+@click.option("--float32", "mode", flag_value="float32", help="Plain float32.")
+@click.option("--pruned", is_flag=True, help=field_help(ExportConfig, "pruned"))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default RUN/export), or a .tflite file path.")
+@click.option("--representative-samples", type=click.IntRange(min=1), default=_E.representative_samples,
+              show_default=True, help=field_help(ExportConfig, "representative_samples"))
+@click.option("--io", type=click.Choice(["uint8", "int8"]), default=_E.io, show_default=True,
+              help=field_help(ExportConfig, "io"))
+@click.option("--allow-float-fallback", is_flag=True, help=field_help(ExportConfig, "allow_float_fallback"))
+@click.option("--force", is_flag=True, help=field_help(ExportConfig, "force"))
+@click.option("--no-parity", is_flag=True, help="Skip the parity check after an int8 export.")
+@click.option("--max-drop", type=click.FloatRange(min=0.0), default=_E.max_drop, show_default=True,
+              help=field_help(ExportConfig, "max_drop"))
+@click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=_E.min_agreement, show_default=True,
+              help=field_help(ExportConfig, "min_agreement"))
+def export_cmd(run: Path, mode: Optional[str], out: Optional[Path], no_parity: bool, **options) -> None:
+    """Convert RUN's model to TFLite in RUN/export/ (one file set per mode).
+
+    Writes model_<mode>.tflite (with labels and normalisation metadata), model_<mode>.card.json
+    and labels.txt. --int8 then checks parity against the float model (parity_int8.json) and
+    exits 1 when a gate fails; the files are kept and the card says "parity_passed": false.
+    """
+    from edgecls.export import ExportFailed, export_run
+    from edgecls.parity import format_parity
+
+    cfg = ExportConfig(run=str(run), mode=mode or "int8", out=str(out) if out else None, parity=not no_parity,
+                       **options)
+    try:
+        card = export_run(cfg)
+    except ExportFailed as e:
+        if e.parity is not None:
+            click.echo(format_parity(e.parity))
+        raise
+    model = Path(card["run"]) / "export" / card["model"] if out is None else _model_path(out, card)
+    click.echo(
+        f"Wrote {model} ({card['mode']}, {card['file_bytes'] / 1e6:.2f} MB, gzip {card['gzip_bytes'] / 1e6:.2f} MB, "
+        f"input {card['input']['dtype']} {card['input']['size']}px, metadata {'yes' if card['metadata'] else 'no'})."
+    )
+    if card.get("parity"):
+        report_path = model.with_name(card["parity"]["report"])
+        click.echo(format_parity(json.loads(report_path.read_text())))
+
+
+def _model_path(out: Path, card: dict) -> Path:
+    return out if str(out).endswith(".tflite") else out / card["model"]
+
+
+@click.command("parity")
+@click.argument("run", type=_RUN)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), default=None, help=field_help(ParityConfig, "data"))
+@click.option("--max-drop", type=click.FloatRange(min=0.0), default=_Q.max_drop, show_default=True,
+              help=field_help(ParityConfig, "max_drop"))
+@click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=_Q.min_agreement, show_default=True,
+              help=field_help(ParityConfig, "min_agreement"))
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help=field_help(ParityConfig, "json"))
+@click.option("--threads", type=click.IntRange(min=1), default=_Q.threads, show_default=True,
+              help=field_help(ParityConfig, "threads"))
+@click.option("--float-model", type=click.Path(path_type=Path), default=None,
+              help=field_help(ParityConfig, "float_model"))
+def parity_cmd(run: Path, model: Path, data: Optional[Path], json_path: Optional[Path], float_model: Optional[Path],
+               **options) -> None:
+    """Compare MODEL (.tflite, through the device runtime) with RUN's float Keras model.
+
+    Uses the run's test split (or --data DIR with the run's class folders). Exits 1 when the
+    accuracy drop exceeds --max-drop points or top-1 agreement is under --min-agreement.
+    """
+    from edgecls.parity import ParityFailed, format_parity, run_parity
+
+    cfg = ParityConfig(run=str(run), model=str(model), data=str(data) if data else None,
+                       json=str(json_path) if json_path else None,
+                       float_model=str(float_model) if float_model else None, **options)
+    try:
+        report = run_parity(cfg)
+    except ParityFailed as e:
+        click.echo(format_parity(e.report))
+        raise
+    click.echo(format_parity(report))

@@ -150,6 +150,8 @@ class ParityConfig:
     """Where to write the JSON report."""
     threads: int = 2
     """Interpreter threads."""
+    float_model: Optional[str] = None
+    """Float Keras reference (default: the one named in the model's card, else RUN/model.keras)."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ParityConfig":
@@ -192,6 +194,10 @@ class CameraConfig:
     """Stop after this many frames."""
     realtime: bool = False
     """Pace files and folders at their frame rate instead of as fast as possible."""
+    pipeline: bool = True
+    """Capture and preprocess on a background thread while the model runs (off: all on one thread)."""
+    force: bool = False
+    """Overwrite existing --save/--jsonl/--stats-json files."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CameraConfig":
@@ -218,6 +224,8 @@ class BenchConfig:
     """Also measure with XNNPACK off."""
     seed: int = DEFAULT_SEED
     """Seed of the random input."""
+    force: bool = False
+    """Overwrite an existing --json file."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BenchConfig":

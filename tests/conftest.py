@@ -7,3 +7,200 @@ import os
 # Must be set before anything imports TensorFlow (tfmot needs Keras 2).
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# -- device area: tiny real .tflite models (float32 and full int8), built once per session ------
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tmp_path_factory):
+    """A 32x32 3-class Keras model exported to float32 and full-int8 (uint8 io) .tflite files.
+
+    Returns a dict: ``float32``/``int8`` paths, ``images`` (uint8 [8,32,32,3]) and ``keras_probs``
+    (the Keras model's softmax on those images), so device tests compare against the real model.
+    """
+    import numpy as np
+
+    from edgecls.keras import keras, tf
+
+    root = tmp_path_factory.mktemp("tiny_tflite")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(3, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(0)
+    # Images with distinct colour casts so the three classes get distinct, confident-ish scores.
+    images = rng.integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
+    images[::2, :, :, 0] //= 4
+    keras_probs = model.predict(images.astype(np.float32), verbose=0)
+
+    out = {"images": images, "keras_probs": keras_probs, "dir": root}
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    (root / "float32").mkdir()
+    out["float32"] = root / "float32" / "model_float32.tflite"
+    out["float32"].write_bytes(conv.convert())
+    (root / "float32" / "labels.txt").write_text("cat\ndog\nbird\n")
+
+    def representative():
+        for _ in range(32):
+            yield [rng.integers(0, 256, size=(1, 32, 32, 3)).astype(np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.uint8
+    conv.inference_output_type = tf.uint8
+    (root / "int8").mkdir()
+    out["int8"] = root / "int8" / "model_int8.tflite"
+    out["int8"].write_bytes(conv.convert())
+    return out
+
+
+# -- data area: a small synthetic class-folder set and a set of awkward files -------------------
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    """DATA/<class>/*.jpg: 3 classes (circles, stripes, triangles) x 12 images, 64 px, seed 0."""
+    from edgecls.synth import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("synth_data") / "data"
+    write_synthetic_dataset(root, classes=3, per_class=12, size=64, seed=0)
+    return root
+
+
+def make_messy_files(folder) -> dict[str, str | None]:
+    """Write one file of each awkward kind into ``folder``; returns name -> expected skip-reason
+    substring (None for files the pipeline must accept)."""
+    import io
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    # Smooth colour gradients: JPEG keeps them, so decoders can be compared pixel by pixel.
+    yy, xx = np.mgrid[0:30, 0:40]
+    rgb = np.stack([xx * 6, yy * 8, 255 - xx * 3 - yy * 2], -1).clip(0, 255).astype(np.uint8)
+    im = Image.fromarray(rgb)
+    im.convert("CMYK").save(folder / "cmyk.jpg")
+    im.convert("L").save(folder / "gray.png")
+    Image.fromarray(np.dstack([rgb, np.full((30, 40), 99, np.uint8)])).save(folder / "rgba.png")
+    im.save(folder / "anim.gif", save_all=True, append_images=[Image.fromarray(255 - rgb)], duration=100, loop=0)
+    im.save(folder / "plain.bmp")
+    im.convert("P").save(folder / "palette.bmp")
+    im.save(folder / "ünï code name.jpg", quality=90)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=90)
+    (folder / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (folder / "zero.jpg").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "._x.jpg").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)  # macOS AppleDouble
+    im.save(folder / "pic.tiff")
+    return {
+        "cmyk.jpg": None,
+        "gray.png": None,
+        "rgba.png": None,
+        "anim.gif": None,
+        "plain.bmp": None,
+        "ünï code name.jpg": None,
+        "palette.bmp": "unsupported by the TF decoder",
+        "truncated.jpg": "corrupt or truncated",
+        "zero.jpg": "empty file (0 bytes)",
+        "notes.txt": "unsupported format (.txt)",
+        "._x.jpg": "hidden file",
+        "pic.tiff": "unsupported format TIFF",
+    }
+
+
+@pytest.fixture(scope="session")
+def messy_data(tmp_path_factory):
+    """DATA/good/ (synthetic) + DATA/messy/ (make_messy_files); returns (root, expectations)."""
+    import shutil
+
+    from edgecls.synth import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("messy_data") / "data"
+    src = tmp_path_factory.mktemp("messy_src")
+    write_synthetic_dataset(src, classes=2, per_class=4, size=48, seed=1)
+    shutil.copytree(src / "circles", root / "good")
+    expect = make_messy_files(root / "messy")
+    return root, expect
+
+
+@pytest.fixture(scope="session")
+def device_video(tmp_path_factory):
+    """A 36-frame 640x480 mp4v video: a gradient with a moving square (easy for the codec)."""
+    import cv2
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("device_video") / "clip.mp4"
+    w, h = 640, 480
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (w, h))
+    base = np.zeros((h, w, 3), np.uint8)
+    base[:, :, 1] = np.linspace(60, 200, w, dtype=np.uint8)[None, :]
+    base[:, :, 2] = np.linspace(200, 60, h, dtype=np.uint8)[:, None]
+    for i in range(36):
+        frame = base.copy()
+        x = 40 + i * 12
+        frame[200:300, x:x + 100] = (255, 255, 255)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+# -- train area: one tiny real training run, shared by train/export/parity tests ---------------
+TINY_RUN_SIZE_PX = 64
+TINY_RUN_CLASSES = 3
+TINY_RUN_PER_CLASS = 30
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished ``edgecls train`` run folder (returns its Path): MobileNetV2 alpha 0.35, 64 px,
+    random init (``weights="none"``), 3 synthetic classes x 30 images, 4 head epochs + 1
+    fine-tune epoch. About 20 s on 2 cores. Random features do not generalise, so expect
+    chance-level accuracy; the high learning rate and no augmentation make the head fit the
+    training images, so predicted classes still differ between images (useful for parity).
+    Treat it as read-only: write new files (pruned models, exports) where your stage puts them.
+    """
+    from edgecls.config import TrainConfig
+    from edgecls.synth import write_synthetic_dataset
+    from edgecls.train import train
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    write_synthetic_dataset(root / "data", classes=TINY_RUN_CLASSES, per_class=TINY_RUN_PER_CLASS,
+                            size=TINY_RUN_SIZE_PX, seed=0)
+    cfg = TrainConfig(
+        data=str(root / "data"), out=str(root / "run"), backbone="mobilenet_v2", alpha=0.35,
+        size=TINY_RUN_SIZE_PX, weights="none", epochs=4, fine_tune_epochs=1, batch_size=16,
+        learning_rate=3e-2, augment=False, cache="memory", seed=0,
+    )
+    return train(cfg, verbose=0).path
+
+
+# -- export area: a private, pruned and exported copy of tiny_run -------------------------------
+@pytest.fixture(scope="session")
+def exported_run(tiny_run, tmp_path_factory):
+    """A copy of ``tiny_run`` pruned to 50% (1 epoch) with int8 and pruned-int8 exports (parity
+    run with gates that cannot fail: the tiny model's accuracy is near chance and its top two
+    scores nearly tie; tests assert on the figures instead). Read-only for tests.
+    """
+    import shutil
+    from types import SimpleNamespace
+
+    from edgecls.config import ExportConfig, PruneConfig
+    from edgecls.export import export_run
+    from edgecls.prune import prune_run
+
+    run = tmp_path_factory.mktemp("exported_run") / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints", "logs", "cache", "plots"))
+    pruning = prune_run(PruneConfig(run=str(run), sparsity=0.5, epochs=1, batch_size=16))
+    lenient = dict(max_drop=100.0, min_agreement=0.0)  # calibrates on every training image (< 300)
+    int8 = export_run(ExportConfig(run=str(run), mode="int8", **lenient))
+    pruned_int8 = export_run(ExportConfig(run=str(run), mode="int8", pruned=True, **lenient))
+    return SimpleNamespace(path=run, pruning=pruning, int8=int8, pruned_int8=pruned_int8)

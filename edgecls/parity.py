@@ -1,0 +1,190 @@
+"""Parity: does the .tflite classify like the float Keras model it came from?
+
+Both models see the *same* uint8 images (``data.load_images``: the training decode/resize).
+The float model gets them as 0..255 float32; the .tflite goes through the device runtime's
+``Classifier`` at batch 1 — the very code a Pi runs — so parity measures what ships.
+
+Gates: accuracy drop (float minus tflite, in points) <= ``max_drop`` and top-1 agreement
+>= ``min_agreement``. The float reference is the model named in the .tflite's card
+(``model_pruned.keras`` for a pruned export), unless ``float_model`` overrides it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from edgecls.config import ParityConfig, TrainConfig
+from edgecls.errors import EdgeclsError
+from edgecls.io import atomic_write_json, read_json
+from edgecls.rundir import RunDir
+
+FLOAT_BATCH = 32
+
+
+class ParityFailed(EdgeclsError):
+    """A gate failed; ``report`` holds every figure."""
+
+    def __init__(self, message: str, report: dict[str, Any]):
+        super().__init__(message)
+        self.report = report
+
+
+def _float_reference(run: RunDir, model_path: Path, override: Optional[str]) -> Path:
+    if override:
+        p = Path(override)
+        return p if p.is_absolute() or p.exists() else run.path / p
+    from edgecls.export import card_path_for
+
+    card = card_path_for(model_path)
+    if card.is_file():
+        name = read_json(card).get("float_model")
+        if name:
+            return run.path / name
+    return run.model_path
+
+
+def _images(run: RunDir, data_dir: Optional[str], labels: list[str], size: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """(uint8 images, label indices in labels.txt order, description of the source)."""
+    from edgecls import data
+
+    if data_dir is None:
+        root, split = data.load_split(run)
+        name = "test" if split.get("test") else "val"
+        items = split.get(name) or []
+        if not items:
+            raise EdgeclsError(f"{run.split_json} has no test or validation images; pass --data DIR")
+        x, y = data.load_images(root, items, size)
+        return x, y, f"run {name} split"
+    scan = data.scan_dataset(data_dir)
+    unknown = sorted(set(scan.classes) - set(labels))
+    missing = sorted(set(labels) - set(scan.classes))
+    if unknown or missing:
+        parts = []
+        if unknown:
+            parts.append(f"unknown class folder(s) {', '.join(unknown)}")
+        if missing:
+            parts.append(f"missing class folder(s) {', '.join(missing)}")
+        raise EdgeclsError(
+            f"{data_dir} does not match the run's labels.txt ({'; '.join(parts)}); "
+            f"its class folders must be exactly: {', '.join(labels)}"
+        )
+    to_ours = {i: labels.index(c) for i, c in enumerate(scan.classes)}
+    items = [(rel, to_ours[lab]) for files in scan.files.values() for rel, lab in files]
+    x, y = data.load_images(Path(scan.root), items, size)
+    return x, y, f"folder {data_dir}"
+
+
+def run_parity(cfg: ParityConfig, *, raise_on_fail: bool = True) -> dict[str, Any]:
+    """Compare the float model and ``cfg.model`` on the same images; write ``cfg.json`` if set."""
+    from edgecls.runtime.classifier import Classifier
+
+    if not 0.0 <= cfg.min_agreement <= 1.0:
+        raise EdgeclsError(f"--min-agreement is a rate between 0 and 1, got {cfg.min_agreement}")
+    if cfg.max_drop < 0:
+        raise EdgeclsError(f"--max-drop is in accuracy points and must be >= 0, got {cfg.max_drop}")
+    run = RunDir.open(cfg.run)
+    model_path = Path(cfg.model)
+    labels = run.read_labels()
+    size = TrainConfig.from_dict(run.read_config().get("train", {})).size
+    clf = Classifier(model_path, labels=labels, num_threads=cfg.threads)
+    if tuple(clf.input_size) != (size, size):
+        raise EdgeclsError(
+            f"{model_path} takes {clf.input_size[0]}x{clf.input_size[1]} images but run {run.path} is "
+            f"{size}x{size}; check that the model was exported from this run"
+        )
+    float_path = _float_reference(run, model_path, cfg.float_model)
+    x, y, source = _images(run, cfg.data, labels, size)
+
+    from edgecls.prune import load_keras_model
+
+    model = load_keras_model(float_path)
+    p_float = np.asarray(model.predict(x.astype(np.float32), batch_size=FLOAT_BATCH, verbose=0), dtype=np.float32)
+    p_lite = np.stack([clf.probabilities(img) for img in x]).astype(np.float32)
+    report = compare(p_float, p_lite, y, labels, max_drop=cfg.max_drop, min_agreement=cfg.min_agreement)
+    report.update({
+        "source": source,
+        "model": str(model_path.resolve()),
+        "float_model": str(float_path.resolve()),
+        "runtime": clf.runtime,
+        "threads": cfg.threads,
+    })
+    if cfg.json:
+        atomic_write_json(cfg.json, report)
+    if raise_on_fail and not report["passed"]:
+        raise ParityFailed(report["failure"], report)
+    return report
+
+
+def compare(
+    p_float: np.ndarray, p_lite: np.ndarray, y: np.ndarray, labels: list[str], *, max_drop: float, min_agreement: float
+) -> dict[str, Any]:
+    """Parity figures of two probability arrays [N, C] against the true labels ``y``."""
+    n = int(len(y))
+    top_f, top_l = p_float.argmax(1), p_lite.argmax(1)
+    acc_f = float(np.mean(top_f == y)) if n else 0.0
+    acc_l = float(np.mean(top_l == y)) if n else 0.0
+    drop = round(100.0 * (acc_f - acc_l), 4)
+    agreement = float(np.mean(top_f == top_l)) if n else 0.0
+    diff = np.abs(p_float - p_lite)
+    per_class = {}
+    for i, name in enumerate(labels):
+        m = y == i
+        k = int(m.sum())
+        fa = float(np.mean(top_f[m] == i)) if k else None
+        la = float(np.mean(top_l[m] == i)) if k else None
+        per_class[name] = {"n": k, "float_accuracy": fa, "tflite_accuracy": la,
+                           "change_points": round(100.0 * (la - fa), 4) if k else None}
+    failures = []
+    if drop > max_drop:
+        failures.append(f"accuracy drop {drop:.2f} points > --max-drop {max_drop:g}")
+    if agreement < min_agreement:
+        failures.append(f"top-1 agreement {agreement:.4f} < --min-agreement {min_agreement:g}")
+    failure = None
+    if failures:
+        failure = ("parity failed: " + " and ".join(failures)
+                   + "; try more representative samples (--representative-samples), or a backbone that "
+                   "quantizes better (mobilenet_v2)")
+    return {
+        "float_accuracy": acc_f,
+        "tflite_accuracy": acc_l,
+        "accuracy_drop_points": drop,
+        "agreement": agreement,
+        "n_images": n,
+        "per_class": per_class,
+        "mean_abs_prob_diff": float(diff.mean()) if n else 0.0,
+        "max_abs_prob_diff": float(diff.max()) if n else 0.0,
+        "passed": not failures,
+        "failure": failure,
+        "gates": {"max_drop": max_drop, "min_agreement": min_agreement},
+    }
+
+
+def format_parity(report: dict[str, Any]) -> str:
+    """A readable table of a parity report."""
+    lines = [
+        f"Parity on {report['n_images']} images ({report.get('source', '?')})",
+        f"  float model : {report.get('float_model', '?')}",
+        f"  tflite model: {report.get('model', '?')}",
+        "",
+        f"  {'class':<20} {'n':>5} {'float':>8} {'tflite':>8} {'change':>8}",
+    ]
+    for name, c in report["per_class"].items():
+        if c["n"]:
+            lines.append(f"  {name:<20} {c['n']:>5} {100 * c['float_accuracy']:>7.1f}% "
+                         f"{100 * c['tflite_accuracy']:>7.1f}% {c['change_points']:>+8.1f}")
+        else:
+            lines.append(f"  {name:<20} {0:>5} {'-':>8} {'-':>8} {'-':>8}")
+    g = report["gates"]
+    lines += [
+        f"  {'all':<20} {report['n_images']:>5} {100 * report['float_accuracy']:>7.1f}% "
+        f"{100 * report['tflite_accuracy']:>7.1f}% {0.0 - report['accuracy_drop_points']:>+8.1f}",
+        "",
+        f"  accuracy drop : {report['accuracy_drop_points']:.2f} points (gate <= {g['max_drop']:g})",
+        f"  agreement     : {report['agreement']:.4f} (gate >= {g['min_agreement']:g})",
+        f"  |prob diff|   : mean {report['mean_abs_prob_diff']:.4f}, max {report['max_abs_prob_diff']:.4f}",
+        f"  result        : {'PASSED' if report['passed'] else 'FAILED'}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,203 @@
+"""Classifier: one .tflite image classifier, from an RGB frame of any size to top-k labels.
+
+Everything the model needs is read from the model itself (input size, dtype, quantization),
+so the same code serves float32, float16, dynamic-range and full-int8 exports.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from edgecls.errors import EdgeclsError
+from edgecls.runtime.interpreter import load_interpreter, runtime_version
+from edgecls.runtime.scores import Category, dequantize, quantize, top_k
+
+LABELS_FILENAME = "labels.txt"
+
+
+def read_labels_file(path: str | os.PathLike) -> list[str]:
+    """One class name per line, blank lines ignored (same rule as the run folder's labels.txt)."""
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def labels_from_metadata(model_bytes: bytes) -> Optional[list[str]]:
+    """Labels packed inside a .tflite by the metadata writer, without TensorFlow.
+
+    A model with associated files is also a zip archive (the files are appended after the
+    flatbuffer), so :mod:`zipfile` reads them straight from the model bytes.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(model_bytes)) as z:
+            names = [n for n in z.namelist() if n.lower().endswith(".txt")]
+            if not names:
+                return None
+            # Prefer a file that says it holds labels; else the first text file.
+            names.sort(key=lambda n: (0 if "label" in n.lower() else 1, n))
+            text = z.read(names[0]).decode("utf-8", errors="replace")
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return None
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
+    return labels or None
+
+
+def resize_squash(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize to (height, width) ignoring aspect, like training; a no-op at the right size.
+
+    INTER_AREA when shrinking (it averages, close to TF's antialiased bilinear), INTER_LINEAR
+    when enlarging (INTER_AREA degenerates to nearest-neighbour there).
+    """
+    h, w = rgb.shape[:2]
+    if (h, w) == (height, width):
+        return rgb
+    import cv2
+
+    shrinking = height * width < h * w
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (width, height), interpolation=interp)
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Accept HxW (gray), HxWx3 or HxWx4 (alpha dropped), any numeric type; return HxWx3 uint8."""
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise EdgeclsError(f"expected an RGB image HxWx3, got an array of shape {a.shape}")
+    if a.shape[2] == 4:
+        a = a[:, :, :3]
+    if a.dtype != np.uint8:
+        a = np.clip(np.rint(a.astype(np.float32)), 0, 255).astype(np.uint8)
+    return a
+
+
+class Classifier:
+    """Load a .tflite classifier and run it on RGB frames.
+
+    ``input_size`` is (height, width). Input that is int8/uint8 is quantized with the input
+    tensor's own scale and zero point (the exported models take raw 0-255 pixel values, so a
+    uint8 input with scale 1 and zero point 0 receives the pixel bytes unchanged).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        labels: Optional[list[str]] = None,
+        num_threads: int = 2,
+        xnnpack: bool = True,
+    ) -> None:
+        self.model_path = Path(model_path)
+        self.num_threads = int(num_threads)
+        self.xnnpack = bool(xnnpack)
+        self.interpreter, self.runtime = load_interpreter(
+            self.model_path, num_threads=self.num_threads, xnnpack=self.xnnpack
+        )
+        self.runtime_version = runtime_version(self.runtime)
+        inp = self.interpreter.get_input_details()
+        out = self.interpreter.get_output_details()
+        if len(inp) != 1 or len(out) < 1:
+            raise EdgeclsError(f"{self.model_path} is not an image classifier (expects 1 input, has {len(inp)})")
+        self._in = inp[0]
+        self._out = out[0]
+        shape = tuple(int(d) for d in self._in["shape"])
+        if len(shape) != 4 or shape[3] != 3:
+            raise EdgeclsError(
+                f"{self.model_path} is not an RGB image classifier (input shape {list(shape)}, expected [1, H, W, 3])"
+            )
+        self.input_size: tuple[int, int] = (shape[1], shape[2])
+        self.input_dtype = np.dtype(self._in["dtype"])
+        self.output_dtype = np.dtype(self._out["dtype"])
+        self.input_scale, self.input_zero_point = _quant_params(self._in)
+        self.output_scale, self.output_zero_point = _quant_params(self._out)
+        self.num_classes = int(self._out["shape"][-1])
+        self.labels, self.labels_source = self._resolve_labels(labels)
+        if len(self.labels) != self.num_classes:
+            raise EdgeclsError(
+                f"{len(self.labels)} labels ({self.labels_source}) but the model has {self.num_classes} outputs; "
+                "pass the labels.txt that came with this model (--labels)"
+            )
+
+    # -- labels -----------------------------------------------------------------------------
+    def _resolve_labels(self, labels: Optional[Sequence[str]]) -> tuple[list[str], str]:
+        if labels is not None:
+            return list(labels), "given"
+        beside = self.model_path.with_name(LABELS_FILENAME)
+        if beside.is_file():
+            return read_labels_file(beside), str(beside)
+        meta = labels_from_metadata(self.model_path.read_bytes())
+        if meta:
+            return meta, "model metadata"
+        return [f"class_{i}" for i in range(self.num_classes)], "none (class_<i>)"
+
+    # -- the three stages -------------------------------------------------------------------
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray:
+        """RGB uint8 HxWx3 of any size -> the model's input tensor [1, h, w, 3]."""
+        img = resize_squash(as_rgb_uint8(rgb), *self.input_size)
+        if self.input_dtype == np.float32:
+            return img.astype(np.float32)[None]
+        if self.input_dtype in (np.uint8, np.int8):
+            scale = self.input_scale or 1.0  # scale 0 = not quantized: the integers are the real values
+            if abs(scale - 1.0) < 1e-6 and self.input_zero_point == 0 and self.input_dtype == np.uint8:
+                # The exported models' usual case: the pixel bytes go straight in (no float round trip).
+                return np.ascontiguousarray(img)[None]
+            return quantize(img, scale, self.input_zero_point, self.input_dtype)[None]
+        if self.input_dtype == np.float16:
+            return img.astype(np.float16)[None]
+        raise EdgeclsError(f"unsupported model input type {self.input_dtype}")
+
+    def invoke(self, tensor: np.ndarray) -> np.ndarray:
+        """Run the model on one input tensor; the raw (possibly quantized) output row."""
+        self.interpreter.set_tensor(self._in["index"], tensor)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._out["index"])[0]
+
+    def set_input(self, tensor: np.ndarray) -> None:
+        """Copy a preprocessed tensor into the interpreter (bench times ``invoke_only`` without this copy)."""
+        self.interpreter.set_tensor(self._in["index"], tensor)
+
+    def invoke_only(self) -> None:
+        self.interpreter.invoke()
+
+    def postprocess(self, raw: np.ndarray) -> np.ndarray:
+        """Raw output row -> float32 scores [C] (dequantized by the output tensor's own parameters)."""
+        raw = np.asarray(raw).reshape(-1)
+        if np.issubdtype(raw.dtype, np.integer):
+            if self.output_scale == 0.0:
+                return raw.astype(np.float32)
+            return dequantize(raw, self.output_scale, self.output_zero_point)
+        return raw.astype(np.float32)
+
+    # -- conveniences -------------------------------------------------------------------------
+    def probabilities(self, rgb: np.ndarray) -> np.ndarray:
+        return self.postprocess(self.invoke(self.preprocess(rgb)))
+
+    def classify(self, rgb: np.ndarray, k: int = 3, threshold: float = 0.0) -> list[Category]:
+        return top_k(self.probabilities(rgb), k, threshold, self.labels)
+
+    def describe(self) -> dict:
+        """What the model expects and returns (doctor, bench, stats)."""
+        return {
+            "model": str(self.model_path),
+            "runtime": self.runtime,
+            "runtime_version": self.runtime_version,
+            "input_shape": [1, *self.input_size, 3],
+            "input_dtype": self.input_dtype.name,
+            "input_quantization": [self.input_scale, self.input_zero_point],
+            "output_shape": [int(d) for d in self._out["shape"]],
+            "output_dtype": self.output_dtype.name,
+            "output_quantization": [self.output_scale, self.output_zero_point],
+            "labels": self.labels,
+            "labels_source": self.labels_source,
+        }
+
+
+def _quant_params(details: dict) -> tuple[float, int]:
+    scale, zero_point = details.get("quantization", (0.0, 0))
+    return float(scale), int(zero_point)

@@ -1,0 +1,133 @@
+"""``edgecls doctor``: what this device can run, and what is missing, in one report."""
+
+from __future__ import annotations
+
+import glob
+import platform
+from dataclasses import asdict
+from typing import Any, Optional
+
+from edgecls.errors import EdgeclsError
+from edgecls.runtime.interpreter import runtime_report
+from edgecls.runtime.machine import cpu_model
+
+
+def opencv_report() -> dict[str, Any]:
+    try:
+        import cv2
+    except ImportError as e:
+        return {"available": False, "problem": f"not installed ({e}); pip install opencv-python-headless"}
+    from edgecls.runtime.sources import _cv2_has
+
+    return {
+        "available": True,
+        "version": cv2.__version__,
+        "gui": _cv2_has("GUI"),
+        "gstreamer": _cv2_has("GStreamer"),
+        "v4l2": _cv2_has("v4l/v4l2"),
+        "ffmpeg": _cv2_has("FFMPEG"),
+    }
+
+
+def picamera_report() -> dict[str, Any]:
+    try:
+        import picamera2  # noqa: F401
+    except ImportError:
+        from edgecls.runtime.sources import PICAMERA_HINT
+
+        return {"available": False, "problem": PICAMERA_HINT}
+    except Exception as e:  # noqa: BLE001 - libcamera bindings can fail in odd ways
+        return {"available": False, "problem": f"{type(e).__name__}: {e}"}
+    return {"available": True, "version": getattr(picamera2, "__version__", None)}
+
+
+def model_report(model: str, threads: int = 1) -> dict[str, Any]:
+    from edgecls.runtime.classifier import Classifier
+
+    try:
+        clf = Classifier(model, num_threads=threads)
+    except EdgeclsError as e:
+        return {"loads": False, "problem": str(e)}
+    d = clf.describe()
+    d["loads"] = True
+    return d
+
+
+def diagnose(model: Optional[str] = None) -> dict[str, Any]:
+    from edgecls.runtime.loop import display_status
+
+    runtimes = [asdict(s) for s in runtime_report()]
+    display, why = display_status() if _has_cv2() else (False, "OpenCV missing")
+    import numpy
+
+    report: dict[str, Any] = {
+        "os": platform.platform(),
+        "arch": platform.machine(),
+        "cpu_model": cpu_model(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "runtimes": runtimes,
+        "runtime_ok": any(r["available"] for r in runtimes),
+        "opencv": opencv_report(),
+        "picamera2": picamera_report(),
+        "cameras": sorted(glob.glob("/dev/video*")),
+        "display": {"available": display, "detail": why},
+    }
+    if model is not None:
+        report["model"] = model_report(model)
+    return report
+
+
+def _has_cv2() -> bool:
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    """Non-zero only when nothing can run: no runtime, or the given model does not load."""
+    if not report["runtime_ok"]:
+        return 1
+    if "model" in report and not report["model"]["loads"]:
+        return 1
+    return 0
+
+
+def format_report(report: dict[str, Any]) -> str:
+    ok, no = "ok ", "-- "
+    lines = [
+        f"system   {report['os']} ({report['arch']}), {report['cpu_model']}",
+        f"python   {report['python']}, numpy {report['numpy']}",
+        "runtimes (first available is used):",
+    ]
+    for r in report["runtimes"]:
+        detail = r["version"] if r["available"] else r["problem"]
+        lines.append(f"  {ok if r['available'] else no}{r['name']:<15} {detail}")
+    cv = report["opencv"]
+    if cv["available"]:
+        flags = ", ".join(f"{k} {'yes' if cv[k] else 'no'}" for k in ("gui", "gstreamer", "v4l2", "ffmpeg"))
+        lines.append(f"{ok}opencv {cv['version']} ({flags})")
+    else:
+        lines.append(f"{no}opencv: {cv['problem']}")
+    pc = report["picamera2"]
+    lines.append(f"{ok}picamera2 {pc.get('version') or ''}" if pc["available"] else f"{no}picamera2: {pc['problem']}")
+    cams = report["cameras"]
+    lines.append(f"{ok if cams else no}cameras: {', '.join(cams) if cams else 'no /dev/video* devices'}")
+    disp = report["display"]
+    lines.append(f"{ok if disp['available'] else no}display: {disp['detail']}"
+                 + ("" if disp["available"] else " (camera runs headless)"))
+    if "model" in report:
+        m = report["model"]
+        if m["loads"]:
+            lines.append(
+                f"{ok}model {m['model']}: input {m['input_shape']} {m['input_dtype']} "
+                f"(scale, zero point {m['input_quantization']}), output {m['output_shape']} {m['output_dtype']}, "
+                f"{len(m['labels'])} labels from {m['labels_source']}, runtime {m['runtime']}"
+            )
+        else:
+            lines.append(f"{no}model: {m['problem']}")
+    if not report["runtime_ok"]:
+        lines.append("No TFLite runtime imports: pip install ai-edge-litert")
+    return "\n".join(lines)

@@ -1,0 +1,382 @@
+"""Training: an image folder -> a run folder with the best float model, metrics and plots.
+
+Two phases: the new head on a frozen backbone (``epochs`` at ``learning_rate``), then the
+top ``fine_tune_fraction`` of the backbone unfrozen (``fine_tune_epochs`` at the much lower
+``fine_tune_learning_rate``). BatchNorm stays in inference mode and frozen throughout (the
+backbone is called with ``training=False``), which keeps small datasets from wrecking the
+pretrained statistics. Augmentation lives in a training-only wrapper model, so ``model.keras``
+and everything exported from it take clean raw pixels.
+
+Every epoch writes a checkpoint (``RUN/checkpoints``: last and best weights + ``state.json``
+with phase, epoch and history) so ``--resume`` continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from edgecls import __version__
+from edgecls.backbones import build_classifier, calibrate_batchnorm, get_backbone, is_pretrained
+from edgecls.config import TrainConfig
+from edgecls.errors import EdgeclsError
+from edgecls.checkpoint import BEST_WEIGHTS, LAST_WEIGHTS, Checkpointer, copy_weights, restore, save_weights_npz
+from edgecls.io import atomic_write_json, read_json
+from edgecls.keras import keras, tf
+from edgecls.report import classification_metrics, plot_confusion_matrix, plot_learning_curves
+from edgecls.rundir import RunDir
+from edgecls.train_checks import check_run_dir, check_train_config
+
+PHASE_HEAD = "head"
+PHASE_FINE_TUNE = "fine_tune"
+PHASE_DONE = "done"
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+def make_augmentation(seed: int) -> "keras.Sequential":
+    """Random flip/rotation/zoom/translation/contrast, active only when ``training=True``.
+
+    Mild settings: photos of objects tolerate small geometric changes; vertical flips or big
+    rotations would teach the model views the camera never sees. float32 so mixed precision
+    does not round pixel values.
+    """
+    L = keras.layers
+    return keras.Sequential(
+        [
+            L.RandomFlip("horizontal", seed=seed, dtype="float32"),
+            L.RandomRotation(0.05, fill_mode="reflect", seed=seed + 1, dtype="float32"),
+            L.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2, dtype="float32"),
+            L.RandomTranslation(0.05, 0.05, fill_mode="reflect", seed=seed + 3, dtype="float32"),
+            L.RandomContrast(0.1, seed=seed + 4, dtype="float32"),  # clips to [0, 255] itself
+        ],
+        name="augment",
+    )
+
+
+def make_trainer(classifier: "keras.Model", *, augment: bool, seed: int) -> "keras.Model":
+    """The model ``fit`` sees: augmentation (training only) in front of the classifier."""
+    if not augment:
+        return classifier
+    inp = keras.Input(classifier.input_shape[1:], dtype="float32", name="image")
+    out = classifier(make_augmentation(seed)(inp))
+    return keras.Model(inp, out, name="trainer")
+
+
+def set_phase(classifier: "keras.Model", phase: str, fine_tune_fraction: float) -> None:
+    """Freeze the whole backbone (head phase) or unfreeze its top share except BatchNorm."""
+    base = get_backbone(classifier)
+    if phase == PHASE_HEAD:
+        base.trainable = False
+        return
+    base.trainable = True
+    cut = int(round(len(base.layers) * (1.0 - fine_tune_fraction)))
+    for i, layer in enumerate(base.layers):
+        if i < cut or isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+def compile_for(trainer: "keras.Model", lr: float, label_smoothing: float) -> None:
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=["accuracy"],
+    )
+
+
+def load_model(path: str | os.PathLike) -> "keras.Model":
+    """A saved ``model.keras`` (tf_keras format), uncompiled, ready for inference/export."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeclsError(f"model not found: {path} (train one with 'edgecls train')")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (ValueError, OSError) as e:
+        raise EdgeclsError(f"cannot load Keras model {path}: {e}") from None
+
+
+def evaluate(
+    model: "keras.Model", ds: "tf.data.Dataset", n_classes: int, labels: Optional[Sequence[str]] = None
+) -> dict[str, Any]:
+    """Accuracy, loss, per-class figures and confusion matrix of ``model`` on ``ds``.
+
+    ``ds`` yields ``(images, labels)`` batches with integer or one-hot labels.
+    """
+    names = list(labels) if labels is not None else [str(i) for i in range(n_classes)]
+    ys, ps = [], []
+    for x, y in ds:
+        ps.append(np.asarray(model(x, training=False), dtype=np.float32))
+        y = np.asarray(y)
+        ys.append(y.argmax(axis=-1) if y.ndim == 2 else y)
+    if not ys:
+        return classification_metrics(np.zeros(0, np.int64), np.zeros((0, n_classes)), names)
+    return classification_metrics(np.concatenate(ys), np.concatenate(ps), names)
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def _tensorboard(folder: Path) -> list:
+    """TensorBoard logging when the package is installed (TF 2.21 no longer pulls it in)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        return []
+    return [keras.callbacks.TensorBoard(str(folder), profile_batch=0)]
+
+
+def _verbose() -> int:
+    return 1 if sys.stdout.isatty() else 2  # progress bars only for humans; one line per epoch in logs
+
+
+def _datasets(cfg: TrainConfig, root: Path, split: dict, n_classes: int, cache_root: Path) -> dict[str, Any]:
+    from edgecls import data
+
+    out = {}
+    for name in ("train", "val", "test"):
+        items = split.get(name) or []
+        if not items:
+            out[name] = None
+            continue
+        cache_dir = cache_root / name
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        ds = data.build_dataset(
+            root, items, image_size=cfg.size, batch_size=cfg.batch_size, training=(name == "train"),
+            seed=cfg.seed, cache=cfg.cache, cache_budget_mb=cfg.cache_budget_mb, cache_dir=cache_dir,
+        )
+        # One-hot labels: CategoricalCrossentropy is the loss that supports label smoothing.
+        ds = ds.map(lambda x, y: (x, tf.one_hot(y, n_classes)), num_parallel_calls=tf.data.AUTOTUNE)
+        # The pipeline starts from a list of paths, not files per worker: shard by element on a cluster.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        out[name] = ds.with_options(options)
+    return out
+
+
+def float32_copy(model: "keras.Model", cfg: TrainConfig, n_classes: int) -> "keras.Model":
+    """The same weights in a float32 graph: a mixed-precision model must not leak float16 into export."""
+    if keras.mixed_precision.global_policy().name == "float32":
+        return model
+    prev = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        clean = build_classifier(cfg.backbone, num_classes=n_classes, size=cfg.size, alpha=cfg.alpha,
+                                 minimalistic=cfg.minimalistic, weights="none", dropout=cfg.dropout)
+    finally:
+        keras.mixed_precision.set_global_policy(prev)
+    copy_weights(model, clean)
+    return clean
+
+
+def save_model(model: "keras.Model", path: Path) -> None:
+    """Save atomically: Keras writes a temp ``.keras`` beside the target, then it is renamed."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _scan_and_split(cfg: TrainConfig) -> tuple[Any, dict]:
+    """Scan and split the data; nothing is written yet (a data error leaves no run folder)."""
+    from edgecls import data
+
+    scan = data.scan_dataset(cfg.data)
+    split = data.make_split(scan, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
+    for name in ("train", "val"):
+        if not split.get(name):
+            raise EdgeclsError(f"the {name} split of {cfg.data} is empty; add images (a few per class at least)")
+    return scan, split
+
+
+def _create_run(cfg: TrainConfig, force: bool, scan: Any, split: dict) -> RunDir:
+    """Create the run folder (replacing an old run only with ``force``) and its small files."""
+    from edgecls import data
+
+    out = Path(cfg.out)
+    if force and (out / "config.json").is_file():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = RunDir(out)
+    run.write_json(run.config_json, {"train": dataclasses.asdict(cfg), "edgecls_version": __version__})
+    run.write_labels(list(scan.classes))
+    data.save_split(run, scan, split, cfg.seed)
+    return run
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    callbacks: Sequence["keras.callbacks.Callback"] = (),
+    verbose: Optional[int] = None,
+) -> RunDir:
+    """Train a classifier and write its run folder; returns the :class:`RunDir`.
+
+    ``resume=True`` continues ``cfg.out`` from its last checkpoint with the run's *saved*
+    config (other fields of ``cfg`` are ignored). ``callbacks`` are extra Keras callbacks
+    (run after the checkpointer). Only the chief writes the run under a multi-worker cluster.
+    """
+    from edgecls import data
+    from edgecls.distribute import is_chief, make_strategy, precision
+
+    check_run_dir(cfg.out, force=force, resume=resume)
+    run: Optional[RunDir] = None
+    if resume:
+        run = RunDir.open(cfg.out)
+        cfg = dataclasses.replace(TrainConfig.from_dict(run.read_config()["train"]), out=str(run.path))
+        state = read_json(run.checkpoints / "state.json")
+    else:
+        state = {"phase": PHASE_HEAD, "phase_epochs_done": 0, "rows": []}
+    check_train_config(cfg)
+    # Before any other TF op: multi-worker collectives must be configured at start-up.
+    strategy = make_strategy(cfg.strategy)
+    if run is not None:
+        root, split = data.load_split(run)
+        labels = run.read_labels()
+    else:
+        scan, split = _scan_and_split(cfg)
+        root, labels = Path(scan.root), list(scan.classes)
+    n_classes = len(labels)
+    verbose = _verbose() if verbose is None else verbose
+
+    keras.utils.set_random_seed(cfg.seed)
+    with precision(cfg.mixed_precision) as policy:
+        with strategy.scope():
+            # Built before the run folder exists: a weights file that does not fit leaves nothing behind.
+            classifier = build_classifier(cfg.backbone, num_classes=n_classes, size=cfg.size, alpha=cfg.alpha,
+                                          minimalistic=cfg.minimalistic, weights=cfg.weights, dropout=cfg.dropout)
+            trainer = make_trainer(classifier, augment=cfg.augment, seed=cfg.seed)
+        if run is None:
+            run = _create_run(cfg, force, scan, split)
+        ckpt = run.checkpoints
+        ckpt.mkdir(parents=True, exist_ok=True)
+        if not is_chief():  # other cluster workers must save too (collectives), but somewhere private
+            ckpt = Path(tempfile.mkdtemp(prefix="edgecls-worker-"))
+        ds = _datasets(cfg, root, split, n_classes, run.path / "cache")
+        weights = data.class_weights([lbl for _, lbl in split["train"]], n_classes) if cfg.class_weights == "auto" else None
+        state["class_weights"] = {labels[i]: w for i, w in weights.items()} if weights else None
+        if resume:
+            restore(classifier, ckpt, LAST_WEIGHTS)
+        elif not is_pretrained(cfg.weights):
+            images, _ = next(iter(ds["train"]))
+            calibrate_batchnorm(get_backbone(classifier), images)
+        _run_phases(cfg, strategy, classifier, trainer, ds, weights, state, ckpt, run, verbose, callbacks)
+        final = float32_copy(classifier, cfg, n_classes)
+
+    if is_chief():
+        _finish(run, cfg, final, ds, state, labels, policy, strategy.num_replicas_in_sync)
+    else:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    if cfg.prune is not None and is_chief():
+        from edgecls.config import PruneConfig
+        from edgecls.prune import prune_run  # lazy: the export area's module, with tfmot
+
+        prune_run(PruneConfig(run=str(run.path), sparsity=cfg.prune, epochs=cfg.prune_epochs,
+                              batch_size=cfg.batch_size, force=True))
+    return run
+
+
+def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weights, state: dict, ckpt: Path,
+                run: RunDir, verbose: int, callbacks: Sequence) -> None:
+    """Head then fine-tune, skipping what a resumed run already finished."""
+    phases = [(PHASE_HEAD, cfg.epochs, cfg.learning_rate)]
+    if cfg.fine_tune_epochs > 0:
+        phases.append((PHASE_FINE_TUNE, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate))
+    order = [p[0] for p in phases]
+    current = order.index(state["phase"])
+    for i, (phase, epochs, lr) in enumerate(phases):
+        if i < current:
+            continue  # finished before the interruption
+        start = state["phase_epochs_done"] if i == current else 0
+        with strategy.scope():
+            set_phase(classifier, phase, cfg.fine_tune_fraction)
+            compile_for(trainer, lr, cfg.label_smoothing)
+        if start < epochs and verbose:
+            what = "new head, backbone frozen" if phase == PHASE_HEAD else (
+                f"top {cfg.fine_tune_fraction:.0%} of the backbone unfrozen, BatchNorm frozen")
+            print(f"Phase {i + 1}/{len(phases)}: {phase} ({what}), epochs {start + 1}-{epochs} at lr {lr:g}",
+                  flush=True)
+        if start < epochs:
+            trainer.fit(
+                ds["train"], validation_data=ds["val"], epochs=epochs, initial_epoch=start,
+                class_weight=weights, verbose=verbose,
+                callbacks=[
+                    Checkpointer(classifier, ckpt, state, phase),
+                    keras.callbacks.EarlyStopping(
+                        monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True
+                    ),
+                    *_tensorboard(run.logs / phase),
+                    *callbacks,
+                ],
+            )
+        # The next phase starts from the best weights so far, and a crash right here resumes there.
+        restore(classifier, ckpt, BEST_WEIGHTS)
+        if i + 1 < len(order):
+            save_weights_npz(classifier, ckpt / LAST_WEIGHTS)
+            state.update(phase=order[i + 1], phase_epochs_done=0)
+        else:
+            state.update(phase=phase, phase_epochs_done=epochs)
+        atomic_write_json(ckpt / "state.json", state)
+
+
+def _finish(run: RunDir, cfg: TrainConfig, model: "keras.Model", ds: dict, state: dict, labels: list[str],
+            policy: str, replicas: int) -> None:
+    """Write model.keras, metrics, history, plots; drop the cache and the checkpoint weights."""
+    save_model(model, run.model_path)
+    val = evaluate(model, ds["val"], len(labels), labels)
+    test = evaluate(model, ds["test"], len(labels), labels) if ds["test"] is not None else None
+    shown = test if test is not None else val
+    metrics = {
+        "test_accuracy": test["accuracy"] if test else None,
+        "test_loss": test["loss"] if test else None,
+        "n_test": test["n"] if test else 0,
+        "val_accuracy": val["accuracy"],
+        "val_loss": val["loss"],
+        "n_val": val["n"],
+        "evaluated_on": "test" if test else "val",
+        "per_class": shown["per_class"],
+        "confusion_matrix": shown["confusion_matrix"],
+        "best_epoch": state.get("best_epoch"),
+        "class_weights": state.get("class_weights"),
+        "precision_policy": policy,
+        "replicas": replicas,
+    }
+    run.write_json(run.metrics_json, metrics)
+    run.write_json(run.history_json, {"epochs": state["rows"]})
+    run.plots.mkdir(parents=True, exist_ok=True)
+    plot_learning_curves(state["rows"], run.plots / "learning_curves.png")
+    plot_confusion_matrix(shown["confusion_matrix"], labels, run.plots / "confusion_matrix.png")
+    # The decoded-image cache can be as big as the dataset: it only served this run.
+    shutil.rmtree(run.path / "cache", ignore_errors=True)
+    for name in (LAST_WEIGHTS, BEST_WEIGHTS):
+        (run.checkpoints / name).unlink(missing_ok=True)
+    state.update(phase=PHASE_DONE)
+    atomic_write_json(run.checkpoints / "state.json", state)
+
+
+def summary(run: RunDir) -> str:
+    """A few lines for the end of ``edgecls train``."""
+    m = read_json(run.metrics_json)
+    where = m["evaluated_on"]
+    acc = m["test_accuracy"] if where == "test" else m["val_accuracy"]
+    n = m["n_test"] if where == "test" else m["n_val"]
+    lines = [
+        f"{where} accuracy: {acc:.3f} on {n} images (best epoch {m.get('best_epoch')})",
+        f"model:   {run.model_path}",
+        f"metrics: {run.metrics_json}  plots: {run.plots}/  TensorBoard: tensorboard --logdir {run.logs}",
+        f"next:    edgecls export {run.path} --mode int8",
+    ]
+    return "\n".join(lines)

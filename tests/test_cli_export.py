@@ -1,0 +1,105 @@
+"""CLI of prune/export/parity: bad input gives one clear line and exit 1; good input works."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from edgecls.cli import cli
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def cases(exported_run, tmp_path_factory):
+    """Paths the error table needs, made once: an unpruned run copy, a 32 px model, a wrong data folder."""
+    from edgecls.export import convert_model
+    from edgecls.keras import keras
+
+    tmp = tmp_path_factory.mktemp("cli_cases")
+    unpruned = tmp / "unpruned"
+    shutil.copytree(exported_run.path, unpruned, ignore=shutil.ignore_patterns("model_pruned.keras", "export"))
+    inp = keras.Input((32, 32, 3))
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inp))
+    (tmp / "small.tflite").write_bytes(convert_model(keras.Model(inp, out), "float32"))
+    from edgecls.prune import load_keras_model, save_keras_model
+
+    shifted = load_keras_model(exported_run.path / "model.keras")
+    kernel, bias = shifted.get_layer("predictions").get_weights()
+    shifted.get_layer("predictions").set_weights([np.roll(kernel, 1, axis=1), np.roll(bias, 1)])
+    save_keras_model(shifted, tmp / "shifted.keras")
+    for cls in ("cats", "circles"):
+        (tmp / "wrong" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((40, 40, 3), 60 * i, np.uint8)).save(tmp / "wrong" / cls / f"{i}.png")
+    return {"RUN": str(exported_run.path), "UNPRUNED": str(unpruned), "SMALL": str(tmp / "small.tflite"),
+            "WRONG": str(tmp / "wrong"), "INT8": str(exported_run.path / "export" / "model_int8.tflite"),
+            "MISSING": str(tmp / "no_such_run"), "SHIFTED": str(tmp / "shifted.keras")}
+
+
+BAD = [
+    (["parity", "MISSING", "INT8"], "run folder not found"),
+    (["export", "MISSING", "--float32"], "run folder not found"),
+    (["prune", "MISSING"], "run folder not found"),
+    (["parity", "RUN", "SMALL"], "takes 32x32 images but run"),
+    (["parity", "RUN", "INT8", "--data", "WRONG"], "unknown class folder(s) cats; missing class folder(s) stripes, triangles"),
+    (["export", "RUN", "--int8"], "model_int8.tflite exists; pass --force"),
+    (["export", "RUN", "--int8", "--pruned"], "model_pruned_int8.tflite exists; pass --force"),
+    (["export", "UNPRUNED", "--pruned", "--float32"], "no pruned model in"),
+    (["prune", "RUN"], "model_pruned.keras exists; pass --force"),
+    (["parity", "RUN", "MISSING"], "model not found"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_clear_error(runner, cases, args, message):
+    result = runner.invoke(cli, [cases.get(a, a) for a in args])
+    assert result.exit_code == 1, result.output
+    assert f"Error: {message}" in result.output.replace("\n", " ") or message in result.output.replace("\n", " ")
+    assert result.output.count("Error:") == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_parity_cli_prints_a_table_and_writes_json(runner, cases, tmp_path):
+    out = tmp_path / "p.json"
+    result = runner.invoke(cli, ["parity", cases["RUN"], cases["INT8"], "--json", str(out), "--threads", "1",
+                                 "--max-drop", "100", "--min-agreement", "0"])
+    assert result.exit_code == 0, result.output
+    assert "accuracy drop" in result.output and "PASSED" in result.output
+    assert json.loads(out.read_text())["gates"] == {"max_drop": 100.0, "min_agreement": 0.0}
+
+
+@pytest.mark.slow
+def test_parity_cli_exit_1_when_a_gate_fails(runner, cases):
+    """A float reference with its classes rotated by one disagrees on every image."""
+    result = runner.invoke(cli, ["parity", cases["RUN"], cases["INT8"], "--float-model", cases["SHIFTED"]])
+    assert result.exit_code == 1, result.output
+    assert "FAILED" in result.output  # the table is printed before the error line
+    assert "Error: parity failed: " in result.output and "agreement" in result.output
+    assert "more representative samples" in result.output and "a backbone that quantizes better" in result.output
+
+
+@pytest.mark.slow
+def test_export_cli_float16_into_a_folder(runner, cases, tmp_path):
+    result = runner.invoke(cli, ["export", cases["RUN"], "--float16", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "Wrote" in result.output and "float16" in result.output
+    card = json.loads((tmp_path / "model_float16.card.json").read_text())
+    assert card["mode"] == "float16" and card["parity"] is None and (tmp_path / "labels.txt").is_file()
+
+
+def test_export_help_lists_every_mode(runner):
+    result = runner.invoke(cli, ["export", "--help"])
+    assert result.exit_code == 0
+    for flag in ("--int8", "--float16", "--dynamic", "--float32", "--pruned", "--representative-samples", "--io",
+                 "--allow-float-fallback", "--no-parity", "--max-drop", "--min-agreement"):
+        assert flag in result.output

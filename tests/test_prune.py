@@ -1,0 +1,113 @@
+"""Pruning: only Conv2D/Dense are wrapped (nested backbone included), measured sparsity, files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgecls.config import PruneConfig
+from edgecls.errors import EdgeclsError
+
+
+def _flat_model():
+    from edgecls.keras import keras
+
+    inp = keras.Input((32, 32, 3), name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(inp)  # tfmot refuses this one
+    x = keras.layers.Conv2D(8, 3, name="conv")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = keras.layers.Dense(3, activation="softmax", name="predictions")(x)
+    return keras.Model(inp, out)
+
+
+def _wrapper_names(model):
+    import tensorflow_model_optimization as tfmot  # noqa: F401 - after edgecls.keras via _flat_model
+
+    from edgecls.prune import _all_layers
+
+    wrapped, plain = set(), set()
+    for layer in _all_layers(model):
+        if type(layer).__name__ == "PruneLowMagnitude":
+            wrapped.add(layer.layer.name)
+        else:
+            plain.add(layer.name)
+    return wrapped, plain
+
+
+def _wrap_fn():
+    from edgecls.keras import keras  # noqa: F401 - binds tfmot to tf_keras
+    import tensorflow_model_optimization as tfmot
+
+    from edgecls.prune import is_prunable
+
+    return lambda layer: tfmot.sparsity.keras.prune_low_magnitude(layer) if is_prunable(layer) else layer
+
+
+def test_only_conv2d_and_dense_are_wrapped_in_a_flat_model():
+    from edgecls.prune import _rebuild
+
+    pruning = _rebuild(_flat_model(), _wrap_fn(), keep_training_flag=False)
+    wrapped, plain = _wrapper_names(pruning)
+    assert wrapped == {"conv", "predictions"}
+    assert {"preprocess", "bn", "dw"} <= plain
+
+
+def test_nested_backbone_layers_are_wrapped_too():
+    from edgecls.backbones import build_classifier
+    from edgecls.prune import _rebuild, is_prunable
+
+    model = build_classifier("mobilenet_v2", num_classes=3, size=32, alpha=0.35, weights="none")
+    n_prunable = sum(is_prunable(layer) for layer in model.get_layer("backbone").layers)
+    pruning = _rebuild(model, _wrap_fn(), keep_training_flag=False)
+    wrapped, plain = _wrapper_names(pruning)
+    assert len(wrapped) == n_prunable + 1  # every backbone Conv2D + the Dense head
+    assert "predictions" in wrapped
+    assert not any("depthwise" in name for name in wrapped)
+    assert pruning.get_layer("backbone") is not None  # the contract's layer name survives
+
+
+@pytest.mark.slow
+def test_prune_run_reaches_the_target_and_reports_measured_figures(exported_run):
+    from edgecls.keras import keras
+    from edgecls.prune import load_keras_model, measure_sparsity
+
+    r = exported_run.pruning
+    run = exported_run.path
+    assert (run / "model_pruned.keras").is_file() and (run / "pruning.json").is_file()
+    assert r["target_sparsity"] == 0.5
+    assert abs(r["sparsity"] - 0.5) < 0.02
+    assert r["gzip_bytes_after"] < r["gzip_bytes_before"]
+    assert 0.0 <= r["accuracy_before"] <= 1.0 and 0.0 <= r["accuracy_after"] <= 1.0
+    assert r["elapsed_s"] > 0
+
+    # Re-measure from the saved file, independently of the report.
+    model = load_keras_model(run / "model_pruned.keras")
+    assert [layer.name for layer in model.layers] == ["image", "backbone", "dropout", "predictions"]
+    assert model.input_shape[1:3] == (64, 64)
+    overall, per_layer = measure_sparsity(model)
+    assert abs(overall - r["sparsity"]) < 1e-3
+    assert set(per_layer) == set(r["per_layer"])
+    kernels = [layer for layer in model.get_layer("backbone").layers if isinstance(layer, keras.layers.Conv2D)]
+    zeros = sum(int(np.sum(k.kernel.numpy() == 0)) for k in kernels)
+    assert zeros / sum(k.kernel.numpy().size for k in kernels) == pytest.approx(0.5, abs=0.03)
+    for layer in model.get_layer("backbone").layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):  # never pruned
+            assert np.mean(layer.depthwise_kernel.numpy() == 0) < 0.1
+
+
+@pytest.mark.slow
+def test_prune_refuses_to_overwrite_without_force(exported_run):
+    from edgecls.prune import prune_run
+
+    with pytest.raises(EdgeclsError, match="exists; pass --force"):
+        prune_run(PruneConfig(run=str(exported_run.path), sparsity=0.5, epochs=1))
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 1.0, 1.5])
+def test_prune_rejects_impossible_sparsity(tmp_path, sparsity):
+    from edgecls.prune import prune_run
+
+    with pytest.raises(EdgeclsError, match="sparsity must be between 0 and 1"):
+        prune_run(PruneConfig(run=str(tmp_path), sparsity=sparsity))

@@ -1,0 +1,236 @@
+"""Camera-loop overhead: the loop's FPS against the bare invoke rate of the same model, same run.
+
+    .venv/bin/python tools/bench_camera.py [--frames 300] [--threads 1] [--repeats 3] [--json out.json]
+
+Generates a 640x480 video of noisy frames, builds (once, cached) a MobileNetV2 1.0 224
+full-int8 model with random weights, then measures through ``edgecls.runtime`` only:
+
+* bare invoke rate (``edgecls bench``'s timer: invoke only, warm-up excluded),
+* the camera loop on the video, headless, no save, pipelined (capture + preprocess on the
+  grabber thread) and serial (everything on one thread),
+
+interleaved ``--repeats`` times; medians are reported. Goal: loop_fps / invoke_fps >= 0.90.
+TensorFlow is used only to BUILD the model, in a subprocess, so it is never loaded in the
+measuring process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GOAL = 0.90
+VIDEO_SIZE = (640, 480)
+NOISE_SIGMA = 12.0  # per-pixel Gaussian noise, like a real sensor in room light
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "edgecls-bench-cache"
+
+
+def build_model(out: Path) -> None:
+    """MobileNetV2 1.0 224, weights=None, Rescaling inside, full int8 with uint8 io (runs in a subprocess)."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import numpy as np
+
+    from edgecls.keras import keras, tf
+
+    inputs = keras.Input((224, 224, 3))
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
+    x = keras.applications.MobileNetV2(input_shape=(224, 224, 3), alpha=1.0, weights=None, classes=10)(x)
+    model = keras.Model(inputs, x)
+    rng = np.random.default_rng(0)
+
+    def representative():
+        for _ in range(16):
+            yield [rng.integers(0, 256, size=(1, 224, 224, 3)).astype(np.float32)]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.uint8
+    conv.inference_output_type = tf.uint8
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(conv.convert())
+    os.replace(tmp, out)
+
+
+def make_video(path: Path, frames: int) -> None:
+    import cv2
+    import numpy as np
+
+    w, h = VIDEO_SIZE
+    rng = np.random.default_rng(0)
+    base = np.zeros((h, w, 3), np.float32)
+    base[:, :, 0] = np.linspace(40, 220, w)[None, :]
+    base[:, :, 1] = np.linspace(220, 40, h)[:, None]
+    base[:, :, 2] = 128
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (w, h))
+    for i in range(frames):
+        f = base.copy()
+        x = (i * 7) % (w - 120)
+        f[180:300, x:x + 120] = (250, 250, 250)
+        f += rng.normal(0, NOISE_SIGMA, f.shape).astype(np.float32)
+        writer.write(np.clip(f, 0, 255).astype(np.uint8))
+    writer.release()
+
+
+def _decode_and_resize_forever(video: str, stop) -> None:
+    """Capture + preprocess work of the loop, in another process (no GIL shared with the timer)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    cap = cv2.VideoCapture(video)
+    while not stop.is_set():
+        ok, frame = cap.read()
+        if not ok:
+            cap.release()
+            cap = cv2.VideoCapture(video)
+            continue
+        cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), (224, 224), interpolation=cv2.INTER_AREA)
+
+
+def contended_invoke_fps(model: Path, video: Path, threads: int, runs: int) -> float:
+    """Bare invoke rate while another process does the loop's capture + preprocess work.
+
+    This is the ceiling of a two-thread pipeline on this machine: if the cores are not
+    independent (SMT siblings, a host quota, other tenants), invoke slows down here too.
+    """
+    import multiprocessing as mp
+
+    from edgecls.runtime.bench import bench_one
+
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    proc = ctx.Process(target=_decode_and_resize_forever, args=(str(video), stop), daemon=True)
+    proc.start()
+    try:
+        time.sleep(1.0)  # let the worker start decoding
+        return bench_one(str(model), threads=threads, xnnpack=True, runs=runs, warmup=20, images=None, seed=0)["fps"]
+    finally:
+        stop.set()
+        proc.join(timeout=10)
+
+
+def measure(model: Path, video: Path, threads: int, repeats: int, runs: int) -> dict:
+    import cv2
+
+    from edgecls.config import CameraConfig
+    from edgecls.runtime.bench import bench_one
+    from edgecls.runtime.loop import run
+    from edgecls.runtime.machine import machine_info
+
+    load_before = os.getloadavg()[0]
+    bare, piped, serial, contended = [], [], [], []
+    for _ in range(repeats):
+        bare.append(bench_one(str(model), threads=threads, xnnpack=True, runs=runs, warmup=20, images=None, seed=0))
+        contended.append(contended_invoke_fps(model, video, threads, runs))
+        for pipeline, sink in ((True, piped), (False, serial)):
+            cfg = CameraConfig(model=str(model), source=str(video), threads=threads, headless=True, pipeline=pipeline)
+            sink.append(run(cfg).as_dict())
+
+    def med(rows, key):
+        return statistics.median(r[key] for r in rows)
+
+    def stages(rows):
+        return {k: statistics.median(r["stage_ms"][k] for r in rows) for k in rows[0]["stage_ms"]}
+
+    invoke_fps = statistics.median(r["fps"] for r in bare)
+    out = {
+        "model": str(model),
+        "model_size_bytes": model.stat().st_size,
+        "video": f"{video.name} {VIDEO_SIZE[0]}x{VIDEO_SIZE[1]} mp4v, noise sigma {NOISE_SIGMA}",
+        "threads": threads,
+        "repeats": repeats,
+        "bare_invoke": {"fps": invoke_fps, "p50_ms": statistics.median(r["latency_ms"]["p50"] for r in bare),
+                        "mean_ms": statistics.median(r["latency_ms"]["mean"] for r in bare)},
+        "invoke_fps_with_concurrent_decode": statistics.median(contended),
+        "pipelined": {"loop_fps": med(piped, "loop_fps"), "in_loop_invoke_fps": med(piped, "invoke_fps"),
+                      "frames": piped[0]["frames"], "stage_ms": stages(piped)},
+        "serial": {"loop_fps": med(serial, "loop_fps"), "in_loop_invoke_fps": med(serial, "invoke_fps"),
+                   "frames": serial[0]["frames"], "stage_ms": stages(serial)},
+        "machine": machine_info(bare[0]["runtime"], bare[0]["runtime_version"]),
+        "opencv_threads": cv2.getNumThreads(),
+        # Other work on the machine skews a 2-thread pipeline most: record it with the figures.
+        "load_average_1m_before": load_before,
+        "load_average_1m_after": os.getloadavg()[0],
+    }
+    out["pipelined"]["ratio"] = out["pipelined"]["loop_fps"] / invoke_fps
+    out["serial"]["ratio"] = out["serial"]["loop_fps"] / invoke_fps
+    out["contended_ratio"] = out["invoke_fps_with_concurrent_decode"] / invoke_fps
+    out["goal"] = GOAL
+    out["meets_goal"] = out["pipelined"]["ratio"] >= GOAL
+    return out
+
+
+def table(r: dict) -> str:
+    m = r["machine"]
+    lines = [
+        f"MobileNetV2 1.0 224 int8 (random weights), {r['threads']} thread(s), {r['video']}, "
+        f"{r['pipelined']['frames']} frames, median of {r['repeats']}",
+        f"{'':<22}{'FPS':>8}{'ratio':>8}  stage ms: capture  preproc  invoke  postproc  draw",
+        f"{'bare invoke':<22}{r['bare_invoke']['fps']:>8.1f}{1.0:>8.2f}",
+    ]
+    for name in ("pipelined", "serial"):
+        s = r[name]
+        st = s["stage_ms"]
+        lines.append(
+            f"{'loop ' + name:<22}{s['loop_fps']:>8.1f}{s['ratio']:>8.2f}  {'':>9}{st['capture']:>7.2f}"
+            f"{st['preprocess']:>9.2f}{st['invoke']:>8.2f}{st['postprocess']:>10.3f}{st['draw']:>6.3f}"
+        )
+    lines.append(
+        f"{'invoke + decode proc':<22}{r['invoke_fps_with_concurrent_decode']:>8.1f}{r['contended_ratio']:>8.2f}"
+        "  (bare invoke while another process decodes+resizes: the pipeline's ceiling here)"
+    )
+    lines.append(f"goal loop/invoke >= {r['goal']:.2f}: {'met' if r['meets_goal'] else 'NOT met'}")
+    lines.append(
+        f"machine: {m['cpu_model']}, {m['cores']} cores, {m['os']}, Python {m['python']}, "
+        f"{m['runtime']} {m['runtime_version']}, numpy {m['numpy']}, OpenCV {m['opencv']}, {m['date']}; "
+        f"load average {r['load_average_1m_before']:.1f} -> {r['load_average_1m_after']:.1f}"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--runs", type=int, default=300, help="timed invokes of the bare measurement")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--build", type=Path, default=None, help=argparse.SUPPRESS)  # subprocess entry
+    args = p.parse_args()
+    if args.build:
+        build_model(args.build)
+        return
+    model = args.cache_dir / "mobilenet_v2_1.0_224_int8.tflite"
+    if not model.is_file():
+        print(f"building {model} (once; TensorFlow in a subprocess) ...", file=sys.stderr)
+        subprocess.run([sys.executable, __file__, "--build", str(model)], check=True)
+    video = args.cache_dir / f"noisy_{args.frames}.mp4"
+    if not video.is_file():
+        make_video(video, args.frames)
+    t0 = time.perf_counter()
+    result = measure(model, video, args.threads, args.repeats, args.runs)
+    result["wall_s"] = time.perf_counter() - t0
+    print(table(result))
+    if args.json:
+        from edgecls.io import atomic_write_json
+
+        atomic_write_json(args.json, result)
+        print(f"wrote {args.json}")
+    if "tensorflow" in sys.modules:  # the measuring process must stay TF-free
+        print("warning: tensorflow was imported in the measuring process", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
