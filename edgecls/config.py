@@ -70,7 +70,7 @@ class TrainConfig:
     """auto (multi-worker with TF_CONFIG, mirrored with >1 GPU), default, mirrored, multiworker."""
     prune: Optional[float] = None
     """If set, prune to this sparsity after training (same as ``edgecls prune``)."""
-    prune_epochs: int = 2
+    prune_epochs: int = 4
     """Fine-tune epochs while pruning, when prune is set."""
 
     @classmethod
@@ -86,9 +86,9 @@ class PruneConfig:
     """Run folder made by ``edgecls train``."""
     sparsity: float = 0.5
     """Target share of zero weights in Conv2D/Dense kernels."""
-    epochs: int = 2
+    epochs: int = 4
     """Fine-tune epochs over which sparsity ramps up (PolynomialDecay)."""
-    learning_rate: float = 1e-5
+    learning_rate: float = 1e-4
     """Adam learning rate while pruning."""
     batch_size: int = 32
     """Batch size while pruning."""

@@ -11,19 +11,21 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence what TensorFlow's C++ side prints while it loads.
+def quiet_native_stderr():
+    """Hold back what TensorFlow's C++ side prints, unless something goes wrong.
 
     TF 2.21 logs through absl before ``absl::InitializeLog()`` runs, which ignores
-    TF_CPP_MIN_LOG_LEVEL: every command would start with oneDNN and "no CUDA drivers" lines.
-    Only the file descriptor is redirected for the import; Python exceptions still surface.
-    ``EDGECLS_TF_VERBOSE=1`` keeps them (for debugging a broken install).
+    TF_CPP_MIN_LOG_LEVEL: every command would start with oneDNN and "no CUDA drivers" lines,
+    and the converter prints its internal flags. The stderr file descriptor goes to a temp
+    file for the block; if the block raises, what was held back is replayed so a failure
+    keeps its log. ``EDGECLS_TF_VERBOSE=1`` turns this off.
     """
     if os.environ.get("EDGECLS_TF_VERBOSE") == "1":
         yield
@@ -35,17 +37,21 @@ def _quiet_native_stderr():
         return
     sys.stderr.flush()
     saved = os.dup(fd)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), fd)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, fd)
+            held.seek(0)
+            os.write(saved, held.read())
+            raise
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
 
 
-with _quiet_native_stderr():
+with quiet_native_stderr():
     import tensorflow as tf  # noqa: E402
     import tf_keras as keras  # noqa: E402
 
@@ -55,4 +61,4 @@ with _quiet_native_stderr():
 if os.environ.get("TF_USE_LEGACY_KERAS") != "1":  # pragma: no cover - a user overrode it
     raise ImportError("edgecls needs TF_USE_LEGACY_KERAS=1 (Keras 2 via tf_keras) for tfmot")
 
-__all__ = ["tf", "keras"]
+__all__ = ["tf", "keras", "quiet_native_stderr"]
