@@ -22,7 +22,7 @@ def tiny_tflite(tmp_path_factory):
     """
     import numpy as np
 
-    from edgecls.keras import keras, tf
+    from edgecls.keras import keras
 
     root = tmp_path_factory.mktemp("tiny_tflite")
     keras.utils.set_random_seed(0)
@@ -39,25 +39,15 @@ def tiny_tflite(tmp_path_factory):
     keras_probs = model.predict(images.astype(np.float32), verbose=0)
 
     out = {"images": images, "keras_probs": keras_probs, "dir": root}
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    (root / "float32").mkdir()
-    out["float32"] = root / "float32" / "model_float32.tflite"
-    out["float32"].write_bytes(conv.convert())
+    # Converted by the project's export path (the same converter `edgecls export` uses).
+    from edgecls.export import convert_model
+
+    for mode in ("float32", "int8"):
+        (root / mode).mkdir()
+        out[mode] = root / mode / f"model_{mode}.tflite"
+        representative = rng.integers(0, 256, size=(32, 32, 32, 3)).astype(np.float32) if mode == "int8" else None
+        out[mode].write_bytes(convert_model(model, mode, representative=representative))
     (root / "float32" / "labels.txt").write_text("cat\ndog\nbird\n")
-
-    def representative():
-        for _ in range(32):
-            yield [rng.integers(0, 256, size=(1, 32, 32, 3)).astype(np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.uint8
-    conv.inference_output_type = tf.uint8
-    (root / "int8").mkdir()
-    out["int8"] = root / "int8" / "model_int8.tflite"
-    out["int8"].write_bytes(conv.convert())
     return out
 
 

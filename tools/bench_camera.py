@@ -39,27 +39,19 @@ def build_model(out: Path) -> None:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import numpy as np
 
-    from edgecls.keras import keras, tf
+    from edgecls.keras import keras
 
     inputs = keras.Input((224, 224, 3))
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
     x = keras.applications.MobileNetV2(input_shape=(224, 224, 3), alpha=1.0, weights=None, classes=10)(x)
     model = keras.Model(inputs, x)
-    rng = np.random.default_rng(0)
+    # The project's own int8 conversion (edgecls export's converter), on seeded random calibration.
+    from edgecls.export import convert_model
 
-    def representative():
-        for _ in range(16):
-            yield [rng.integers(0, 256, size=(1, 224, 224, 3)).astype(np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.uint8
-    conv.inference_output_type = tf.uint8
+    representative = np.random.default_rng(0).integers(0, 256, size=(16, 224, 224, 3)).astype(np.float32)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(conv.convert())
+    tmp.write_bytes(convert_model(model, "int8", representative=representative))
     os.replace(tmp, out)
 
 
