@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgecls.errors import EdgeclsError
+from edgecls.quiet import quiet_native_stderr
 
 # (runtime name, module holding Interpreter), in order of preference.
 RUNTIME_ORDER: tuple[tuple[str, str], ...] = (
@@ -153,8 +154,11 @@ def load_interpreter(
             raise EdgeclsError(f"{name} cannot turn XNNPACK off (no OpResolverType); drop --no-xnnpack")
         kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        interpreter = mod.Interpreter(**kwargs)
-        interpreter.allocate_tensors()
+        # Quiet: "INFO: Created TensorFlow Lite XNNPACK delegate" on every load, and on a bad
+        # file the native error lines repeat what the one Error line below says.
+        with quiet_native_stderr(replay_on_error=False):
+            interpreter = mod.Interpreter(**kwargs)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EdgeclsError(f"{path} is not a valid .tflite model ({detail})") from None
