@@ -166,9 +166,11 @@ def format_table(report: dict[str, Any]) -> str:
             f"{r['fps']:>7.1f} {r['size_bytes'] / 1e6:>7.3f}"
         )
     for q in report["ratios"]:
+        ratio = q["p50_ratio"]
+        faster = f"{1 / ratio:.2f}x faster" if ratio < 1 else f"{ratio:.2f}x slower"
         lines.append(
             f"p50 ratio {Path(q['model']).name} / {Path(q['base']).name} at {q['threads']} thread(s)"
-            f"{'' if q['xnnpack'] else ' (XNNPACK off)'}: {q['p50_ratio']:.2f}x"
+            f"{'' if q['xnnpack'] else ' (XNNPACK off)'}: {ratio:.2f}x ({Path(q['model']).name} is {faster})"
         )
     m = report["machine"]
     lines.append(
