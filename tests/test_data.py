@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ from edgecls.data import (
 )
 from edgecls.errors import EdgeclsError
 from edgecls.rundir import RunDir
-from edgecls.synth import write_synthetic_dataset
 
 
 def _write(path: Path, value: int = 0, size: tuple[int, int] = (20, 16)) -> None:
