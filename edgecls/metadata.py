@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import sys
 import types
-import zipfile
-import io
 from typing import Optional, Sequence
 
 from edgecls.errors import EdgeclsError
@@ -151,13 +149,7 @@ def add_image_classifier_metadata(
 
 
 def embedded_labels(model: bytes) -> Optional[list[str]]:
-    """labels.txt packed in the model's metadata zip, or None (what any consumer sees)."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(model)) as z:
-            names = [n for n in z.namelist() if n.endswith(".txt")]
-            if not names:
-                return None
-            text = z.read(names[0]).decode("utf-8")
-    except zipfile.BadZipFile:
-        return None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    """labels.txt packed in the model's metadata zip, or None: read exactly as the device does."""
+    from edgecls.runtime.classifier import labels_from_metadata
+
+    return labels_from_metadata(model)

@@ -15,16 +15,15 @@ from typing import Optional, Sequence
 import numpy as np
 
 from edgecls.errors import EdgeclsError
+from edgecls.rundir import read_labels
 from edgecls.runtime.interpreter import load_interpreter, runtime_version
 from edgecls.runtime.scores import Category, dequantize, quantize, top_k
 
 LABELS_FILENAME = "labels.txt"
 
 
-def read_labels_file(path: str | os.PathLike) -> list[str]:
-    """One class name per line, blank lines ignored (same rule as the run folder's labels.txt)."""
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+# The run folder's rule (one class per line, blank lines ignored); rundir is stdlib-only.
+read_labels_file = read_labels
 
 
 def labels_from_metadata(model_bytes: bytes) -> Optional[list[str]]:
