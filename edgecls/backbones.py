@@ -180,20 +180,14 @@ def _mobilenet_v3(large: bool):
     return build
 
 
-register(
-    "mobilenet_v3_small",
-    preprocessing="Rescaling(1/127.5, offset=-1) built into tf_keras MobileNetV3 (include_preprocessing=True)",
-    uses_alpha=True,
-    uses_minimalistic=True,
-    imagenet_alphas=(0.75, 1.0),
-)(_mobilenet_v3(large=False))
-register(
-    "mobilenet_v3_large",
-    preprocessing="Rescaling(1/127.5, offset=-1) built into tf_keras MobileNetV3 (include_preprocessing=True)",
-    uses_alpha=True,
-    uses_minimalistic=True,
-    imagenet_alphas=(0.75, 1.0),
-)(_mobilenet_v3(large=True))
+for _name, _large in (("mobilenet_v3_small", False), ("mobilenet_v3_large", True)):
+    register(
+        _name,
+        preprocessing="Rescaling(1/127.5, offset=-1) built into tf_keras MobileNetV3 (include_preprocessing=True)",
+        uses_alpha=True,
+        uses_minimalistic=True,
+        imagenet_alphas=(0.75, 1.0),
+    )(_mobilenet_v3(large=_large))
 
 
 @register(
