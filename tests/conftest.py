@@ -22,7 +22,7 @@ def tiny_tflite(tmp_path_factory):
     """
     import numpy as np
 
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
     root = tmp_path_factory.mktemp("tiny_tflite")
     keras.utils.set_random_seed(0)
@@ -40,7 +40,7 @@ def tiny_tflite(tmp_path_factory):
 
     out = {"images": images, "keras_probs": keras_probs, "dir": root}
     # Converted by the project's export path (the same converter `edgecls export` uses).
-    from edgecls.export import convert_model
+    from edgecls.optimize.convert import convert_model
 
     for mode in ("float32", "int8"):
         (root / mode).mkdir()
@@ -55,7 +55,7 @@ def tiny_tflite(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory):
     """DATA/<class>/*.jpg: 3 classes (circles, stripes, triangles) x 12 images, 64 px, seed 0."""
-    from edgecls.synth import write_synthetic_dataset
+    from edgecls.data.synth import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("synth_data") / "data"
     write_synthetic_dataset(root, classes=3, per_class=12, size=64, seed=0)
@@ -112,7 +112,7 @@ def messy_data(tmp_path_factory):
     """DATA/good/ (synthetic) + DATA/messy/ (make_messy_files); returns (root, expectations)."""
     import shutil
 
-    from edgecls.synth import write_synthetic_dataset
+    from edgecls.data.synth import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("messy_data") / "data"
     src = tmp_path_factory.mktemp("messy_src")
@@ -158,9 +158,9 @@ def tiny_run(tmp_path_factory):
     training images, so predicted classes still differ between images (useful for parity).
     Treat it as read-only: write new files (pruned models, exports) where your stage puts them.
     """
-    from edgecls.config import TrainConfig
-    from edgecls.synth import write_synthetic_dataset
-    from edgecls.train import train
+    from edgecls.core.config import TrainConfig
+    from edgecls.data.synth import write_synthetic_dataset
+    from edgecls.train.fit import train
 
     root = tmp_path_factory.mktemp("tiny_run")
     write_synthetic_dataset(root / "data", classes=TINY_RUN_CLASSES, per_class=TINY_RUN_PER_CLASS,
@@ -183,9 +183,9 @@ def exported_run(tiny_run, tmp_path_factory):
     import shutil
     from types import SimpleNamespace
 
-    from edgecls.config import ExportConfig, PruneConfig
-    from edgecls.export import export_run
-    from edgecls.prune import prune_run
+    from edgecls.core.config import ExportConfig, PruneConfig
+    from edgecls.optimize.export import export_run
+    from edgecls.optimize.prune import prune_run
 
     run = tmp_path_factory.mktemp("exported_run") / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints", "logs", "cache", "plots"))

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecls import backbones
-from edgecls.errors import EdgeclsError
+from edgecls.train import backbones
+from edgecls.core.errors import EdgeclsError
 
 PRETRAINED = Path("/work/shared/pretrained/mobilenet_v2_1.0_160_no_top.h5")
 SIZE_PX = 32
@@ -60,7 +60,7 @@ def test_check_backbone_options_rejects_bad_values(name, kwargs, message):
 
 
 def _all_layers(model):
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
     return [m for m in model.submodules if isinstance(m, keras.layers.Layer)]
 
@@ -81,7 +81,7 @@ def _count(model, cls_name):
     ],
 )
 def test_preprocessing_is_inside_the_model_exactly_once(name, kwargs, pre_layers, lo, hi):
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
     model = backbones.build_classifier(name, num_classes=3, size=SIZE_PX, weights="none", dropout=0.0, **kwargs)
     # Top level: image -> backbone -> dropout -> predictions; nothing rescales outside the backbone.
@@ -106,7 +106,7 @@ def test_preprocessing_is_inside_the_model_exactly_once(name, kwargs, pre_layers
 
 @pytest.mark.slow
 def test_weights_file_loads_into_the_backbone_and_a_misfit_is_one_clear_error(tmp_path):
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
     # A Keras no-top weights file, made the way the application's own files are made.
     app = keras.applications.MobileNetV2(

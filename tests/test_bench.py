@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgecls.cli import cli
-from edgecls.config import BenchConfig
+from edgecls.core.config import BenchConfig
 from edgecls.runtime.bench import latency_summary, run_bench
 
 pytestmark = pytest.mark.slow  # uses the converted tiny models

@@ -17,7 +17,7 @@ def runner() -> CliRunner:
 
 
 def _tree(root: Path, spec: dict[str, int]) -> None:
-    from edgecls.synth import write_synthetic_dataset
+    from edgecls.data.synth import write_synthetic_dataset
 
     src = root.parent / f"{root.name}_src"
     write_synthetic_dataset(src, classes=2, per_class=2, size=24, seed=0)

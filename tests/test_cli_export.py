@@ -21,8 +21,8 @@ def runner():
 @pytest.fixture(scope="module")
 def cases(exported_run, tmp_path_factory):
     """Paths the error table needs, made once: an unpruned run copy, a 32 px model, a wrong data folder."""
-    from edgecls.export import convert_model
-    from edgecls.keras import keras
+    from edgecls.optimize.convert import convert_model
+    from edgecls.core.keras import keras
 
     tmp = tmp_path_factory.mktemp("cli_cases")
     unpruned = tmp / "unpruned"
@@ -30,12 +30,12 @@ def cases(exported_run, tmp_path_factory):
     inp = keras.Input((32, 32, 3))
     out = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inp))
     (tmp / "small.tflite").write_bytes(convert_model(keras.Model(inp, out), "float32"))
-    from edgecls.prune import load_keras_model, save_keras_model
+    from edgecls.train.model_io import load_model, save_model
 
-    shifted = load_keras_model(exported_run.path / "model.keras")
+    shifted = load_model(exported_run.path / "model.keras")
     kernel, bias = shifted.get_layer("predictions").get_weights()
     shifted.get_layer("predictions").set_weights([np.roll(kernel, 1, axis=1), np.roll(bias, 1)])
-    save_keras_model(shifted, tmp / "shifted.keras")
+    save_model(shifted, tmp / "shifted.keras")
     for cls in ("cats", "circles"):
         (tmp / "wrong" / cls).mkdir(parents=True)
         for i in range(2):

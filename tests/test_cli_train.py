@@ -100,7 +100,7 @@ def test_bad_input_is_one_error_line(runner, folders, tmp_path, args, code, mess
 
 @pytest.mark.slow
 def test_weights_file_that_does_not_fit_is_one_error_and_leaves_no_run(runner, folders, tmp_path):
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
     weights = tmp_path / "mnv2_035.h5"
     keras.applications.MobileNetV2(

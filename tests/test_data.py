@@ -18,8 +18,8 @@ from edgecls.data import (
     scan_dataset,
     stratified_sample,
 )
-from edgecls.errors import EdgeclsError
-from edgecls.rundir import RunDir
+from edgecls.core.errors import EdgeclsError
+from edgecls.core.rundir import RunDir
 
 
 def _write(path: Path, value: int = 0, size: tuple[int, int] = (20, 16)) -> None:

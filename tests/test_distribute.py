@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from edgecls.errors import EdgeclsError
+from edgecls.core.errors import EdgeclsError
 
 
 @pytest.mark.parametrize(
@@ -27,13 +27,13 @@ from edgecls.errors import EdgeclsError
     ],
 )
 def test_choose_strategy(name, n_gpus, tf_config, expected):
-    from edgecls.distribute import choose_strategy
+    from edgecls.train.distribute import choose_strategy
 
     assert choose_strategy(name, n_gpus=n_gpus, tf_config=tf_config) == expected
 
 
 def test_strategy_errors(monkeypatch):
-    from edgecls.distribute import choose_strategy, make_strategy
+    from edgecls.train.distribute import choose_strategy, make_strategy
 
     with pytest.raises(EdgeclsError, match="unknown strategy 'tpu'"):
         choose_strategy("tpu", n_gpus=0, tf_config=None)
@@ -54,7 +54,7 @@ def test_strategy_errors(monkeypatch):
     ],
 )
 def test_only_the_chief_writes_the_run(monkeypatch, tf_config, chief):
-    from edgecls.distribute import is_chief
+    from edgecls.train.distribute import is_chief
 
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -68,18 +68,18 @@ def test_only_the_chief_writes_the_run(monkeypatch, tf_config, chief):
     [("auto", 0, "float32"), ("auto", 1, "mixed_float16"), ("on", 0, "mixed_float16"), ("off", 2, "float32")],
 )
 def test_precision_policy(mode, n_gpus, policy):
-    from edgecls.distribute import precision_policy
+    from edgecls.train.distribute import precision_policy
 
     assert precision_policy(mode, n_gpus=n_gpus) == policy
 
 
 @pytest.mark.slow
 def test_mixed_precision_computes_float16_and_saves_a_float32_graph():
-    from edgecls.backbones import build_classifier
-    from edgecls.config import TrainConfig
-    from edgecls.distribute import precision
-    from edgecls.keras import keras
-    from edgecls.train import compile_for, float32_copy, set_phase
+    from edgecls.train.backbones import build_classifier
+    from edgecls.core.config import TrainConfig
+    from edgecls.train.distribute import precision
+    from edgecls.core.keras import keras
+    from edgecls.train.fit import compile_for, float32_copy, set_phase
 
     cfg = TrainConfig(alpha=0.35, size=32, weights="none")
     with precision("on") as policy:
@@ -104,14 +104,15 @@ _MIRRORED_SCRIPT = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from edgecls.keras import tf
+    from edgecls.core.keras import tf
     # Must happen before TensorFlow initialises its devices: hence a fresh process.
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from edgecls.config import TrainConfig
-    from edgecls.distribute import make_strategy
-    from edgecls.synth import write_synthetic_dataset
-    from edgecls.train import load_model, train
+    from edgecls.core.config import TrainConfig
+    from edgecls.train.distribute import make_strategy
+    from edgecls.data.synth import write_synthetic_dataset
+    from edgecls.train.fit import train
+    from edgecls.train.model_io import load_model
 
     root = Path(sys.argv[1])
     write_synthetic_dataset(root / "data", classes=2, per_class=10, size=32, seed=2)

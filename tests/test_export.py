@@ -7,15 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from edgecls.config import ExportConfig
-from edgecls.errors import EdgeclsError
+from edgecls.core.config import ExportConfig
+from edgecls.core.errors import EdgeclsError
 
 SIZE = 32
 
 
 def _tiny_model(op=None):
     """Raw 0..255 input with preprocessing inside, like the real classifiers; ``op`` adds a Lambda."""
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
     inp = keras.Input((SIZE, SIZE, 3), name="image")
     x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inp)
@@ -42,8 +42,8 @@ def _write(tmp_path, name, data):
 @pytest.mark.slow
 @pytest.mark.parametrize("mode, in_dtype", [("float32", "float32"), ("float16", "float32"), ("dynamic", "float32")])
 def test_float_modes_convert_and_pass_the_check(tmp_path, mode, in_dtype):
-    from edgecls.export import convert_model
-    from edgecls.tflite_check import check_tflite, inspect_tflite
+    from edgecls.optimize.convert import convert_model
+    from edgecls.optimize.checks import check_tflite, inspect_tflite
 
     info = inspect_tflite(_write(tmp_path, f"{mode}.tflite", convert_model(_tiny_model(), mode)))
     assert info.input.dtype == in_dtype and info.input.shape == [1, SIZE, SIZE, 3]
@@ -55,8 +55,8 @@ def test_float_modes_convert_and_pass_the_check(tmp_path, mode, in_dtype):
 @pytest.mark.slow
 @pytest.mark.parametrize("io, zero_point", [("uint8", 0), ("int8", -128)])
 def test_int8_is_full_integer_with_exact_input_quantization(tmp_path, calibration, io, zero_point):
-    from edgecls.export import convert_model
-    from edgecls.tflite_check import check_tflite, inspect_tflite
+    from edgecls.optimize.convert import convert_model
+    from edgecls.optimize.checks import check_tflite, inspect_tflite
 
     data = convert_model(_tiny_model(), "int8", representative=calibration, io=io)
     info = inspect_tflite(_write(tmp_path, "m.tflite", data))
@@ -70,9 +70,9 @@ def test_int8_is_full_integer_with_exact_input_quantization(tmp_path, calibratio
 @pytest.mark.slow
 def test_op_without_int8_kernel_is_named_and_needs_float_fallback(tmp_path, calibration):
     """TF 2.21 does not refuse SIN under TFLITE_BUILTINS_INT8: it leaves it float; the check catches it."""
-    from edgecls.export import convert_model
-    from edgecls.keras import tf
-    from edgecls.tflite_check import check_tflite, inspect_tflite
+    from edgecls.optimize.convert import convert_model
+    from edgecls.core.keras import tf
+    from edgecls.optimize.checks import check_tflite, inspect_tflite
 
     data = convert_model(_tiny_model(tf.math.sin), "int8", representative=calibration)
     info = inspect_tflite(_write(tmp_path, "sin.tflite", data))
@@ -86,8 +86,8 @@ def test_op_without_int8_kernel_is_named_and_needs_float_fallback(tmp_path, cali
 @pytest.mark.slow
 def test_converter_error_names_the_op(calibration):
     """A real converter failure (Erf has no TFLite builtin at all) becomes one clear error."""
-    from edgecls.export import convert_model
-    from edgecls.keras import tf
+    from edgecls.optimize.convert import convert_model
+    from edgecls.core.keras import tf
 
     with pytest.raises(EdgeclsError, match=r"int8 conversion failed: op\(s\) Erf .*Flex"):
         convert_model(_tiny_model(tf.math.erf), "int8", representative=calibration, allow_float_fallback=True)
@@ -100,7 +100,7 @@ def test_converter_error_names_the_op(calibration):
     ("something unrelated", []),
 ])
 def test_ops_in_converter_error(message, ops):
-    from edgecls.export import ops_in_converter_error
+    from edgecls.optimize.convert import ops_in_converter_error
 
     assert ops_in_converter_error(message) == ops
 
@@ -110,7 +110,7 @@ def test_ops_in_converter_error(message, ops):
     ("efficientnet_b0", False, "EfficientNet-Lite"), ("mobilenet_v2", False, None),
 ])
 def test_poor_int8_backbones_are_warned_about(backbone, minimalistic, warned):
-    from edgecls.export import int8_backbone_warning
+    from edgecls.optimize.export import int8_backbone_warning
 
     w = int8_backbone_warning(backbone, minimalistic)
     assert (w is None) if warned is None else (warned in w and "mobilenet_v2" in w)
@@ -118,7 +118,7 @@ def test_poor_int8_backbones_are_warned_about(backbone, minimalistic, warned):
 
 @pytest.mark.slow
 def test_int8_export_file_set_and_card(exported_run):
-    from edgecls.tflite_check import inspect_tflite
+    from edgecls.optimize.checks import inspect_tflite
 
     exp = exported_run.path / "export"
     for name in ("model_int8.tflite", "model_int8.card.json", "parity_int8.json", "labels.txt",
@@ -155,7 +155,7 @@ def test_pruned_int8_card_and_size(exported_run):
 
 @pytest.mark.slow
 def test_modes_coexist_and_reexport_needs_force(exported_run, tmp_path):
-    from edgecls.export import export_run
+    from edgecls.optimize.export import export_run
 
     out = tmp_path / "exports"
     card = export_run(ExportConfig(run=str(exported_run.path), mode="dynamic", out=str(out)))

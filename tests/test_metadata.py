@@ -8,12 +8,12 @@ import shutil
 import numpy as np
 import pytest
 
-from edgecls.config import ExportConfig
+from edgecls.core.config import ExportConfig
 
 
 @pytest.mark.slow
 def test_labels_are_embedded_and_read_by_our_runtime(exported_run, tmp_path):
-    from edgecls.metadata import embedded_labels
+    from edgecls.optimize.metadata import embedded_labels
     from edgecls.runtime.classifier import Classifier, labels_from_metadata
 
     labels = (exported_run.path / "labels.txt").read_text().split()
@@ -33,7 +33,7 @@ def test_metadata_min_parser_version_matches_the_fields_used(exported_run):
     from mediapipe.tasks.metadata import metadata_schema_py_generated as fb
     from mediapipe.tasks.metadata import schema_py_generated as schema
 
-    from edgecls.metadata import min_parser_version
+    from edgecls.optimize.metadata import min_parser_version
 
     data = (exported_run.path / "export" / "model_int8.tflite").read_bytes()
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
@@ -68,8 +68,8 @@ def test_mediapipe_image_classifier_round_trip(exported_run):
 
 @pytest.mark.slow
 def test_export_without_mediapipe_warns_and_records_no_metadata(exported_run, tmp_path, monkeypatch, capsys):
-    from edgecls import metadata
-    from edgecls.export import export_run
+    from edgecls.optimize import metadata
+    from edgecls.optimize.export import export_run
 
     def unavailable():
         raise metadata.MetadataUnavailable("mediapipe is not importable (test)")

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from edgecls.config import ParityConfig
-from edgecls.errors import EdgeclsError
+from edgecls.core.config import ParityConfig
+from edgecls.core.errors import EdgeclsError
 
 LABELS = ["a", "b", "c"]
 
 
 def test_compare_figures_and_gates():
-    from edgecls.parity import compare
+    from edgecls.optimize.parity import compare
 
     y = np.array([0, 0, 1, 1, 2])
     p_float = np.eye(3)[[0, 0, 1, 1, 2]] * 0.9 + 0.05          # all right
@@ -35,7 +35,7 @@ def test_compare_figures_and_gates():
 
 @pytest.mark.slow
 def test_int8_parity_on_the_test_split(exported_run, tmp_path):
-    from edgecls.parity import format_parity, run_parity
+    from edgecls.optimize.parity import format_parity, run_parity
 
     out = tmp_path / "parity.json"
     model = exported_run.path / "export" / "model_int8.tflite"
@@ -54,7 +54,7 @@ def test_int8_parity_on_the_test_split(exported_run, tmp_path):
 
 @pytest.mark.slow
 def test_parity_takes_the_pruned_float_reference_from_the_card(exported_run):
-    from edgecls.parity import run_parity
+    from edgecls.optimize.parity import run_parity
 
     model = exported_run.path / "export" / "model_pruned_int8.tflite"
     r = run_parity(ParityConfig(run=str(exported_run.path), model=str(model), max_drop=100.0, min_agreement=0.0))
@@ -66,20 +66,20 @@ def test_parity_takes_the_pruned_float_reference_from_the_card(exported_run):
 @pytest.fixture(scope="module")
 def shifted_reference(exported_run, tmp_path_factory):
     """A float model whose classes are rotated by one: every top-1 disagrees with the tflite."""
-    from edgecls.prune import load_keras_model, save_keras_model
+    from edgecls.train.model_io import load_model, save_model
 
-    model = load_keras_model(exported_run.path / "model.keras")
+    model = load_model(exported_run.path / "model.keras")
     head = model.get_layer("predictions")
     kernel, bias = head.get_weights()
     head.set_weights([np.roll(kernel, 1, axis=1), np.roll(bias, 1)])
     path = tmp_path_factory.mktemp("shifted") / "shifted.keras"
-    save_keras_model(model, path)
+    save_model(model, path)
     return path
 
 
 @pytest.mark.slow
 def test_parity_fails_its_gate_with_advice(exported_run, shifted_reference):
-    from edgecls.parity import ParityFailed, run_parity
+    from edgecls.optimize.parity import ParityFailed, run_parity
 
     model = exported_run.path / "export" / "model_int8.tflite"
     with pytest.raises(ParityFailed, match="agreement .* < --min-agreement 0.98.*representative samples") as e:
@@ -90,7 +90,7 @@ def test_parity_fails_its_gate_with_advice(exported_run, shifted_reference):
 
 @pytest.mark.slow
 def test_parity_on_a_data_folder_with_the_run_classes(exported_run):
-    from edgecls.parity import run_parity
+    from edgecls.optimize.parity import run_parity
 
     root = json.loads((exported_run.path / "split.json").read_text())["root"]
     r = run_parity(ParityConfig(run=str(exported_run.path), model=str(exported_run.path / "export" / "model_int8.tflite"),
@@ -101,7 +101,7 @@ def test_parity_on_a_data_folder_with_the_run_classes(exported_run):
 
 
 def test_parity_rejects_impossible_gates(tmp_path):
-    from edgecls.parity import run_parity
+    from edgecls.optimize.parity import run_parity
 
     with pytest.raises(EdgeclsError, match="min-agreement is a rate"):
         run_parity(ParityConfig(run=str(tmp_path), model="m.tflite", min_agreement=98))

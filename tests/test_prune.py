@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgecls.config import PruneConfig
-from edgecls.errors import EdgeclsError
+from edgecls.core.config import PruneConfig
+from edgecls.core.errors import EdgeclsError
 
 
 def _flat_model():
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
     inp = keras.Input((32, 32, 3), name="image")
     x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(inp)  # tfmot refuses this one
@@ -23,9 +23,9 @@ def _flat_model():
 
 
 def _wrapper_names(model):
-    import tensorflow_model_optimization as tfmot  # noqa: F401 - after edgecls.keras via _flat_model
+    import tensorflow_model_optimization as tfmot  # noqa: F401 - after edgecls.core.keras via _flat_model
 
-    from edgecls.prune import _all_layers
+    from edgecls.optimize.prune import _all_layers
 
     wrapped, plain = set(), set()
     for layer in _all_layers(model):
@@ -37,16 +37,16 @@ def _wrapper_names(model):
 
 
 def _wrap_fn():
-    from edgecls.keras import keras  # noqa: F401 - binds tfmot to tf_keras
+    from edgecls.core.keras import keras  # noqa: F401 - binds tfmot to tf_keras
     import tensorflow_model_optimization as tfmot
 
-    from edgecls.prune import is_prunable
+    from edgecls.optimize.prune import is_prunable
 
     return lambda layer: tfmot.sparsity.keras.prune_low_magnitude(layer) if is_prunable(layer) else layer
 
 
 def test_only_conv2d_and_dense_are_wrapped_in_a_flat_model():
-    from edgecls.prune import _rebuild
+    from edgecls.optimize.prune import _rebuild
 
     pruning = _rebuild(_flat_model(), _wrap_fn(), keep_training_flag=False)
     wrapped, plain = _wrapper_names(pruning)
@@ -55,8 +55,8 @@ def test_only_conv2d_and_dense_are_wrapped_in_a_flat_model():
 
 
 def test_nested_backbone_layers_are_wrapped_too():
-    from edgecls.backbones import build_classifier
-    from edgecls.prune import _rebuild, is_prunable
+    from edgecls.train.backbones import build_classifier
+    from edgecls.optimize.prune import _rebuild, is_prunable
 
     model = build_classifier("mobilenet_v2", num_classes=3, size=32, alpha=0.35, weights="none")
     n_prunable = sum(is_prunable(layer) for layer in model.get_layer("backbone").layers)
@@ -70,8 +70,9 @@ def test_nested_backbone_layers_are_wrapped_too():
 
 @pytest.mark.slow
 def test_prune_run_reaches_the_target_and_reports_measured_figures(exported_run):
-    from edgecls.keras import keras
-    from edgecls.prune import load_keras_model, measure_sparsity
+    from edgecls.core.keras import keras
+    from edgecls.optimize.prune import measure_sparsity
+    from edgecls.train.model_io import load_model
 
     r = exported_run.pruning
     run = exported_run.path
@@ -83,7 +84,7 @@ def test_prune_run_reaches_the_target_and_reports_measured_figures(exported_run)
     assert r["elapsed_s"] > 0
 
     # Re-measure from the saved file, independently of the report.
-    model = load_keras_model(run / "model_pruned.keras")
+    model = load_model(run / "model_pruned.keras")
     assert [layer.name for layer in model.layers] == ["image", "backbone", "dropout", "predictions"]
     assert model.input_shape[1:3] == (64, 64)
     overall, per_layer = measure_sparsity(model)
@@ -99,7 +100,7 @@ def test_prune_run_reaches_the_target_and_reports_measured_figures(exported_run)
 
 @pytest.mark.slow
 def test_prune_refuses_to_overwrite_without_force(exported_run):
-    from edgecls.prune import prune_run
+    from edgecls.optimize.prune import prune_run
 
     with pytest.raises(EdgeclsError, match="exists; pass --force"):
         prune_run(PruneConfig(run=str(exported_run.path), sparsity=0.5, epochs=1))
@@ -107,7 +108,7 @@ def test_prune_refuses_to_overwrite_without_force(exported_run):
 
 @pytest.mark.parametrize("sparsity", [0.0, 1.0, 1.5])
 def test_prune_rejects_impossible_sparsity(tmp_path, sparsity):
-    from edgecls.prune import prune_run
+    from edgecls.optimize.prune import prune_run
 
     with pytest.raises(EdgeclsError, match="sparsity must be between 0 and 1"):
         prune_run(PruneConfig(run=str(tmp_path), sparsity=sparsity))

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgecls.errors import EdgeclsError
+from edgecls.core.errors import EdgeclsError
 from edgecls.runtime import interpreter as interp_mod
 from edgecls.runtime.classifier import Classifier, labels_from_metadata, resize_squash
 from edgecls.runtime.interpreter import load_interpreter

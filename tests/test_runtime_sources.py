@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecls.errors import EdgeclsError
+from edgecls.core.errors import EdgeclsError
 from edgecls.runtime.grabber import FrameGrabber, InlineReader
 from edgecls.runtime.sources import FrameSource, ImageFolderSource, bgrx_to_rgb, open_source
 

@@ -1,4 +1,4 @@
-"""edgecls.synth: deterministic, laid out as asked, and not separable by mean colour."""
+"""edgecls.data.synth: deterministic, laid out as asked, and not separable by mean colour."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgecls.errors import EdgeclsError
-from edgecls.synth import FAMILIES, check_out_dir, write_synthetic_dataset
+from edgecls.core.errors import EdgeclsError
+from edgecls.data.synth import FAMILIES, check_out_dir, write_synthetic_dataset
 
 
 def _files(root):
@@ -78,6 +78,6 @@ def test_refuses_non_empty_out_without_force(tmp_path):
 
 
 def test_cli_limit_matches_the_families():
-    from edgecls.cli_data import MAX_SYNTH_CLASSES
+    from edgecls.cli.data import MAX_SYNTH_CLASSES
 
     assert MAX_SYNTH_CLASSES == len(FAMILIES) == 10

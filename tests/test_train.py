@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from edgecls.config import TrainConfig
-from edgecls.errors import EdgeclsError
-from edgecls.report import classification_metrics
-from edgecls.rundir import RunDir
-from edgecls.train_checks import check_run_dir, check_train_config
+from edgecls.core.config import TrainConfig
+from edgecls.core.errors import EdgeclsError
+from edgecls.train.report import classification_metrics
+from edgecls.core.rundir import RunDir
+from edgecls.train.checks import check_run_dir, check_train_config
 
 
 # -- fast checks (no TensorFlow) --------------------------------------------------------------
@@ -121,7 +121,8 @@ def test_tiny_run_writes_the_whole_run_folder(tiny_run):
 @pytest.mark.slow
 def test_saved_model_is_the_inference_graph_and_reproduces_the_metrics(tiny_run):
     from edgecls import data
-    from edgecls.train import evaluate, load_model
+    from edgecls.train.fit import evaluate
+    from edgecls.train.model_io import load_model
 
     run = RunDir.open(tiny_run)
     model = load_model(run.model_path)
@@ -142,7 +143,7 @@ def test_saved_model_is_the_inference_graph_and_reproduces_the_metrics(tiny_run)
 
 
 def test_load_model_missing_file_is_a_clear_error(tmp_path):
-    from edgecls.train import load_model
+    from edgecls.train.model_io import load_model
 
     with pytest.raises(EdgeclsError, match="model not found"):
         load_model(tmp_path / "model.keras")
@@ -156,9 +157,10 @@ def test_interrupted_run_resumes_where_it_stopped_then_prunes(tmp_path, monkeypa
     from click.testing import CliRunner
 
     from edgecls.cli import cli
-    from edgecls.keras import keras
-    from edgecls.synth import write_synthetic_dataset
-    from edgecls.train import load_model, train
+    from edgecls.core.keras import keras
+    from edgecls.data.synth import write_synthetic_dataset
+    from edgecls.train.fit import train
+    from edgecls.train.model_io import load_model
 
     summary = write_synthetic_dataset(tmp_path / "data", classes=2, per_class=12, size=32, seed=1)
     minority = summary["classes"][1]
@@ -186,7 +188,7 @@ def test_interrupted_run_resumes_where_it_stopped_then_prunes(tmp_path, monkeypa
         train(cfg, verbose=0)
     # --prune SPARSITY (saved in the config) hands the finished run to the prune stage; the real
     # pruning is the export area's and is tested there, here we check the hand-over.
-    import edgecls.prune
+    import edgecls.optimize.prune
 
     calls = []
 
@@ -195,7 +197,7 @@ def test_interrupted_run_resumes_where_it_stopped_then_prunes(tmp_path, monkeypa
         (out / "model_pruned.keras").write_bytes(b"")
         return {}
 
-    monkeypatch.setattr(edgecls.prune, "prune_run", fake_prune_run)
+    monkeypatch.setattr(edgecls.optimize.prune, "prune_run", fake_prune_run)
     result = CliRunner().invoke(cli, ["train", "--resume", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "Resuming" in result.output and "test accuracy" in result.output
@@ -222,8 +224,8 @@ def test_interrupted_run_resumes_where_it_stopped_then_prunes(tmp_path, monkeypa
 
 @pytest.mark.slow
 def test_augmentation_runs_in_the_training_wrapper_only():
-    from edgecls.backbones import build_classifier
-    from edgecls.train import make_trainer
+    from edgecls.train.backbones import build_classifier
+    from edgecls.train.fit import make_trainer
 
     classifier = build_classifier("mobilenet_v3_small", num_classes=2, size=32, minimalistic=True, weights="none")
     assert make_trainer(classifier, augment=False, seed=0) is classifier
@@ -242,8 +244,8 @@ def test_augmentation_runs_in_the_training_wrapper_only():
 
 def test_force_replaces_an_old_run_and_writes_the_small_files(tmp_path):
     from edgecls import data
-    from edgecls.synth import write_synthetic_dataset
-    from edgecls.train import _create_run
+    from edgecls.data.synth import write_synthetic_dataset
+    from edgecls.train.fit import _create_run
 
     write_synthetic_dataset(tmp_path / "data", classes=2, per_class=6, size=32, seed=3)
     scan = data.scan_dataset(tmp_path / "data", decode=False)

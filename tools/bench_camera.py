@@ -39,14 +39,14 @@ def build_model(out: Path) -> None:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import numpy as np
 
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
     inputs = keras.Input((224, 224, 3))
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
     x = keras.applications.MobileNetV2(input_shape=(224, 224, 3), alpha=1.0, weights=None, classes=10)(x)
     model = keras.Model(inputs, x)
     # The project's own int8 conversion (edgecls export's converter), on seeded random calibration.
-    from edgecls.export import convert_model
+    from edgecls.optimize.convert import convert_model
 
     representative = np.random.default_rng(0).integers(0, 256, size=(16, 224, 224, 3)).astype(np.float32)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +115,7 @@ def contended_invoke_fps(model: Path, video: Path, threads: int, runs: int) -> f
 def measure(model: Path, video: Path, threads: int, repeats: int, runs: int) -> dict:
     import cv2
 
-    from edgecls.config import CameraConfig
+    from edgecls.core.config import CameraConfig
     from edgecls.runtime.bench import bench_one
     from edgecls.runtime.loop import run
     from edgecls.runtime.machine import machine_info
@@ -216,7 +216,7 @@ def main() -> None:
     result["wall_s"] = time.perf_counter() - t0
     print(table(result))
     if args.json:
-        from edgecls.io import atomic_write_json
+        from edgecls.core.io import atomic_write_json
 
         atomic_write_json(args.json, result)
         print(f"wrote {args.json}")

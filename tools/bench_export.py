@@ -38,8 +38,8 @@ def _log(msg: str) -> None:
 
 
 def _train(data: Path, out: Path, *, alpha: float, size: int, weights: str, epochs: int, fine_tune: int) -> Path:
-    from edgecls.config import TrainConfig
-    from edgecls.train import train
+    from edgecls.core.config import TrainConfig
+    from edgecls.train.fit import train
 
     cfg = TrainConfig(data=str(data), out=str(out), backbone="mobilenet_v2", alpha=alpha, size=size, weights=weights,
                       epochs=epochs, fine_tune_epochs=fine_tune, batch_size=32, augment=False, cache="memory", seed=0)
@@ -54,10 +54,10 @@ def _bench(models: list[Path], threads: str, runs: int, json_out: Path) -> dict:
 
 
 def size_and_latency(work: Path, alpha: float, size: int, runs: int, threads: str, rounds: int) -> dict:
-    from edgecls.config import ExportConfig, PruneConfig
-    from edgecls.export import export_run
-    from edgecls.prune import prune_run
-    from edgecls.synth import write_synthetic_dataset
+    from edgecls.core.config import ExportConfig, PruneConfig
+    from edgecls.optimize.export import export_run
+    from edgecls.optimize.prune import prune_run
+    from edgecls.data.synth import write_synthetic_dataset
 
     tag = f"mnv2_{alpha}_{size}"
     data = work / f"data_{size}"
@@ -91,9 +91,9 @@ def size_and_latency(work: Path, alpha: float, size: int, runs: int, threads: st
 
 def parity_case(work: Path, name: str, *, alpha: float, size: int, weights: str, epochs: int, fine_tune: int,
                 per_class: int) -> dict:
-    from edgecls.config import ExportConfig
-    from edgecls.export import ExportFailed, export_run
-    from edgecls.synth import write_synthetic_dataset
+    from edgecls.core.config import ExportConfig
+    from edgecls.optimize.export import ExportFailed, export_run
+    from edgecls.data.synth import write_synthetic_dataset
 
     data = work / f"pdata_{size}"
     if not data.is_dir():
@@ -160,7 +160,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("EDGECLS_VERBOSE", "0")
     from edgecls import __version__
-    from edgecls.keras import tf
+    from edgecls.core.keras import tf
 
     configs = [(0.35, 96)] if args.quick else [(1.0, 224), (0.35, 96)]
     runs = 50 if args.quick else args.runs

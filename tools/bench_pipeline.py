@@ -37,7 +37,7 @@ GOAL_INPUT_BOUND = 0.10  # share of training time spent waiting for input
 def _make_one(args: tuple[str, int, int, int, int, int]) -> None:
     from PIL import Image
 
-    from edgecls.synth import render_image
+    from edgecls.data.synth import render_image
 
     path, ci, i, seed, width, height = args
     family = path.split(os.sep)[-2]
@@ -48,7 +48,7 @@ def _make_one(args: tuple[str, int, int, int, int, int]) -> None:
 
 
 def generate(root: Path, n_images: int, n_classes: int, width: int, height: int, seed: int) -> list[Path]:
-    from edgecls.synth import FAMILIES
+    from edgecls.data.synth import FAMILIES
 
     names = list(FAMILIES)[:n_classes]
     jobs = []
@@ -90,7 +90,7 @@ def bench_edgecls(root: Path, size: int, batch: int, cached_epochs: int, seed: i
 
 
 def bench_keras_dir(root: Path, size: int, batch: int, seed: int, n: int) -> tuple[float, float, float]:
-    from edgecls.keras import keras, tf
+    from edgecls.core.keras import keras, tf
 
     def make():
         return keras.utils.image_dataset_from_directory(
@@ -106,7 +106,7 @@ def bench_keras_dir(root: Path, size: int, batch: int, seed: int, n: int) -> tup
 
 def bench_decode_parts(paths: list[Path], size: int, batch: int) -> tuple[float, float]:
     """Where the first epoch goes: decode alone, and decode + resize without antialias."""
-    from edgecls.keras import tf
+    from edgecls.core.keras import tf
 
     def decode(p):
         img = tf.io.decode_image(tf.io.read_file(p), channels=3, expand_animations=False)
@@ -137,13 +137,13 @@ def bench_pil(paths: list[Path], size: int, batch: int) -> float:
 
 
 def bench_training(ds, n_classes: int, size: int, alpha: float, steps: int, warmup: int, rounds: int = 5) -> dict:
-    from edgecls.keras import keras, tf
+    from edgecls.core.keras import keras, tf
 
     try:
-        from edgecls.backbones import build_classifier
+        from edgecls.train.backbones import build_classifier
 
         model = build_classifier("mobilenet_v2", num_classes=n_classes, size=size, alpha=alpha, weights="none")
-        builder = "edgecls.backbones.build_classifier"
+        builder = "edgecls.train.backbones.build_classifier"
     except ImportError:  # pragma: no cover - before the training area landed
         base = keras.applications.MobileNetV2((size, size, 3), alpha=alpha, include_top=False, weights=None, pooling="avg")
         inp = keras.Input((size, size, 3))
@@ -200,7 +200,7 @@ def bench_training(ds, n_classes: int, size: int, alpha: float, steps: int, warm
 def conditions() -> dict:
     from PIL import __version__ as pil_version
 
-    from edgecls.keras import keras, tf
+    from edgecls.core.keras import keras, tf
 
     cpu = platform.processor()
     try:
@@ -268,7 +268,7 @@ uint8 images and reshuffles every epoch, then batches and casts, which costs a c
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
     pattern = re.compile(r"## Input pipeline \(`tools/bench_pipeline.py`\).*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: md, text) if pattern.search(text) else text.rstrip() + "\n\n" + md
-    from edgecls.io import atomic_write_text
+    from edgecls.core.io import atomic_write_text
 
     atomic_write_text(path, text)
 
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
     paths = generate(root, a.images, a.classes, a.width, a.height, a.seed)
     n = len(paths)
     print(f"{n} images in {root}", flush=True)
-    from edgecls.keras import tf  # noqa: F401  (import time stays out of every timing)
+    from edgecls.core.keras import tf  # noqa: F401  (import time stays out of every timing)
 
     ds, items, scan, check_s, first, cached = bench_edgecls(root, a.size, a.batch, a.cached_epochs, a.seed)
     print(f"edgecls: check {check_s:.1f} s, first epoch {first:.0f} img/s, cached {cached:.0f} img/s", flush=True)

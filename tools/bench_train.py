@@ -44,10 +44,10 @@ def main() -> None:
     args = p.parse_args()
 
     from edgecls import __version__
-    from edgecls.config import TrainConfig
-    from edgecls.keras import keras, tf
-    from edgecls.synth import write_synthetic_dataset
-    from edgecls.train import train
+    from edgecls.core.config import TrainConfig
+    from edgecls.core.keras import keras, tf
+    from edgecls.data.synth import write_synthetic_dataset
+    from edgecls.train.fit import train
 
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     write_synthetic_dataset(work / "data", classes=args.classes, per_class=args.per_class, size=128, seed=args.seed)

@@ -12,9 +12,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgecls.config import BenchConfig
-from edgecls.errors import EdgeclsError
-from edgecls.io import atomic_write_json
+from edgecls.core.config import BenchConfig
+from edgecls.core.errors import EdgeclsError
+from edgecls.core.io import atomic_write_json
 from edgecls.runtime.classifier import Classifier
 from edgecls.runtime.machine import machine_info, peak_rss_mb
 

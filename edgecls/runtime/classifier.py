@@ -14,8 +14,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edgecls.errors import EdgeclsError
-from edgecls.rundir import read_labels
+from edgecls.core.errors import EdgeclsError
+from edgecls.core.rundir import read_labels
 from edgecls.runtime.interpreter import load_interpreter, runtime_version
 from edgecls.runtime.scores import Category, dequantize, quantize, top_k
 

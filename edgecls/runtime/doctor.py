@@ -7,7 +7,7 @@ import platform
 from dataclasses import asdict
 from typing import Any, Optional
 
-from edgecls.errors import EdgeclsError
+from edgecls.core.errors import EdgeclsError
 from edgecls.runtime.interpreter import runtime_report
 from edgecls.runtime.machine import cpu_model
 
@@ -17,15 +17,15 @@ def opencv_report() -> dict[str, Any]:
         import cv2
     except ImportError as e:
         return {"available": False, "problem": f"not installed ({e}); pip install opencv-python-headless"}
-    from edgecls.runtime.sources import _cv2_has
+    from edgecls.runtime.sources import cv2_has
 
     return {
         "available": True,
         "version": cv2.__version__,
-        "gui": _cv2_has("GUI"),
-        "gstreamer": _cv2_has("GStreamer"),
-        "v4l2": _cv2_has("v4l/v4l2"),
-        "ffmpeg": _cv2_has("FFMPEG"),
+        "gui": cv2_has("GUI"),
+        "gstreamer": cv2_has("GStreamer"),
+        "v4l2": cv2_has("v4l/v4l2"),
+        "ffmpeg": cv2_has("FFMPEG"),
     }
 
 

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from edgecls.errors import EdgeclsError
+from edgecls.core.errors import EdgeclsError
 from edgecls.runtime.sources import FrameSource
 
 log = logging.getLogger("edgecls.camera")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from edgecls.errors import EdgeclsError
-from edgecls.quiet import quiet_native_stderr
+from edgecls.core.errors import EdgeclsError
+from edgecls.core.quiet import quiet_native_stderr
 
 # (runtime name, module holding Interpreter), in order of preference.
 RUNTIME_ORDER: tuple[tuple[str, str], ...] = (

@@ -19,13 +19,13 @@ from typing import IO, Any, Callable, Optional
 
 import numpy as np
 
-from edgecls.config import CameraConfig
-from edgecls.errors import EdgeclsError
-from edgecls.io import atomic_write_json
+from edgecls.core.config import CameraConfig
+from edgecls.core.errors import EdgeclsError
+from edgecls.core.io import atomic_write_json
 from edgecls.runtime.classifier import Classifier, read_labels_file
 from edgecls.runtime.grabber import FrameGrabber, InlineReader
 from edgecls.runtime.scores import ScoreSmoother, top_k
-from edgecls.runtime.sources import _cv2_has, open_source
+from edgecls.runtime.sources import cv2_has, open_source
 
 log = logging.getLogger("edgecls.camera")
 
@@ -67,7 +67,7 @@ def display_status() -> tuple[bool, str]:
     """Whether a window can be shown here, and why not."""
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return False, "no $DISPLAY or $WAYLAND_DISPLAY"
-    if not _cv2_has("GUI"):
+    if not cv2_has("GUI"):
         return False, "this OpenCV build has no GUI (opencv-python-headless)"
     return True, "display available"
 

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgecls.errors import EdgeclsError
+from edgecls.core.errors import EdgeclsError
 
 log = logging.getLogger("edgecls.camera")
 
@@ -132,7 +132,7 @@ class CvCaptureSource(FrameSource):
                 "program uses it, and for a CSI camera use --source picamera"
             )
         if self.kind == "gstreamer":
-            gst = "" if _cv2_has("GStreamer") else " (this OpenCV build has no GStreamer support)"
+            gst = "" if cv2_has("GStreamer") else " (this OpenCV build has no GStreamer support)"
             return f"could not open GStreamer pipeline {self.target!r}{gst}"
         return f"could not open video file {self.target} (tried {tried}); is it a video FFmpeg can read?"
 
@@ -238,7 +238,7 @@ class PicameraSource(FrameSource):
             self.cam = None
 
 
-def _cv2_has(feature: str) -> bool:
+def cv2_has(feature: str) -> bool:
     """Whether this OpenCV build lists ``feature`` as YES (GStreamer, v4l/v4l2, GUI...)."""
     info = _cv2().getBuildInformation()
     m = re.search(rf"^\s*{re.escape(feature)}:\s*(\S+)", info, re.MULTILINE | re.IGNORECASE)

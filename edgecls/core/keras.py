@@ -13,7 +13,7 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from edgecls.quiet import quiet_native_stderr  # noqa: E402  (stdlib only)
+from edgecls.core.quiet import quiet_native_stderr  # noqa: E402  (stdlib only)
 
 
 with quiet_native_stderr():

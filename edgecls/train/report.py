@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgecls.io import atomic_write_bytes
+from edgecls.core.io import atomic_write_bytes
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:

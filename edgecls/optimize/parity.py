@@ -16,10 +16,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgecls.config import ParityConfig, TrainConfig
-from edgecls.errors import EdgeclsError
-from edgecls.io import atomic_write_json, read_json
-from edgecls.rundir import RunDir
+from edgecls.core.config import ParityConfig
+from edgecls.core.errors import EdgeclsError
+from edgecls.core.io import atomic_write_json, read_json
+from edgecls.core.rundir import RunDir, card_path_for
 
 FLOAT_BATCH = 32
 
@@ -36,8 +36,6 @@ def _float_reference(run: RunDir, model_path: Path, override: Optional[str]) -> 
     if override:
         p = Path(override)
         return p if p.is_absolute() or p.exists() else run.path / p
-    from edgecls.export import card_path_for
-
     card = card_path_for(model_path)
     if card.is_file():
         name = read_json(card).get("float_model")
@@ -88,7 +86,7 @@ def run_parity(cfg: ParityConfig, *, raise_on_fail: bool = True) -> dict[str, An
     run = RunDir.open(cfg.run)
     model_path = Path(cfg.model)
     labels = run.read_labels()
-    size = TrainConfig.from_dict(run.read_config().get("train", {})).size
+    size = run.train_config().size
     clf = Classifier(model_path, labels=labels, num_threads=cfg.threads)
     if tuple(clf.input_size) != (size, size):
         raise EdgeclsError(
@@ -98,9 +96,9 @@ def run_parity(cfg: ParityConfig, *, raise_on_fail: bool = True) -> dict[str, An
     float_path = _float_reference(run, model_path, cfg.float_model)
     x, y, source = _images(run, cfg.data, labels, size)
 
-    from edgecls.prune import load_keras_model
+    from edgecls.train.model_io import load_model
 
-    model = load_keras_model(float_path)
+    model = load_model(float_path)
     p_float = np.asarray(model.predict(x.astype(np.float32), batch_size=FLOAT_BATCH, verbose=0), dtype=np.float32)
     p_lite = np.stack([clf.probabilities(img) for img in x]).astype(np.float32)
     report = compare(p_float, p_lite, y, labels, max_drop=cfg.max_drop, min_agreement=cfg.min_agreement)

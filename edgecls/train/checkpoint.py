@@ -11,8 +11,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgecls.io import atomic_write_bytes, atomic_write_json
-from edgecls.keras import keras
+from edgecls.core.io import atomic_write_bytes, atomic_write_json
+from edgecls.core.keras import keras
 
 LAST_WEIGHTS = "last.weights.npz"
 BEST_WEIGHTS = "best.weights.npz"

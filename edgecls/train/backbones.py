@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
-from edgecls.errors import EdgeclsError
+from edgecls.core.errors import EdgeclsError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
 BACKBONE_LAYER = "backbone"
 INPUT_LAYER = "image"
@@ -150,7 +150,7 @@ def _describe(name: str, alpha: float, minimalistic: bool) -> str:
     imagenet_alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
 )
 def _mobilenet_v2(size: int, alpha: float, minimalistic: bool, weights: Optional[str]) -> "keras.Model":
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
     inp = keras.Input((size, size, 3), name="pixels")
     # The application has no preprocessing layer; building it on input_tensor makes the
@@ -163,7 +163,7 @@ def _mobilenet_v2(size: int, alpha: float, minimalistic: bool, weights: Optional
 
 def _mobilenet_v3(large: bool):
     def build(size: int, alpha: float, minimalistic: bool, weights: Optional[str]) -> "keras.Model":
-        from edgecls.keras import keras
+        from edgecls.core.keras import keras
 
         app = keras.applications.MobileNetV3Large if large else keras.applications.MobileNetV3Small
         # include_preprocessing=True: tf_keras adds Rescaling(1/127.5, offset=-1) itself.
@@ -195,7 +195,7 @@ for _name, _large in (("mobilenet_v3_small", False), ("mobilenet_v3_large", True
     preprocessing="Rescaling(1/255) + Normalization(ImageNet mean/var) built into tf_keras EfficientNet",
 )
 def _efficientnet_b0(size: int, alpha: float, minimalistic: bool, weights: Optional[str]) -> "keras.Model":
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
     # EfficientNet's stem already rescales and normalises; with weights=None its Normalization
     # holds mean 0 / variance 1, so it is the identity after Rescaling(1/255).
@@ -264,7 +264,7 @@ def build_classifier(
     dropout: float = 0.2,
 ) -> "keras.Model":
     """Backbone + dropout + softmax head; input raw RGB 0..255 float32, output float32 probabilities."""
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
     if num_classes < 2:
         raise EdgeclsError(f"a classifier needs at least 2 classes, got {num_classes}")
@@ -292,7 +292,7 @@ def calibrate_batchnorm(base: "keras.Model", images) -> None:
     (data-dependent initialisation), so the frozen random backbone yields usable random features
     and the usual frozen-BatchNorm recipe applies unchanged. Pretrained backbones skip this.
     """
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
     bns = [layer for layer in base.submodules if isinstance(layer, keras.layers.BatchNormalization)]
     saved = [bn.momentum for bn in bns]

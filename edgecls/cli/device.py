@@ -12,7 +12,7 @@ from typing import Optional
 
 import click
 
-from edgecls.config import BenchConfig, CameraConfig, field_help
+from edgecls.core.config import BenchConfig, CameraConfig, field_help
 
 
 def register(group: click.Group) -> None:
@@ -138,3 +138,4 @@ def doctor(model: Optional[str], as_json: bool) -> None:
     if code:
         problem = report.get("model", {}).get("problem") if report["runtime_ok"] else "no TFLite runtime imports"
         raise click.ClickException(problem or "the model does not load")
+

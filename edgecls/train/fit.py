@@ -14,7 +14,6 @@ with phase, epoch and history) so ``--resume`` continues an interrupted run.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import sys
 import tempfile
@@ -24,15 +23,16 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from edgecls import __version__
-from edgecls.backbones import build_classifier, calibrate_batchnorm, get_backbone, is_pretrained
-from edgecls.config import TrainConfig
-from edgecls.errors import EdgeclsError
-from edgecls.checkpoint import BEST_WEIGHTS, LAST_WEIGHTS, Checkpointer, copy_weights, restore, save_weights_npz
-from edgecls.io import atomic_write_json, read_json
-from edgecls.keras import keras, tf
-from edgecls.report import classification_metrics, plot_confusion_matrix, plot_learning_curves
-from edgecls.rundir import RunDir
-from edgecls.train_checks import check_run_dir, check_train_config
+from edgecls.train.backbones import build_classifier, calibrate_batchnorm, get_backbone, is_pretrained
+from edgecls.core.config import TrainConfig
+from edgecls.core.errors import EdgeclsError
+from edgecls.train.checkpoint import BEST_WEIGHTS, LAST_WEIGHTS, Checkpointer, copy_weights, restore, save_weights_npz
+from edgecls.core.io import atomic_write_json, read_json
+from edgecls.core.keras import keras, tf
+from edgecls.train.report import classification_metrics, plot_confusion_matrix, plot_learning_curves
+from edgecls.core.rundir import RunDir
+from edgecls.train.checks import check_run_dir, check_train_config
+from edgecls.train.model_io import save_model
 
 PHASE_HEAD = "head"
 PHASE_FINE_TUNE = "fine_tune"
@@ -90,17 +90,6 @@ def compile_for(trainer: "keras.Model", lr: float, label_smoothing: float) -> No
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
         metrics=["accuracy"],
     )
-
-
-def load_model(path: str | os.PathLike) -> "keras.Model":
-    """A saved ``model.keras`` (tf_keras format), uncompiled, ready for inference/export."""
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeclsError(f"model not found: {path} (train one with 'edgecls train')")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except (ValueError, OSError) as e:
-        raise EdgeclsError(f"cannot load Keras model {path}: {e}") from None
 
 
 def evaluate(
@@ -176,18 +165,6 @@ def float32_copy(model: "keras.Model", cfg: TrainConfig, n_classes: int) -> "ker
     return clean
 
 
-def save_model(model: "keras.Model", path: Path) -> None:
-    """Save atomically: Keras writes a temp ``.keras`` beside the target, then it is renamed."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _scan_and_split(cfg: TrainConfig) -> tuple[Any, dict]:
     """Scan and split the data; nothing is written yet (a data error leaves no run folder)."""
     from edgecls import data
@@ -230,13 +207,13 @@ def train(
     (run after the checkpointer). Only the chief writes the run under a multi-worker cluster.
     """
     from edgecls import data
-    from edgecls.distribute import is_chief, make_strategy, precision
+    from edgecls.train.distribute import is_chief, make_strategy, precision
 
     check_run_dir(cfg.out, force=force, resume=resume)
     run: Optional[RunDir] = None
     if resume:
         run = RunDir.open(cfg.out)
-        cfg = dataclasses.replace(TrainConfig.from_dict(run.read_config()["train"]), out=str(run.path))
+        cfg = dataclasses.replace(run.train_config(), out=str(run.path))
         state = read_json(run.checkpoints / "state.json")
     else:
         state = {"phase": PHASE_HEAD, "phase_epochs_done": 0, "rows": []}
@@ -280,12 +257,6 @@ def train(
         _finish(run, cfg, final, ds, state, labels, policy, strategy.num_replicas_in_sync)
     else:
         shutil.rmtree(ckpt, ignore_errors=True)
-    if cfg.prune is not None and is_chief():
-        from edgecls.config import PruneConfig
-        from edgecls.prune import prune_run  # lazy: the export area's module, with tfmot
-
-        prune_run(PruneConfig(run=str(run.path), sparsity=cfg.prune, epochs=cfg.prune_epochs,
-                              batch_size=cfg.batch_size, force=True))
     return run
 
 
@@ -377,6 +348,6 @@ def summary(run: RunDir) -> str:
         f"{where} accuracy: {acc:.3f} on {n} images (best epoch {m.get('best_epoch')})",
         f"model:   {run.model_path}",
         f"metrics: {run.metrics_json}  plots: {run.plots}/  TensorBoard: tensorboard --logdir {run.logs}",
-        f"next:    edgecls export {run.path} --mode int8",
+        f"next:    edgecls export {run.path} --int8",
     ]
     return "\n".join(lines)

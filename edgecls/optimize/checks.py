@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgecls.errors import EdgeclsError
+from edgecls.core.errors import EdgeclsError
 
 # Ops that legitimately move between float and integer at a model's edges.
 _EDGE_OPS = {"QUANTIZE", "DEQUANTIZE"}

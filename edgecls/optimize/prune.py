@@ -24,15 +24,14 @@ import gzip
 import math
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from edgecls.config import PruneConfig, TrainConfig
-from edgecls.errors import EdgeclsError
-from edgecls.io import atomic_write_json
-from edgecls.rundir import RunDir
+from edgecls.core.config import PruneConfig
+from edgecls.core.errors import EdgeclsError
+from edgecls.core.io import atomic_write_json
+from edgecls.core.rundir import RunDir
 
 # Masks are recomputed every PRUNING_UPDATES_PER_RUN-th of the fine-tune (a sort per layer per
 # update); tfmot's default of every 100 steps would never reach the target on a short fine-tune.
@@ -46,41 +45,11 @@ EVAL_BATCH = 32
 
 def is_prunable(layer: Any) -> bool:
     """Conv2D (incl. pointwise 1x1) and Dense kernels; never DepthwiseConv2D, BatchNorm, Rescaling."""
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
     return isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and not isinstance(
         layer, keras.layers.DepthwiseConv2D
     )
-
-
-def run_train_config(run: RunDir) -> TrainConfig:
-    """The TrainConfig a run was made with (size, backbone, alpha ...)."""
-    return TrainConfig.from_dict(run.read_config().get("train", {}))
-
-
-def load_keras_model(path: Path) -> Any:
-    """A saved run model; prefers the training area's loader (it knows any custom objects)."""
-    if not Path(path).is_file():
-        raise EdgeclsError(f"model not found: {path}")
-    try:
-        from edgecls.train import load_model
-    except ImportError:  # training module not installed with this build
-        from edgecls.keras import keras
-
-        return keras.models.load_model(str(path), compile=False)
-    return load_model(path)
-
-
-def save_keras_model(model: Any, path: Path) -> None:
-    """Atomic .keras save: write a temp file in the same folder, then rename over ``path``."""
-    import os
-
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.keras")
-    try:
-        model.save(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # -- graph surgery ------------------------------------------------------------------------------
@@ -109,7 +78,7 @@ def _chain(model: Any) -> list[tuple[Any, dict]]:
 
 def _rebuild(model: Any, layer_fn: Callable[[Any], Any], keep_training_flag: bool) -> Any:
     """Same chain as ``model`` with each layer mapped by ``layer_fn`` (nested models cloned too)."""
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
     inp = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name=model.layers[0].name)
     x = inp
@@ -126,7 +95,7 @@ def _rebuild(model: Any, layer_fn: Callable[[Any], Any], keep_training_flag: boo
 
 
 def _all_layers(model: Any):
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
     for layer in model.layers:
         if isinstance(layer, keras.Model):
@@ -181,18 +150,19 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
         raise EdgeclsError(f"{run.model_path} is missing; train the run first ('edgecls train')")
 
     from edgecls import data
-    from edgecls.keras import keras, tf  # before tfmot: it must bind to tf_keras
+    from edgecls.core.keras import keras, tf  # before tfmot: it must bind to tf_keras
+    from edgecls.train.model_io import load_model, save_model
     import tensorflow_model_optimization as tfmot
 
     started = time.perf_counter()
-    tcfg = run_train_config(run)
+    tcfg = run.train_config()
     root, split = data.load_split(run)
     if not split.get("train"):
         raise EdgeclsError(f"{run.split_json} has no training images to fine-tune on")
     eval_split = "test" if split.get("test") else "val"
     eval_items = split.get(eval_split) or []
 
-    model = load_keras_model(run.model_path)
+    model = load_model(run.model_path)
     size = int(model.input_shape[1])
     eval_x, eval_y = data.load_images(root, eval_items, size) if eval_items else (None, None)
     acc_before = accuracy(model, eval_x, eval_y) if eval_x is not None else None
@@ -246,7 +216,7 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
     overall, per_layer = measure_sparsity(final)
     acc_after = accuracy(final, eval_x, eval_y) if eval_x is not None else None
     gzip_after = gzip_weights_bytes(final)
-    save_keras_model(final, out)
+    save_model(final, out)
     report = {
         "target_sparsity": cfg.sparsity,
         "sparsity": round(overall, 4),
@@ -280,7 +250,7 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
 
 def _restore_training_flag(model: Any, original: Any) -> Any:
     """Rebuild ``model`` with the call kwargs (``training=False``) the original chain had."""
-    from edgecls.keras import keras
+    from edgecls.core.keras import keras
 
     kwargs_by_name = {layer.name: kw for layer, kw in _chain(original)}
     inp = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name=model.layers[0].name)

@@ -1,7 +1,7 @@
 """The ``edgecls`` command: one click group, thin commands, errors at the boundary.
 
-Each area registers its commands from its own module (``cli_data``, ``cli_train``,
-``cli_export``, ``cli_device``). None of them imports TensorFlow at import time, so
+Each stage registers its commands from its own module (``cli.data``, ``cli.train``,
+``cli.export``, ``cli.device``). None of them imports TensorFlow at import time, so
 ``edgecls camera`` and ``edgecls bench`` start fast on a Pi with no TensorFlow installed.
 """
 
@@ -12,7 +12,7 @@ import sys
 import click
 
 from edgecls import __version__
-from edgecls.errors import EdgeclsError
+from edgecls.core.errors import EdgeclsError
 
 
 class EdgeclsGroup(click.Group):
@@ -37,9 +37,9 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register_all() -> None:
-    from edgecls import cli_data, cli_device, cli_export, cli_train
+    from edgecls.cli import data, device, export, train
 
-    for module in (cli_data, cli_train, cli_export, cli_device):
+    for module in (data, train, export, device):
         module.register(cli)
 
 

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from edgecls.errors import EdgeclsError
-from edgecls.io import atomic_write_json, read_json
-from edgecls.scan import SPLIT_NAMES, Item, ScanReport
+from edgecls.core.errors import EdgeclsError
+from edgecls.core.io import atomic_write_json, read_json
+from edgecls.data.scan import SPLIT_NAMES, Item, ScanReport
 
 if TYPE_CHECKING:  # pragma: no cover
-    from edgecls.rundir import RunDir
+    from edgecls.core.rundir import RunDir
 
 IMBALANCE_RATIO = 1.5  # max/min class count above which balanced class weights are used
 

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecls.errors import EdgeclsError
-from edgecls.io import atomic_write_json, atomic_write_text, read_json
+from edgecls.core.config import TrainConfig
+from edgecls.core.errors import EdgeclsError
+from edgecls.core.io import atomic_write_json, atomic_write_text, read_json
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,19 @@ class RunDir:
     def export_dir(self) -> Path:
         return self.path / "export"
 
+    def export_files(self, mode: str, pruned: bool = False, out: str | os.PathLike | None = None) -> "ExportFiles":
+        """The file set of one export mode; ``out`` is a folder, or a .tflite path (the rest beside it)."""
+        tag = f"{'pruned_' if pruned else ''}{mode}"
+        if out and str(out).endswith(".tflite"):
+            model = Path(out)
+            folder = model.parent
+        else:
+            folder = Path(out) if out else self.export_dir
+            model = folder / f"model_{tag}.tflite"
+        return ExportFiles(model=model, card=card_path_for(model), parity=folder / f"parity_{tag}.json",
+                           labels=folder / "labels.txt",
+                           golden=model.with_name(model.name[: -len(".tflite")] + ".golden.npz"))
+
     # -- small files ------------------------------------------------------------------------
     def read_labels(self) -> list[str]:
         return read_labels(self.labels_txt)
@@ -108,6 +122,10 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         return read_json(self.config_json)
 
+    def train_config(self) -> TrainConfig:
+        """The TrainConfig the run was made with (size, backbone, seed ...)."""
+        return TrainConfig.from_dict(self.read_config().get("train", {}))
+
     def read_split(self) -> dict[str, Any]:
         if not self.split_json.is_file():
             raise EdgeclsError(f"{self.split_json} is missing; the run is incomplete (re-run 'edgecls train')")
@@ -115,6 +133,23 @@ class RunDir:
 
     def write_json(self, path: Path, obj: Any) -> None:
         atomic_write_json(path, obj)
+
+
+@dataclass(frozen=True)
+class ExportFiles:
+    """One exported model's file set: it is written, checked and replaced as a whole."""
+
+    model: Path
+    card: Path
+    parity: Path
+    labels: Path
+    golden: Path
+
+
+def card_path_for(model_path: str | os.PathLike) -> Path:
+    """``model_int8.tflite`` -> ``model_int8.card.json`` (beside any .tflite, in a run or not)."""
+    p = Path(model_path)
+    return p.with_name((p.name[: -len(".tflite")] if p.name.endswith(".tflite") else p.stem) + ".card.json")
 
 
 def read_labels(path: str | os.PathLike) -> list[str]:

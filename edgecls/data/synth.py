@@ -17,8 +17,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from edgecls.errors import EdgeclsError
-from edgecls.io import atomic_write_bytes
+from edgecls.core.errors import EdgeclsError
+from edgecls.core.io import atomic_write_bytes
 
 Draw = Callable[[Image.Image, np.random.Generator, tuple[int, int, int]], None]
 SPLIT_SHARES = (("train", 0.7), ("val", 0.15), ("test", 0.15))  # for layout="splits"

@@ -12,9 +12,9 @@ from typing import Optional
 
 import click
 
-from edgecls.config import ExportConfig, ParityConfig, PruneConfig, field_help
+from edgecls.core.config import ExportConfig, ParityConfig, PruneConfig, field_help
 
-_P, _E, _Q = PruneConfig(), ExportConfig(), ParityConfig()
+PRUNE_DEFAULTS, EXPORT_DEFAULTS, PARITY_DEFAULTS = PruneConfig(), ExportConfig(), ParityConfig()
 
 _RUN = click.Path(path_type=Path)  # existence is checked by RunDir.open with a better message
 
@@ -28,13 +28,13 @@ def register(group: click.Group) -> None:
 
 @click.command("prune")
 @click.argument("run", type=_RUN)
-@click.option("--sparsity", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=_P.sparsity,
+@click.option("--sparsity", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=PRUNE_DEFAULTS.sparsity,
               show_default=True, help=field_help(PruneConfig, "sparsity"))
-@click.option("--epochs", type=click.IntRange(min=1), default=_P.epochs, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=PRUNE_DEFAULTS.epochs, show_default=True,
               help=field_help(PruneConfig, "epochs"))
-@click.option("--learning-rate", type=float, default=_P.learning_rate, show_default=True,
+@click.option("--learning-rate", type=float, default=PRUNE_DEFAULTS.learning_rate, show_default=True,
               help=field_help(PruneConfig, "learning_rate"))
-@click.option("--batch-size", type=click.IntRange(min=1), default=_P.batch_size, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=PRUNE_DEFAULTS.batch_size, show_default=True,
               help=field_help(PruneConfig, "batch_size"))
 @click.option("--force", is_flag=True, help=field_help(PruneConfig, "force"))
 def prune_cmd(run: Path, **options) -> None:
@@ -43,7 +43,7 @@ def prune_cmd(run: Path, **options) -> None:
     Writes RUN/model_pruned.keras and RUN/pruning.json (measured sparsity, accuracy and gzip
     size before/after). Export it with 'edgecls export RUN --int8 --pruned'.
     """
-    from edgecls.prune import prune_run
+    from edgecls.optimize.prune import prune_run
 
     r = prune_run(PruneConfig(run=str(run), **options))
     acc = ""
@@ -67,16 +67,16 @@ def prune_cmd(run: Path, **options) -> None:
 @click.option("--pruned", is_flag=True, help=field_help(ExportConfig, "pruned"))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder (default RUN/export), or a .tflite file path.")
-@click.option("--representative-samples", type=click.IntRange(min=1), default=_E.representative_samples,
+@click.option("--representative-samples", type=click.IntRange(min=1), default=EXPORT_DEFAULTS.representative_samples,
               show_default=True, help=field_help(ExportConfig, "representative_samples"))
-@click.option("--io", type=click.Choice(["uint8", "int8"]), default=_E.io, show_default=True,
+@click.option("--io", type=click.Choice(["uint8", "int8"]), default=EXPORT_DEFAULTS.io, show_default=True,
               help=field_help(ExportConfig, "io"))
 @click.option("--allow-float-fallback", is_flag=True, help=field_help(ExportConfig, "allow_float_fallback"))
 @click.option("--force", is_flag=True, help=field_help(ExportConfig, "force"))
 @click.option("--no-parity", is_flag=True, help="Skip the parity check after an int8 export.")
-@click.option("--max-drop", type=click.FloatRange(min=0.0), default=_E.max_drop, show_default=True,
+@click.option("--max-drop", type=click.FloatRange(min=0.0), default=EXPORT_DEFAULTS.max_drop, show_default=True,
               help=field_help(ExportConfig, "max_drop"))
-@click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=_E.min_agreement, show_default=True,
+@click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=EXPORT_DEFAULTS.min_agreement, show_default=True,
               help=field_help(ExportConfig, "min_agreement"))
 def export_cmd(run: Path, mode: Optional[str], out: Optional[Path], no_parity: bool, **options) -> None:
     """Convert RUN's model to TFLite in RUN/export/ (one file set per mode).
@@ -85,8 +85,8 @@ def export_cmd(run: Path, mode: Optional[str], out: Optional[Path], no_parity: b
     and labels.txt. --int8 then checks parity against the float model (parity_int8.json) and
     exits 1 when a gate fails; the files are kept and the card says "parity_passed": false.
     """
-    from edgecls.export import ExportFailed, export_run
-    from edgecls.parity import format_parity
+    from edgecls.optimize.export import ExportFailed, export_run
+    from edgecls.optimize.parity import format_parity
 
     cfg = ExportConfig(run=str(run), mode=mode or "int8", out=str(out) if out else None, parity=not no_parity,
                        **options)
@@ -114,13 +114,13 @@ def _model_path(out: Path, card: dict) -> Path:
 @click.argument("run", type=_RUN)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), default=None, help=field_help(ParityConfig, "data"))
-@click.option("--max-drop", type=click.FloatRange(min=0.0), default=_Q.max_drop, show_default=True,
+@click.option("--max-drop", type=click.FloatRange(min=0.0), default=PARITY_DEFAULTS.max_drop, show_default=True,
               help=field_help(ParityConfig, "max_drop"))
-@click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=_Q.min_agreement, show_default=True,
+@click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=PARITY_DEFAULTS.min_agreement, show_default=True,
               help=field_help(ParityConfig, "min_agreement"))
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help=field_help(ParityConfig, "json"))
-@click.option("--threads", type=click.IntRange(min=1), default=_Q.threads, show_default=True,
+@click.option("--threads", type=click.IntRange(min=1), default=PARITY_DEFAULTS.threads, show_default=True,
               help=field_help(ParityConfig, "threads"))
 @click.option("--float-model", type=click.Path(path_type=Path), default=None,
               help=field_help(ParityConfig, "float_model"))
@@ -131,7 +131,7 @@ def parity_cmd(run: Path, model: Path, data: Optional[Path], json_path: Optional
     Uses the run's test split (or --data DIR with the run's class folders). Exits 1 when the
     accuracy drop exceeds --max-drop points or top-1 agreement is under --min-agreement.
     """
-    from edgecls.parity import ParityFailed, format_parity, run_parity
+    from edgecls.optimize.parity import ParityFailed, format_parity, run_parity
 
     cfg = ParityConfig(run=str(run), model=str(model), data=str(data) if data else None,
                        json=str(json_path) if json_path else None,

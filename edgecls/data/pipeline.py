@@ -1,7 +1,5 @@
 """The tf.data input pipeline: parallel decode + resize, cache, shuffle, batch, prefetch.
 
-Scanning lives in :mod:`edgecls.scan` and splitting in :mod:`edgecls.split`; their public names
-are re-exported here so ``edgecls.data`` stays the one import for the data contract.
 TensorFlow is imported inside the functions that need it.
 """
 
@@ -13,51 +11,27 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from edgecls.errors import EdgeclsError
-from edgecls.scan import (  # noqa: F401  (re-exported)
-    SPLIT_NAMES,
-    SUPPORTED,
-    Item,
-    ScanReport,
-    decode_image_file,
-    inspect_dataset,
-    scan_dataset,
-    validate_scan,
-)
-from edgecls.split import (  # noqa: F401  (re-exported)
-    IMBALANCE_RATIO,
-    class_weights,
-    load_split,
-    make_split,
-    save_split,
-    stratified_sample,
-)
+from edgecls.core.config import CACHE_MODES
+from edgecls.core.errors import EdgeclsError
+from edgecls.data.scan import Item, decode_image_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
 
-__all__ = [
-    "SPLIT_NAMES", "SUPPORTED", "IMBALANCE_RATIO", "CACHE_MODES", "Item", "ScanReport",
-    "scan_dataset", "inspect_dataset", "validate_scan", "decode_image_file",
-    "make_split", "save_split", "load_split", "stratified_sample", "class_weights",
-    "build_dataset", "load_images", "resolve_cache",
-]
-
 SHUFFLE_BUDGET_MB = 512  # cap of the shuffle buffer when the cache lives on disk
-CACHE_MODES = ("auto", "memory", "disk", "none")
 
 
 # -- tf.data ----------------------------------------------------------------------------------
 def _decode_resize(path: "tf.Tensor", size: int) -> "tf.Tensor":
     """The project's resize rule: plain squash, bilinear with antialias, rounded to uint8."""
-    from edgecls.keras import tf
+    from edgecls.core.keras import tf
 
     img = tf.image.resize(decode_image_file(path), [size, size], method="bilinear", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8)
 
 
 def _decoded_dataset(root: Path, items: Sequence[Item], image_size: int) -> "tf.data.Dataset":
-    from edgecls.keras import tf
+    from edgecls.core.keras import tf
 
     root = Path(root)
     if not root.is_dir():
@@ -116,7 +90,7 @@ def build_dataset(
     Decode+resize runs in parallel; the uint8 result is cached (memory or file) and cast to
     float32 per batch after the cache, so the cache holds 4x less. No augmentation here.
     """
-    from edgecls.keras import tf
+    from edgecls.core.keras import tf
 
     ds = _decoded_dataset(root, items, image_size)
     mode = resolve_cache(len(items), image_size, cache, cache_budget_mb, cache_dir)

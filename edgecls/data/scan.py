@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgecls.errors import EdgeclsError
+from edgecls.core.errors import EdgeclsError
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
@@ -272,7 +272,7 @@ def _decode_failure_reason(path: Path) -> str:
 
 def _tf_decodes(root: Path, rels: list[str]) -> set[str]:
     """The relpaths TF decodes, found by decoding all in parallel and dropping the failures."""
-    from edgecls.keras import tf
+    from edgecls.core.keras import tf
 
     paths = [str(root / r) for r in rels]
 
@@ -287,7 +287,7 @@ def _tf_decodes(root: Path, rels: list[str]) -> set[str]:
 
 def decode_image_file(path: "tf.Tensor") -> "tf.Tensor":
     """File -> uint8 RGB [H, W, 3]: grey and RGBA become RGB, GIF gives its first frame."""
-    from edgecls.keras import tf
+    from edgecls.core.keras import tf
 
     img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8)
     img.set_shape([None, None, 3])

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from edgecls.errors import EdgeclsError
+from edgecls.core.errors import EdgeclsError
 
-MAX_SYNTH_CLASSES = 10  # == len(edgecls.synth.FAMILIES); kept here so --help needs no numpy/PIL import
+MAX_SYNTH_CLASSES = 10  # == len(edgecls.data.synth.FAMILIES); kept here so --help needs no numpy/PIL import
 
 
 def register(group: click.Group) -> None:
@@ -38,7 +38,7 @@ def check(data_dir: Path, json_path: Path | None, no_decode: bool) -> None:
     # The report says why each file failed; TF's C++ decoder errors on stderr would only repeat it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from edgecls.data import class_weights, inspect_dataset, validate_scan
-    from edgecls.io import atomic_write_json
+    from edgecls.core.io import atomic_write_json
 
     report = inspect_dataset(data_dir, decode=not no_decode)
     click.echo(_format_report(report))
@@ -84,7 +84,7 @@ def _format_report(report) -> str:
 @click.option("--force", is_flag=True, help="Write into a non-empty OUT (same-named files are overwritten).")
 def synth(out: Path, classes: int, per_class: int, size: int, seed: int, layout: str, force: bool) -> None:
     """Write a synthetic JPEG image set to OUT (shapes and textures on cluttered backgrounds)."""
-    from edgecls.synth import check_out_dir, write_synthetic_dataset
+    from edgecls.data.synth import check_out_dir, write_synthetic_dataset
 
     check_out_dir(out, force)
     s = write_synthetic_dataset(out, classes=classes, per_class=per_class, size=size, seed=seed, layout=layout)

@@ -8,10 +8,13 @@ library: the TF-free runtime imports it too.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
 DEFAULT_SEED = 42
+CACHE_MODES = ("auto", "memory", "disk", "none")
+"""Decoded-image cache modes, shared by the CLI choice, the config check and the pipeline."""
 
 
 @dataclass
@@ -23,7 +26,7 @@ class TrainConfig:
     out: str = "runs/run"
     """Run folder to create (never overwritten without force)."""
     backbone: str = "mobilenet_v2"
-    """Registered backbone name (see ``edgecls.backbones.available()``)."""
+    """Registered backbone name (see ``edgecls.train.backbones.available()``)."""
     alpha: float = 1.0
     """Width multiplier for MobileNet backbones."""
     minimalistic: bool = False
@@ -242,24 +245,30 @@ def _from_dict(cls, d: dict[str, Any]):
     return cls(**kwargs)
 
 
-def field_help(cls, name: str) -> str:
+def field_help(cls: type, name: str) -> str:
     """The docstring under a dataclass field, for click help texts (one source of truth)."""
+    return _field_docs(cls).get(name, "")
+
+
+@functools.lru_cache(maxsize=None)
+def _field_docs(cls: type) -> dict[str, str]:
+    """{field: docstring} of one class, parsed once per process (not once per option)."""
     import ast
     import inspect
     import textwrap
 
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
     for node, nxt in zip(body, body[1:]):
         if (
             isinstance(node, ast.AnnAssign)
             and isinstance(node.target, ast.Name)
-            and node.target.id == name
             and isinstance(nxt, ast.Expr)
             and isinstance(nxt.value, ast.Constant)
         ):
-            return str(nxt.value.value)
-    return ""
+            docs[node.target.id] = str(nxt.value.value)
+    return docs
 
 
 _ = field  # re-exported for stage modules that add defaults with factories

@@ -1,4 +1,4 @@
-"""Validation of a :class:`~edgecls.config.TrainConfig`, without importing TensorFlow.
+"""Validation of a :class:`~edgecls.core.config.TrainConfig`, without importing TensorFlow.
 
 The CLI and :func:`edgecls.train.train` both call :func:`check_train_config` first, so a bad
 option fails in a fraction of a second with one clear message instead of after TF loads.
@@ -6,11 +6,10 @@ option fails in a fraction of a second with one clear message instead of after T
 
 from __future__ import annotations
 
-from edgecls.backbones import check_backbone_options
-from edgecls.config import TrainConfig
-from edgecls.errors import EdgeclsError
+from edgecls.train.backbones import check_backbone_options
+from edgecls.core.config import CACHE_MODES, TrainConfig
+from edgecls.core.errors import EdgeclsError
 
-CACHE_MODES = ("auto", "memory", "disk", "none")
 CLASS_WEIGHT_MODES = ("auto", "none")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 PRECISIONS = ("auto", "on", "off")

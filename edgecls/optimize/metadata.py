@@ -24,7 +24,7 @@ import sys
 import types
 from typing import Optional, Sequence
 
-from edgecls.errors import EdgeclsError
+from edgecls.core.errors import EdgeclsError
 
 _SHIM = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
 
@@ -84,7 +84,7 @@ def _install_version_shim() -> None:
             sys.modules[name] = pkg
     shim = types.ModuleType(_SHIM)
     shim.GetMinimumMetadataParserVersion = lambda buf: min_parser_version(bytes(buf))  # type: ignore[attr-defined]
-    shim.__doc__ = "edgecls stand-in for the helper missing from mediapipe wheels (see edgecls.metadata)"
+    shim.__doc__ = "edgecls stand-in for the helper missing from mediapipe wheels (see edgecls.optimize.metadata)"
     sys.modules[_SHIM] = shim
 
 

@@ -1,4 +1,9 @@
-"""Atomic file writes: a crash or Ctrl-C never leaves a half-written file behind."""
+"""Atomic file writes: a crash or Ctrl-C never leaves a half-written file behind.
+
+``mkstemp`` creates files readable by their owner only (0600); a model copied to a Pi must be
+readable by the service's user, so every file gets the mode a plain ``open()`` would give it
+(0666 less the umask) before it is renamed into place.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,17 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def apply_default_mode(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode ``open(path, "w")`` would have: 0666 & ~umask."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -19,6 +35,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        apply_default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

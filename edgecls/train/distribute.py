@@ -9,7 +9,7 @@
   activations halve memory), float32 otherwise (CPUs gain nothing from float16). ``on`` forces
   it, ``off`` never. The classifier's last layer is float32 either way.
 
-The batch size in :class:`~edgecls.config.TrainConfig` is *global*: Keras splits each batch
+The batch size in :class:`~edgecls.core.config.TrainConfig` is *global*: Keras splits each batch
 over the replicas, so results do not depend on the number of GPUs.
 """
 
@@ -20,9 +20,9 @@ import json
 import os
 from typing import Iterator
 
-from edgecls.errors import EdgeclsError
-from edgecls.keras import keras, tf
-from edgecls.train_checks import PRECISIONS, STRATEGIES
+from edgecls.core.errors import EdgeclsError
+from edgecls.core.keras import keras, tf
+from edgecls.train.checks import PRECISIONS, STRATEGIES
 
 
 def gpus() -> list:

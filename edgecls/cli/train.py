@@ -1,0 +1,117 @@
+"""``edgecls train``: an image folder -> a run folder (model.keras, metrics, plots).
+
+Options are validated before TensorFlow is imported, so a typo fails in a fraction of a
+second. Help texts come from the :class:`~edgecls.core.config.TrainConfig` field docstrings.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from edgecls.core.config import CACHE_MODES, PruneConfig, TrainConfig, field_help
+
+TRAIN_DEFAULTS = TrainConfig()
+
+
+def _h(name: str) -> str:
+    return field_help(TrainConfig, name)
+
+
+def register(group: click.Group) -> None:
+    """Add this area's commands to the edgecls group."""
+    group.add_command(train_cmd)
+
+
+def _backbone_help() -> str:
+    from edgecls.train.backbones import available  # TF-free
+
+    return f"{_h('backbone')} One of: {', '.join(available())}."
+
+
+@click.command("train")
+@click.argument("data", metavar="[DATA]", required=False, type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help=_h("out"))
+@click.option("--backbone", default=TRAIN_DEFAULTS.backbone, show_default=True, help=_backbone_help())
+@click.option("--alpha", type=float, default=TRAIN_DEFAULTS.alpha, show_default=True, help=_h("alpha"))
+@click.option("--minimalistic", is_flag=True, help=_h("minimalistic"))
+@click.option("--size", type=int, default=TRAIN_DEFAULTS.size, show_default=True, help=_h("size"))
+@click.option("--weights", default=TRAIN_DEFAULTS.weights, show_default=True, help=_h("weights"))
+@click.option("--epochs", type=int, default=TRAIN_DEFAULTS.epochs, show_default=True, help=_h("epochs"))
+@click.option("--fine-tune-epochs", type=int, default=TRAIN_DEFAULTS.fine_tune_epochs, show_default=True,
+              help=_h("fine_tune_epochs"))
+@click.option("--fine-tune-fraction", type=float, default=TRAIN_DEFAULTS.fine_tune_fraction, show_default=True,
+              help=_h("fine_tune_fraction"))
+@click.option("--batch-size", type=int, default=TRAIN_DEFAULTS.batch_size, show_default=True, help=_h("batch_size"))
+@click.option("--learning-rate", type=float, default=TRAIN_DEFAULTS.learning_rate, show_default=True, help=_h("learning_rate"))
+@click.option("--fine-tune-learning-rate", type=float, default=TRAIN_DEFAULTS.fine_tune_learning_rate, show_default=True,
+              help=_h("fine_tune_learning_rate"))
+@click.option("--label-smoothing", type=float, default=TRAIN_DEFAULTS.label_smoothing, show_default=True,
+              help=_h("label_smoothing"))
+@click.option("--dropout", type=float, default=TRAIN_DEFAULTS.dropout, show_default=True, help=_h("dropout"))
+@click.option("--patience", type=int, default=TRAIN_DEFAULTS.early_stopping_patience, show_default=True,
+              help=_h("early_stopping_patience"))
+@click.option("--no-augment", is_flag=True, help="Turn off augmentation. " + _h("augment"))
+@click.option("--seed", type=int, default=TRAIN_DEFAULTS.seed, show_default=True, help=_h("seed"))
+@click.option("--val-fraction", type=float, default=TRAIN_DEFAULTS.val_fraction, show_default=True, help=_h("val_fraction"))
+@click.option("--test-fraction", type=float, default=TRAIN_DEFAULTS.test_fraction, show_default=True, help=_h("test_fraction"))
+@click.option("--cache", type=click.Choice(CACHE_MODES), default=TRAIN_DEFAULTS.cache, show_default=True,
+              help=_h("cache"))
+@click.option("--class-weights", type=click.Choice(["auto", "none"]), default=TRAIN_DEFAULTS.class_weights, show_default=True,
+              help=_h("class_weights"))
+@click.option("--mixed-precision", type=click.Choice(["auto", "on", "off"]), default=TRAIN_DEFAULTS.mixed_precision,
+              show_default=True, help=_h("mixed_precision"))
+@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]), default=TRAIN_DEFAULTS.strategy,
+              show_default=True, help=_h("strategy"))
+@click.option("--prune", "prune", type=float, default=None, metavar="SPARSITY", help=_h("prune"))
+@click.option("--prune-epochs", type=int, default=TRAIN_DEFAULTS.prune_epochs, show_default=True, help=_h("prune_epochs"))
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint (uses its saved config).")
+@click.option("--force", is_flag=True, help="Overwrite an existing run folder.")
+def train_cmd(data: Optional[Path], out: Path, no_augment: bool, patience: int, resume: bool, force: bool,
+              **options) -> None:
+    """Train a classifier on DATA (DATA/<class>/*, or DATA/train|val[|test]/<class>/*) into the run folder OUT.
+
+    Phase 1 trains a new head on the frozen backbone; phase 2 fine-tunes the top of the backbone.
+    The run keeps model.keras (input: raw RGB 0-255 at --size), labels.txt, metrics.json and plots.
+    """
+    from edgecls.core.errors import EdgeclsError
+    from edgecls.train.checks import check_run_dir, check_train_config
+
+    if resume:
+        if force:
+            raise EdgeclsError("--resume and --force contradict each other; choose one")
+        check_run_dir(str(out), resume=True)
+        cfg = TrainConfig(out=str(out))
+        click.echo(f"Resuming {out} with its saved config.json (other options are ignored).")
+    else:
+        if data is None:
+            raise EdgeclsError("missing DATA: the image folder to train on (or use --resume with an existing --out)")
+        if not data.is_dir():
+            raise EdgeclsError(f"data folder not found: {data}")
+        cfg = TrainConfig(data=str(data), out=str(out), augment=not no_augment,
+                          early_stopping_patience=patience, **options)
+        check_train_config(cfg)  # before TensorFlow loads: a typo costs a fraction of a second
+        check_run_dir(cfg.out, force=force)
+
+    from edgecls.train.distribute import is_chief
+    from edgecls.train.fit import summary, train  # heavy: TensorFlow
+
+    try:
+        run = train(cfg, resume=resume, force=force)
+    except KeyboardInterrupt:
+        if (Path(cfg.out) / "checkpoints" / "state.json").is_file():
+            click.echo(f"Stopped. Continue with: edgecls train --resume --out {shlex.quote(cfg.out)}", err=True)
+        raise
+    saved = run.train_config()  # on --resume, --prune comes from the run's own config
+    if saved.prune is not None and is_chief():
+        # Two stages composed here, one level above both: training never imports pruning.
+        from edgecls.optimize import prune
+
+        prune.prune_run(PruneConfig(run=str(run.path), sparsity=saved.prune, epochs=saved.prune_epochs,
+                                    batch_size=saved.batch_size, force=True))
+    click.echo(summary(run))
+    if run.pruned_model_path.is_file() and saved.prune is not None:
+        click.echo(f"pruned:  {run.pruned_model_path}")

@@ -1,0 +1,43 @@
+"""Keras model files: the one loader and the one atomic saver of ``.keras`` files.
+
+Training, pruning, export and parity all read and write models through here, so a model a
+stage writes is either complete under its final name or not there at all.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgecls.core.errors import EdgeclsError
+from edgecls.core.io import apply_default_mode
+from edgecls.core.keras import keras
+
+
+def load_model(path: str | os.PathLike) -> Any:
+    """A saved ``.keras`` model (tf_keras format), uncompiled, ready for inference/export."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeclsError(f"model not found: {path} (train one with 'edgecls train')")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (ValueError, OSError) as e:
+        raise EdgeclsError(f"cannot load Keras model {path}: {e}") from None
+
+
+def save_model(model: Any, path: str | os.PathLike) -> Path:
+    """Save atomically: Keras writes a temp ``.keras`` beside the target, which is then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        apply_default_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
