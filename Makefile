@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgecls-installed
 
-.PHONY: demo test test-fast venv clean-venv
+.PHONY: demo test test-fast venv system-deps clean-venv
 
 venv: $(STAMP)
 
@@ -18,7 +18,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps "mediapipe==1.2.2"
 	touch $(STAMP)
 
-test: $(STAMP)
+# Debian packages the tests start for real (tools/system-packages.txt); a no-op when present.
+system-deps:
+	bash tools/install_system_packages.sh
+
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q -ra
 
 # Everything except the slow (training/conversion) tests, for a quick edit loop.

@@ -20,6 +20,7 @@ def register(group: click.Group) -> None:
     group.add_command(camera)
     group.add_command(bench)
     group.add_command(doctor)
+    group.add_command(verify)
 
 
 def _cam(name: str) -> str:
@@ -139,3 +140,25 @@ def doctor(model: Optional[str], as_json: bool) -> None:
         problem = report.get("model", {}).get("problem") if report["runtime_ok"] else "no TFLite runtime imports"
         raise click.ClickException(problem or "the model does not load")
 
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--golden", type=click.Path(dir_okay=False), default=None,
+              help="Golden set (default: MODEL's .golden.npz beside it, written by 'edgecls export').")
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Interpreter threads.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the report here.")
+def verify(model: str, golden: Optional[str], threads: int, json_path: Optional[str]) -> None:
+    """Check that this device's runtime reproduces the host's outputs on MODEL's golden set.
+
+    Exits 1 when a prediction the host made with a clear margin changes, or the model file is
+    not the one the golden set was made from.
+    """
+    from edgecls.core.io import atomic_write_json
+    from edgecls.runtime.golden import format_verify, verify_model
+
+    report = verify_model(model, golden, threads=threads)
+    if json_path:
+        atomic_write_json(json_path, report)
+    click.echo(format_verify(report))
+    if not report["passed"]:
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,167 @@
+"""The golden set: proof, on the device, that its runtime gives what parity checked on the host.
+
+Export writes ``model_<mode>.golden.npz`` beside the model: a few dozen held-out images already
+at the model's input size, and the outputs the *host's* runtime produced for them. On the
+device, ``edgecls verify MODEL`` runs its own runtime on the same images and compares. A
+prediction the host made with a clear margin must not change; near-ties may flip (tflite-runtime
+2.14 rounds differently from ai-edge-litert and that is reported, not hidden).
+
+File format (numpy .npz, no pickle)::
+
+    images         uint8 [N, H, W, 3]   at the model's input size (no resize on either side)
+    raw            [N, C]               the output tensor as the runtime returned it (uint8/int8/float32)
+    probabilities  float32 [N, C]       dequantized by the output tensor's own scale/zero point
+    labels         int64 [N]            true class index (labels.txt order), -1 when unknown
+    meta           0-d str              JSON: runtime, runtime_version, model_sha256, label_names, margin
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from edgecls.core.errors import EdgeclsError
+from edgecls.core.io import atomic_write_bytes
+
+GOLDEN_SUFFIX = ".golden.npz"
+# A host top-1 whose probability beats the runner-up by at least this much must not change on
+# the device: quantization noise is a few 1/255 steps, so a 0.1 margin is ~25 steps of slack.
+CLEAR_MARGIN = 0.10
+
+
+def golden_path_for(model_path: str | os.PathLike) -> Path:
+    """``model_int8.tflite`` -> ``model_int8.golden.npz``."""
+    p = Path(model_path)
+    stem = p.name[: -len(".tflite")] if p.name.endswith(".tflite") else p.stem
+    return p.with_name(stem + GOLDEN_SUFFIX)
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _run(model_path: Path, images: np.ndarray, threads: int) -> tuple[Any, np.ndarray, np.ndarray]:
+    from edgecls.runtime.classifier import Classifier
+
+    clf = Classifier(model_path, labels=None, num_threads=threads)
+    if tuple(images.shape[1:3]) != tuple(clf.input_size):
+        raise EdgeclsError(
+            f"the golden set's images are {images.shape[1]}x{images.shape[2]} but {model_path} takes "
+            f"{clf.input_size[0]}x{clf.input_size[1]}; the golden set belongs to another model"
+        )
+    raw = np.stack([np.asarray(clf.invoke(clf.preprocess(img))).reshape(-1) for img in images])
+    probs = np.stack([clf.postprocess(r) for r in raw]).astype(np.float32)
+    return clf, raw, probs
+
+
+def write_golden_set(
+    model_path: str | os.PathLike,
+    images: np.ndarray,
+    labels: Optional[Sequence[int]] = None,
+    label_names: Optional[Sequence[str]] = None,
+    out: Optional[str | os.PathLike] = None,
+    *,
+    threads: int = 1,
+) -> Path:
+    """Run ``model_path`` on ``images`` (uint8 [N,H,W,3] at input size) and save the golden set."""
+    model_path = Path(model_path)
+    images = np.ascontiguousarray(np.asarray(images, dtype=np.uint8))
+    if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
+        raise EdgeclsError(f"a golden set needs uint8 images [N, H, W, 3], got shape {images.shape}")
+    clf, raw, probs = _run(model_path, images, threads)
+    y = np.full(len(images), -1, np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+    meta = {
+        "runtime": clf.runtime,
+        "runtime_version": clf.runtime_version,
+        "model_sha256": sha256_of(model_path),
+        "model": model_path.name,
+        "label_names": list(label_names) if label_names is not None else list(clf.labels),
+        "margin": CLEAR_MARGIN,
+        "threads": threads,
+    }
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=images, raw=raw, probabilities=probs, labels=y, meta=np.array(json.dumps(meta)))
+    return atomic_write_bytes(out or golden_path_for(model_path), buf.getvalue())
+
+
+def read_golden_set(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeclsError(
+            f"no golden set at {path}; export writes it beside the model ('edgecls export RUN --int8'), "
+            "copy it to the device with the model"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k] for k in ("images", "raw", "probabilities", "labels")}
+            out["meta"] = json.loads(str(z["meta"]))
+    except (OSError, ValueError, KeyError) as e:
+        raise EdgeclsError(f"{path} is not a golden set ({e}); export the model again") from None
+    return out
+
+
+def verify_model(
+    model_path: str | os.PathLike, golden: Optional[str | os.PathLike] = None, *, threads: int = 1
+) -> dict[str, Any]:
+    """Run this device's runtime on the golden set; figures and ``passed``."""
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise EdgeclsError(f"model not found: {model_path}")
+    g = read_golden_set(golden or golden_path_for(model_path))
+    meta = g["meta"]
+    clf, raw, probs = _run(model_path, g["images"], threads)
+    host = g["probabilities"].astype(np.float32)
+    top_host, top_dev = host.argmax(1), probs.argmax(1)
+    srt = np.sort(host, axis=1)
+    margin = srt[:, -1] - srt[:, -2] if host.shape[1] > 1 else srt[:, -1]
+    clear = margin >= float(meta.get("margin", CLEAR_MARGIN))
+    flipped = top_host != top_dev
+    raw_diff = np.abs(raw.astype(np.int64) - g["raw"].astype(np.int64)) if np.issubdtype(raw.dtype, np.integer) \
+        and np.issubdtype(g["raw"].dtype, np.integer) else np.abs(raw.astype(np.float64) - g["raw"].astype(np.float64))
+    same_file = sha256_of(model_path) == meta.get("model_sha256")
+    report = {
+        "model": str(model_path),
+        "model_matches_golden": same_file,
+        "n_images": int(len(host)),
+        "host_runtime": f"{meta.get('runtime')} {meta.get('runtime_version')}",
+        "device_runtime": f"{clf.runtime} {clf.runtime_version}",
+        "max_abs_raw_diff": float(raw_diff.max()) if raw_diff.size else 0.0,
+        "max_abs_prob_diff": float(np.abs(probs - host).max()) if host.size else 0.0,
+        "top1_agreement": float(np.mean(~flipped)) if len(host) else 1.0,
+        "flipped": int(flipped.sum()),
+        "flipped_clear": int((flipped & clear).sum()),
+        "margin": float(meta.get("margin", CLEAR_MARGIN)),
+        "bit_identical": bool(raw_diff.size and raw_diff.max() == 0),
+    }
+    failures = []
+    if not same_file:
+        failures.append("the model file differs from the one the golden set was made with")
+    if report["flipped_clear"]:
+        failures.append(f"{report['flipped_clear']} prediction(s) the host made with a clear margin "
+                        f"(>= {report['margin']:g}) changed on this runtime")
+    report["passed"] = not failures
+    report["failure"] = "; ".join(failures) or None
+    return report
+
+
+def format_verify(r: dict[str, Any]) -> str:
+    lines = [
+        f"Verify {r['model']} on {r['n_images']} golden images",
+        f"  host runtime   : {r['host_runtime']}",
+        f"  device runtime : {r['device_runtime']}",
+        f"  outputs        : {'bit-identical' if r['bit_identical'] else 'differ'} "
+        f"(max |raw diff| {r['max_abs_raw_diff']:g}, max |prob diff| {r['max_abs_prob_diff']:.4f})",
+        f"  top-1 agreement: {r['top1_agreement']:.4f} ({r['flipped']} flipped, {r['flipped_clear']} with a clear margin)",
+        f"  result         : {'PASSED' if r['passed'] else 'FAILED: ' + str(r['failure'])}",
+    ]
+    return "\n".join(lines)
