@@ -28,10 +28,13 @@ def data() -> None:
 @click.argument("data_dir", metavar="DATA", type=click.Path(path_type=Path))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here.")
 @click.option("--no-decode", is_flag=True, help="Only check names, sizes and file signatures (fast, no TensorFlow).")
-def check(data_dir: Path, json_path: Path | None, no_decode: bool) -> None:
+@click.option("--labels-csv", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="Labels from this CSV (path,label[,split] rows; paths relative to DATA or to FILE).")
+def check(data_dir: Path, json_path: Path | None, no_decode: bool, labels_csv: Path | None) -> None:
     """Decode every image in DATA once; show per-class counts and every file that will be skipped.
 
-    DATA is DATA/<class>/* (edgecls splits it) or DATA/train|val[|test]/<class>/* (used as given).
+    DATA is DATA/<class>/* (edgecls splits it) or DATA/train|val[|test]/<class>/* (used as given),
+    or, with --labels-csv FILE, a folder of images labelled by FILE (every unusable row is listed).
     """
     import os
 
@@ -40,7 +43,7 @@ def check(data_dir: Path, json_path: Path | None, no_decode: bool) -> None:
     from edgecls.data import class_weights, inspect_dataset, validate_scan
     from edgecls.core.io import atomic_write_json
 
-    report = inspect_dataset(data_dir, decode=not no_decode)
+    report = inspect_dataset(data_dir, decode=not no_decode, labels_csv=labels_csv)
     click.echo(_format_report(report))
     if json_path is not None:
         atomic_write_json(json_path, report.to_dict())
@@ -49,8 +52,10 @@ def check(data_dir: Path, json_path: Path | None, no_decode: bool) -> None:
     first = "train" if report.layout == "splits" else "all"
     labels = [lab for _, lab in report.files[first]]
     weights = class_weights(labels, len(report.classes))
-    note = " Classes are imbalanced: training will use balanced class weights." if weights else ""
-    click.echo(f"OK: {report.n_usable} usable images in {len(report.classes)} classes ({report.layout} layout).{note}")
+    note = (" Classes are imbalanced: training will use balanced class weights (or --balance oversample)."
+            if weights else "")
+    source = f", labels from {report.labels_csv}" if report.labels_csv else ""
+    click.echo(f"OK: {report.n_usable} usable images in {len(report.classes)} classes ({report.layout} layout{source}).{note}")
 
 
 def _format_report(report) -> str:
@@ -58,13 +63,18 @@ def _format_report(report) -> str:
     splits = list(counts)
     width = max([5] + [len(c) for c in report.classes])
     head = "class".ljust(width) + "".join(f"{('images' if s == 'all' else s):>8}" for s in splits)
-    lines = [f"{report.root} ({report.layout} layout, {len(report.classes)} classes)", head]
+    source = f", labels from {report.labels_csv}" if report.labels_csv else ""
+    lines = [f"{report.root} ({report.layout} layout{source}, {len(report.classes)} classes)", head]
     for c in report.classes:
         lines.append(c.ljust(width) + "".join(f"{counts[s][c]:>8}" for s in splits))
     lines.append("total".ljust(width) + "".join(f"{sum(counts[s].values()):>8}" for s in splits))
     if report.layout == "splits" and "test" not in splits:
-        lines.append("(no test/ folder: the val split doubles as the test split)")
-    if report.skipped:
+        what = "no test rows" if report.labels_csv else "no test/ folder"
+        lines.append(f"({what}: the val split doubles as the test split)")
+    if report.skipped and report.labels_csv:
+        lines.append(f"Skipped {len(report.skipped)} row(s) of {report.labels_csv}:")
+        lines += [f"  {reason.split(': ', 1)[0]}: {path}: {reason.split(': ', 1)[1]}" for path, reason in report.skipped]
+    elif report.skipped:
         lines.append(f"Skipped {len(report.skipped)} file(s):")
         lines += [f"  {path}: {reason}" for path, reason in report.skipped]
     else:

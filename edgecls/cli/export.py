@@ -114,6 +114,8 @@ def _model_path(out: Path, card: dict) -> Path:
 @click.argument("run", type=_RUN)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), default=None, help=field_help(ParityConfig, "data"))
+@click.option("--labels-csv", type=click.Path(path_type=str), default=None, metavar="FILE",
+              help=field_help(ParityConfig, "labels_csv") + " Needs --data.")
 @click.option("--max-drop", type=click.FloatRange(min=0.0), default=PARITY_DEFAULTS.max_drop, show_default=True,
               help=field_help(ParityConfig, "max_drop"))
 @click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=PARITY_DEFAULTS.min_agreement, show_default=True,
@@ -131,8 +133,11 @@ def parity_cmd(run: Path, model: Path, data: Optional[Path], json_path: Optional
     Uses the run's test split (or --data DIR with the run's class folders). Exits 1 when the
     accuracy drop exceeds --max-drop points or top-1 agreement is under --min-agreement.
     """
+    from edgecls.core.errors import EdgeclsError
     from edgecls.optimize.parity import ParityFailed, format_parity, run_parity
 
+    if options.get("labels_csv") and data is None:
+        raise EdgeclsError("--labels-csv needs --data DIR (the folder its paths are relative to)")
     cfg = ParityConfig(run=str(run), model=str(model), data=str(data) if data else None,
                        json=str(json_path) if json_path else None,
                        float_model=str(float_model) if float_model else None, **options)

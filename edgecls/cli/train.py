@@ -12,7 +12,7 @@ from typing import Optional
 
 import click
 
-from edgecls.core.config import CACHE_MODES, PruneConfig, TrainConfig, field_help
+from edgecls.core.config import BALANCE_MODES, CACHE_MODES, PruneConfig, TrainConfig, field_help
 
 TRAIN_DEFAULTS = TrainConfig()
 
@@ -62,6 +62,9 @@ def _backbone_help() -> str:
               help=_h("cache"))
 @click.option("--class-weights", type=click.Choice(["auto", "none"]), default=TRAIN_DEFAULTS.class_weights, show_default=True,
               help=_h("class_weights"))
+@click.option("--labels-csv", type=click.Path(path_type=str), default=None, metavar="FILE", help=_h("labels_csv"))
+@click.option("--balance", type=click.Choice(BALANCE_MODES), default=TRAIN_DEFAULTS.balance, show_default=True,
+              help=_h("balance") + " --class-weights none is the older spelling of --balance none.")
 @click.option("--mixed-precision", type=click.Choice(["auto", "on", "off"]), default=TRAIN_DEFAULTS.mixed_precision,
               show_default=True, help=_h("mixed_precision"))
 @click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]), default=TRAIN_DEFAULTS.strategy,
@@ -73,6 +76,8 @@ def _backbone_help() -> str:
 def train_cmd(data: Optional[Path], out: Path, no_augment: bool, patience: int, resume: bool, force: bool,
               **options) -> None:
     """Train a classifier on DATA (DATA/<class>/*, or DATA/train|val[|test]/<class>/*) into the run folder OUT.
+
+    With --labels-csv FILE, DATA is a folder of images and FILE lists path,label[,split] rows.
 
     Phase 1 trains a new head on the frozen backbone; phase 2 fine-tunes the top of the backbone.
     The run keeps model.keras (input: raw RGB 0-255 at --size), labels.txt, metrics.json and plots.
@@ -91,6 +96,8 @@ def train_cmd(data: Optional[Path], out: Path, no_augment: bool, patience: int, 
             raise EdgeclsError("missing DATA: the image folder to train on (or use --resume with an existing --out)")
         if not data.is_dir():
             raise EdgeclsError(f"data folder not found: {data}")
+        if options.get("labels_csv") and not Path(options["labels_csv"]).is_file():
+            raise EdgeclsError(f"labels CSV not found: {options['labels_csv']}")
         cfg = TrainConfig(data=str(data), out=str(out), augment=not no_augment,
                           early_stopping_patience=patience, **options)
         check_train_config(cfg)  # before TensorFlow loads: a typo costs a fraction of a second

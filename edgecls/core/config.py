@@ -15,6 +15,8 @@ from typing import Any, Optional, Tuple
 DEFAULT_SEED = 42
 CACHE_MODES = ("auto", "memory", "disk", "none")
 """Decoded-image cache modes, shared by the CLI choice, the config check and the pipeline."""
+BALANCE_MODES = ("weights", "oversample", "none")
+"""Class-imbalance remedies of training (TrainConfig.balance)."""
 
 
 @dataclass
@@ -75,6 +77,10 @@ class TrainConfig:
     """If set, prune to this sparsity after training (same as ``edgecls prune``)."""
     prune_epochs: int = 4
     """Fine-tune epochs while pruning, when prune is set."""
+    labels_csv: Optional[str] = None
+    """CSV of path,label[,split] rows labelling the images in data (instead of class folders)."""
+    balance: str = "weights"
+    """Class imbalance: weights (balanced class weights when imbalanced), oversample (draw every class equally often each epoch), none."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
@@ -155,6 +161,8 @@ class ParityConfig:
     """Interpreter threads."""
     float_model: Optional[str] = None
     """Float Keras reference (default: the one named in the model's card, else RUN/model.keras)."""
+    labels_csv: Optional[str] = None
+    """CSV of path,label[,split] rows labelling the images in data (instead of class folders)."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ParityConfig":

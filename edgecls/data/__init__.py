@@ -7,7 +7,8 @@ this package does not import TensorFlow.
 """
 
 from edgecls.core.config import CACHE_MODES
-from edgecls.data.pipeline import build_dataset, load_images, resolve_cache
+from edgecls.data.labels_csv import inspect_labels_csv, scan_labels_csv
+from edgecls.data.pipeline import build_dataset, load_images, oversampled_epoch_size, resolve_cache
 from edgecls.data.scan import (
     SPLIT_NAMES,
     SUPPORTED,
@@ -32,4 +33,5 @@ __all__ = [
     "scan_dataset", "inspect_dataset", "validate_scan", "decode_image_file",
     "make_split", "save_split", "load_split", "stratified_sample", "class_weights",
     "build_dataset", "load_images", "resolve_cache",
+    "oversampled_epoch_size", "scan_labels_csv", "inspect_labels_csv",
 ]

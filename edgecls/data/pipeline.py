@@ -84,16 +84,26 @@ def build_dataset(
     cache_budget_mb: int = 2048,
     cache_dir: Path | None = None,
     drop_remainder: bool = False,
+    oversample: bool = False,
 ) -> "tf.data.Dataset":
     """(float32 [B,S,S,3] with integer values 0..255, int32 [B]); shuffled each epoch when training.
 
     Decode+resize runs in parallel; the uint8 result is cached (memory or file) and cast to
     float32 per batch after the cache, so the cache holds 4x less. No augmentation here.
+    ``oversample`` (training only): every class is drawn equally often, see :func:`_oversampled`.
     """
     from edgecls.core.keras import tf
 
-    ds = _decoded_dataset(root, items, image_size)
     mode = resolve_cache(len(items), image_size, cache, cache_budget_mb, cache_dir)
+    if oversample:
+        if not training:
+            raise EdgeclsError("oversampling is for the training split only; evaluation must see the real mix")
+        ds = _oversampled(root, items, image_size=image_size, mode=mode, cache_dir=cache_dir, seed=seed,
+                          batch_size=batch_size)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+    ds = _decoded_dataset(root, items, image_size)
     if mode == "memory":
         ds = ds.cache()
     elif mode == "disk":
@@ -105,6 +115,52 @@ def build_dataset(
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def oversampled_epoch_size(items: Sequence[Item]) -> int:
+    """Images per oversampled epoch: every class as large as the largest one."""
+    counts = np.bincount(np.asarray([lab for _, lab in items], dtype=np.int64))
+    present = counts[counts > 0]
+    return int(present.max()) * int(present.size) if present.size else 0
+
+
+def _oversampled(
+    root: Path, items: Sequence[Item], *, image_size: int, mode: str, cache_dir: Path | None, seed: int,
+    batch_size: int,
+) -> "tf.data.Dataset":
+    """Unbatched (uint8 image, label) stream where every class appears as often as the largest.
+
+    One cached stream per class (so resampling happens after the cache and never decodes twice),
+    reshuffled and repeated until it holds ``max_count`` images, then the classes are interleaved
+    at random. Per epoch: each image of the largest class once, each image of a class of n images
+    ``max_count / n`` times (whole passes, each freshly shuffled; the last pass partly), so
+    each class gets exactly ``max_count`` draws. As in TensorFlow's imbalanced-data tutorial, the
+    epoch grows to classes x largest class rather than dropping majority images. Seeded, and
+    re-randomised every epoch.
+    """
+    from edgecls.core.keras import tf
+
+    by_class: dict[int, list[Item]] = {}
+    for it in items:
+        by_class.setdefault(int(it[1]), []).append(it)
+    target = max(len(v) for v in by_class.values())
+    image_mb = image_size * image_size * 3 / 2**20
+    streams = []
+    for label in sorted(by_class):
+        own = sorted(by_class[label])
+        ds = _decoded_dataset(root, own, image_size)
+        if mode == "memory":
+            ds = ds.cache()
+        elif mode == "disk":
+            ds = ds.cache(_cache_prefix(root, own, image_size, Path(cache_dir)))  # type: ignore[arg-type]
+        buffer = len(own) if mode == "memory" else max(8 * batch_size, int(SHUFFLE_BUDGET_MB / len(by_class) / image_mb))
+        # The first pass reads the whole class (target >= its size), so its cache is always completed.
+        ds = ds.shuffle(min(len(own), buffer), seed=seed + 1000 * (label + 1), reshuffle_each_iteration=True)
+        streams.append(ds.repeat().take(target))
+    k = len(streams)
+    return tf.data.Dataset.sample_from_datasets(
+        streams, weights=[1.0 / k] * k, seed=seed, stop_on_empty_dataset=False, rerandomize_each_iteration=True
+    )
 
 
 def load_images(root: Path, items: Sequence[Item], image_size: int) -> tuple[np.ndarray, np.ndarray]:

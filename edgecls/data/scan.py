@@ -15,7 +15,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from edgecls.core.errors import EdgeclsError
 
@@ -39,6 +39,7 @@ class ScanReport:
     classes: list[str]  # sorted class names == labels.txt order
     files: dict[str, list[Item]] = field(default_factory=dict)  # "all" or "train"/"val"/"test"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
+    labels_csv: Optional[str] = None  # the labels CSV, when labels come from one (edgecls.data.labels_csv)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """split -> class -> number of usable images (zero for a class with none)."""
@@ -60,23 +61,29 @@ class ScanReport:
             "counts": self.counts(),
             "usable": self.n_usable,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "labels_csv": self.labels_csv,
         }
 
 
 # -- scanning ---------------------------------------------------------------------------------
-def scan_dataset(root: str | Path, *, decode: bool = True) -> ScanReport:
+def scan_dataset(root: str | Path, *, decode: bool = True, labels_csv: str | Path | None = None) -> ScanReport:
     """Scan and validate a data folder; ``EdgeclsError`` when it cannot be trained on.
 
     With ``decode`` every candidate file is decoded once by the pipeline's decoder (needs
-    TensorFlow); without it only names, sizes and file signatures are checked.
+    TensorFlow); without it only names, sizes and file signatures are checked. With
+    ``labels_csv`` the labels come from that CSV instead of class folders.
     """
-    report = inspect_dataset(root, decode=decode)
+    report = inspect_dataset(root, decode=decode, labels_csv=labels_csv)
     validate_scan(report)
     return report
 
 
-def inspect_dataset(root: str | Path, *, decode: bool = True) -> ScanReport:
+def inspect_dataset(root: str | Path, *, decode: bool = True, labels_csv: str | Path | None = None) -> ScanReport:
     """Like ``scan_dataset`` but does not judge class counts (so a CLI can show the report first)."""
+    if labels_csv is not None:
+        from edgecls.data.labels_csv import inspect_labels_csv  # imports this module
+
+        return inspect_labels_csv(root, labels_csv, decode=decode)
     root = Path(root)
     if not root.exists():
         raise EdgeclsError(f"data folder not found: {root}")
@@ -104,6 +111,10 @@ def inspect_dataset(root: str | Path, *, decode: bool = True) -> ScanReport:
 
 def validate_scan(report: ScanReport) -> None:
     """Fewer than two classes or a class with no usable image is a user error."""
+    if report.labels_csv is not None:
+        from edgecls.data.labels_csv import validate_labels_csv  # imports this module
+
+        validate_labels_csv(report)
     if len(report.classes) < 2:
         found = f"only {report.classes[0]!r}" if report.classes else "none"
         raise EdgeclsError(

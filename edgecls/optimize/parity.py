@@ -44,7 +44,8 @@ def _float_reference(run: RunDir, model_path: Path, override: Optional[str]) -> 
     return run.model_path
 
 
-def _images(run: RunDir, data_dir: Optional[str], labels: list[str], size: int) -> tuple[np.ndarray, np.ndarray, str]:
+def _images(run: RunDir, data_dir: Optional[str], labels: list[str], size: int,
+            labels_csv: Optional[str] = None) -> tuple[np.ndarray, np.ndarray, str]:
     """(uint8 images, label indices in labels.txt order, description of the source)."""
     from edgecls import data
 
@@ -56,7 +57,7 @@ def _images(run: RunDir, data_dir: Optional[str], labels: list[str], size: int) 
             raise EdgeclsError(f"{run.split_json} has no test or validation images; pass --data DIR")
         x, y = data.load_images(root, items, size)
         return x, y, f"run {name} split"
-    scan = data.scan_dataset(data_dir)
+    scan = data.scan_dataset(data_dir, labels_csv=labels_csv)
     unknown = sorted(set(scan.classes) - set(labels))
     missing = sorted(set(labels) - set(scan.classes))
     if unknown or missing:
@@ -94,7 +95,7 @@ def run_parity(cfg: ParityConfig, *, raise_on_fail: bool = True) -> dict[str, An
             f"{size}x{size}; check that the model was exported from this run"
         )
     float_path = _float_reference(run, model_path, cfg.float_model)
-    x, y, source = _images(run, cfg.data, labels, size)
+    x, y, source = _images(run, cfg.data, labels, size, cfg.labels_csv)
 
     from edgecls.train.model_io import load_model
 

@@ -7,7 +7,7 @@ option fails in a fraction of a second with one clear message instead of after T
 from __future__ import annotations
 
 from edgecls.train.backbones import check_backbone_options
-from edgecls.core.config import CACHE_MODES, TrainConfig
+from edgecls.core.config import BALANCE_MODES, CACHE_MODES, TrainConfig
 from edgecls.core.errors import EdgeclsError
 
 CLASS_WEIGHT_MODES = ("auto", "none")
@@ -63,6 +63,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     if cfg.cache_budget_mb < 0:
         raise EdgeclsError(f"cache budget must be >= 0 MB, got {cfg.cache_budget_mb}")
     _choice("class weights", cfg.class_weights, CLASS_WEIGHT_MODES)
+    _choice("balance", cfg.balance, BALANCE_MODES)
     _choice("mixed precision", cfg.mixed_precision, PRECISIONS)
     _choice("strategy", cfg.strategy, STRATEGIES)
     if cfg.prune is not None and not 0.0 < cfg.prune < 1.0:

@@ -140,6 +140,7 @@ def _datasets(cfg: TrainConfig, root: Path, split: dict, n_classes: int, cache_r
         ds = data.build_dataset(
             root, items, image_size=cfg.size, batch_size=cfg.batch_size, training=(name == "train"),
             seed=cfg.seed, cache=cfg.cache, cache_budget_mb=cfg.cache_budget_mb, cache_dir=cache_dir,
+            oversample=(name == "train" and balance_mode(cfg) == "oversample"),
         )
         # One-hot labels: CategoricalCrossentropy is the loss that supports label smoothing.
         ds = ds.map(lambda x, y: (x, tf.one_hot(y, n_classes)), num_parallel_calls=tf.data.AUTOTUNE)
@@ -148,6 +149,28 @@ def _datasets(cfg: TrainConfig, root: Path, split: dict, n_classes: int, cache_r
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         out[name] = ds.with_options(options)
     return out
+
+
+def balance_mode(cfg: TrainConfig) -> str:
+    """The imbalance remedy asked for: the older ``class_weights="none"`` still turns weights off."""
+    if cfg.balance == "weights" and cfg.class_weights == "none":
+        return "none"
+    return cfg.balance
+
+
+def _balance_record(cfg: TrainConfig, weights: Optional[dict], train_items: Sequence) -> dict[str, Any]:
+    """What metrics.json says about imbalance: asked for, actually used, and the train counts."""
+    from edgecls import data
+
+    asked = balance_mode(cfg)
+    used = asked
+    if asked == "weights" and not weights:
+        used = "none"  # classes within IMBALANCE_RATIO of each other: weights would be all ~1
+    counts = np.bincount([int(lbl) for _, lbl in train_items]).tolist() if train_items else []
+    record: dict[str, Any] = {"requested": asked, "used": used, "train_counts": counts}
+    if used == "oversample":
+        record["images_per_epoch"] = data.oversampled_epoch_size(train_items)
+    return record
 
 
 def float32_copy(model: "keras.Model", cfg: TrainConfig, n_classes: int) -> "keras.Model":
@@ -169,7 +192,7 @@ def _scan_and_split(cfg: TrainConfig) -> tuple[Any, dict]:
     """Scan and split the data; nothing is written yet (a data error leaves no run folder)."""
     from edgecls import data
 
-    scan = data.scan_dataset(cfg.data)
+    scan = data.scan_dataset(cfg.data, labels_csv=cfg.labels_csv)
     split = data.make_split(scan, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
     for name in ("train", "val"):
         if not split.get(name):
@@ -243,8 +266,9 @@ def train(
         if not is_chief():  # other cluster workers must save too (collectives), but somewhere private
             ckpt = Path(tempfile.mkdtemp(prefix="edgecls-worker-"))
         ds = _datasets(cfg, root, split, n_classes, run.path / "cache")
-        weights = data.class_weights([lbl for _, lbl in split["train"]], n_classes) if cfg.class_weights == "auto" else None
+        weights = data.class_weights([lbl for _, lbl in split["train"]], n_classes) if balance_mode(cfg) == "weights" else None
         state["class_weights"] = {labels[i]: w for i, w in weights.items()} if weights else None
+        state["balance"] = _balance_record(cfg, weights, split["train"])
         if resume:
             restore(classifier, ckpt, LAST_WEIGHTS)
         elif not is_pretrained(cfg.weights):
@@ -322,6 +346,7 @@ def _finish(run: RunDir, cfg: TrainConfig, model: "keras.Model", ds: dict, state
         "confusion_matrix": shown["confusion_matrix"],
         "best_epoch": state.get("best_epoch"),
         "class_weights": state.get("class_weights"),
+        "balance": state.get("balance"),
         "precision_policy": policy,
         "replicas": replicas,
     }
@@ -338,6 +363,16 @@ def _finish(run: RunDir, cfg: TrainConfig, model: "keras.Model", ds: dict, state
     atomic_write_json(run.checkpoints / "state.json", state)
 
 
+def _recall_line(m: dict) -> list[str]:
+    """Per-class recall: where imbalance shows (a rare class the model never predicts)."""
+    per = m.get("per_class") or {}
+    if not per:
+        return []
+    bal = (m.get("balance") or {}).get("used")
+    shown = ", ".join(f"{name} {v['recall']:.2f}" for name, v in per.items())
+    return [f"recall:  {shown}" + (f" (balance: {bal})" if bal else "")]
+
+
 def summary(run: RunDir) -> str:
     """A few lines for the end of ``edgecls train``."""
     m = read_json(run.metrics_json)
@@ -346,6 +381,7 @@ def summary(run: RunDir) -> str:
     n = m["n_test"] if where == "test" else m["n_val"]
     lines = [
         f"{where} accuracy: {acc:.3f} on {n} images (best epoch {m.get('best_epoch')})",
+        *_recall_line(m),
         f"model:   {run.model_path}",
         f"metrics: {run.metrics_json}  plots: {run.plots}/  TensorBoard: tensorboard --logdir {run.logs}",
         f"next:    edgecls export {run.path} --int8",
