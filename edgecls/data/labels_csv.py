@@ -127,7 +127,7 @@ def _read_rows(csv_path: Path) -> tuple[list[_Row], bool]:
     rows = []
     for n, cells in table:
         get = lambda i: cells[i] if i is not None and i < len(cells) else ""  # noqa: E731
-        if len(cells) < 2 and cols == (0, 1, 2):
+        if len(cells) <= max(cols[0], cols[1]):
             rows.append(_Row(n, cells[0], "\0short", ""))  # reported by _drop_bad_cells
         else:
             rows.append(_Row(n, get(cols[0]), get(cols[1]), get(cols[2]) if has_split else ""))
@@ -149,7 +149,7 @@ def _drop_bad_cells(rows: list[_Row], has_split: bool, skipped: list) -> list[_R
     out = []
     for r in rows:
         if r.label == "\0short":
-            skipped.append((r.line, r.path, "expected path,label[,split] (only one column)"))
+            skipped.append((r.line, r.path, "expected path,label[,split] (too few columns)"))
         elif not r.path:
             skipped.append((r.line, "(no path)", "empty path"))
         elif not r.label:
