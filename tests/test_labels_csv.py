@@ -90,7 +90,8 @@ CASES = [
     pytest.param(BASE + "\nimg/zero.jpg,cat", [], 0, ["  line 12: img/zero.jpg: empty file (0 bytes)"],
                  id="empty-file"),
     pytest.param(BASE + "\nimg/truncated.jpg,cat", ["--decode"], 0,
-                 ["  line 12: img/truncated.jpg: corrupt or truncated ("], id="corrupt-file-decoded"),
+                 ["  line 12: img/truncated.jpg: corrupt or truncated ("], id="corrupt-file-decoded",
+                 marks=pytest.mark.slow),  # loads TensorFlow
     pytest.param("\n".join(r for r in BASE.splitlines() if "dog" not in r), [], 1,
                  ["Error: {csv} needs usable rows of at least 2 classes (found only 'cat')"], id="one-class"),
     pytest.param("path,label\n", [], 1, ["Error: {csv} needs usable rows of at least 2 classes (found none)"],

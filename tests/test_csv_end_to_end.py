@@ -1,0 +1,100 @@
+"""A CSV-labelled, imbalanced set: train with oversampling (interrupted, resumed without the CSV),
+export to int8, and pass parity with the default gates, from the CLI as a user runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from edgecls.cli import cli
+
+SIZE_PX = 32
+# Clearly separable: a flat colour per class plus noise. Imbalanced: 24 / 8 / 12 images.
+COLOURS = {"red": ((200, 40, 40), 24), "green": ((40, 190, 60), 8), "blue": ((40, 60, 200), 12)}
+NOISE = 6  # +- grey levels per pixel
+SHADE = 40  # +- grey levels per image and channel
+
+
+def _write_set(root: Path) -> Path:
+    """DATA/pics/<n>.png (no class folders) and a CSV elsewhere naming each file's colour."""
+    rng = np.random.default_rng(7)
+    (root / "data" / "pics").mkdir(parents=True)
+    rows, n = ["image_name,label"], 0
+    for name, (rgb, count) in COLOURS.items():
+        for _ in range(count):
+            # A different shade per image, so the batch statistics the random backbone is calibrated
+            # on span real variation rather than pixel noise alone.
+            shade = np.array(rgb) + rng.integers(-SHADE, SHADE + 1, 3)
+            px = np.clip(shade + rng.integers(-NOISE, NOISE + 1, (SIZE_PX, SIZE_PX, 3)), 0, 255)
+            Image.fromarray(px.astype(np.uint8)).save(root / "data" / "pics" / f"{n:03d}.png")
+            rows.append(f"pics/{n:03d}.png,{name}")
+            n += 1
+    csv_path = root / "lists" / "labels.csv"
+    csv_path.parent.mkdir()
+    csv_path.write_text("\n".join(rows) + "\n")
+    return csv_path
+
+
+@pytest.mark.slow
+def test_csv_set_trains_with_oversampling_resumes_exports_and_passes_parity(tmp_path):
+    from edgecls.core.config import TrainConfig
+    from edgecls.core.keras import keras
+    from edgecls.train.fit import train
+
+    csv_path = _write_set(tmp_path)
+    data, out = tmp_path / "data", tmp_path / "run"
+    cfg = TrainConfig(data=str(data), labels_csv=str(csv_path), out=str(out), balance="oversample",
+                      alpha=0.35, size=SIZE_PX, weights="none", epochs=4, fine_tune_epochs=0, batch_size=16,
+                      learning_rate=3e-2, dropout=0.0, augment=False, cache="memory", seed=0)
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, callbacks=[Interrupt()], verbose=0)
+    # The run holds the same split/scan/labels contract as for folders; resume does not need the CSV.
+    split = json.loads((out / "split.json").read_text())
+    assert split["root"] == str(data.resolve()) and split["layout"] == "classes"
+    assert split["classes"] == ["blue", "green", "red"]
+    assert all(rel.startswith("pics/") for rel, _ in split["train"])
+    assert json.loads((out / "scan.json").read_text())["labels_csv"] == str(csv_path)
+    assert (out / "labels.txt").read_text().split() == ["blue", "green", "red"]
+    csv_path.rename(csv_path.with_suffix(".moved"))
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", "--resume", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "recall:  blue " in result.output and "(balance: oversample)" in result.output
+    m = json.loads((out / "metrics.json").read_text())
+    counts = [len([1 for _, lab in split["train"] if lab == i]) for i in range(3)]
+    assert m["balance"] == {"requested": "oversample", "used": "oversample", "train_counts": counts,
+                            "images_per_epoch": 3 * max(counts)}
+    assert m["class_weights"] is None  # oversampling replaces weights, never both
+    assert {k: v["support"] for k, v in m["per_class"].items()} == {
+        c: sum(1 for _, lab in split["test"] if lab == i) for i, c in enumerate(["blue", "green", "red"])}
+    rows = json.loads((out / "history.json").read_text())["epochs"]
+    assert [r["epoch"] for r in rows][:2] == [1, 2]  # epoch 1 before the interruption, then resumed
+
+    result = runner.invoke(cli, ["export", str(out), "--int8"])  # default parity gates: drop <= 1, agree >= 0.98
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "export" / "model_int8.card.json").read_text())
+    assert card["parity_passed"] is True
+    report = json.loads((out / "export" / "parity_int8.json").read_text())
+    assert report["passed"] and report["agreement"] >= 0.98 and report["n_images"] == len(split["test"])
+
+    # parity --data --labels-csv: the whole CSV-labelled set, named by the CSV, through the same gate.
+    moved = csv_path.with_suffix(".moved")
+    moved.rename(csv_path)
+    result = runner.invoke(cli, ["parity", str(out), str(out / "export" / "model_int8.tflite"),
+                                 "--data", str(data), "--labels-csv", str(csv_path), "--json", str(tmp_path / "p.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert report["n_images"] == sum(c for _, c in COLOURS.values()) and report["passed"]
+    assert report["float_accuracy"] >= 0.8, report  # it learnt the colours (chance is 1/3)
+    assert {k: v["n"] for k, v in report["per_class"].items()} == {k: c for k, (_, c) in COLOURS.items()}
