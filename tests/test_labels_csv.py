@@ -150,22 +150,22 @@ def test_paths_relative_to_the_csv_folder_and_json_report(data_dir, tmp_path):
 
 def test_scan_gives_the_folder_contract(data_dir, tmp_path):
     """Paths come back relative to DATA, labels in class order, the split as for folders."""
-    from edgecls.data import make_split, scan_dataset
+    from edgecls.data import make_split, scan_labels_csv
 
     csv_path = tmp_path / "l.csv"
     csv_path.write_text("\n".join([HEADER, *(r.replace("img/", "./img/") for r in _base())]))
-    scan = scan_dataset(data_dir, decode=False, labels_csv=csv_path)
+    scan = scan_labels_csv(data_dir, csv_path, decode=False)
     assert scan.layout == "classes" and scan.classes == ["cat", "dog"] and scan.labels_csv == str(csv_path)
     assert scan.files["all"][:2] == [("img/a0.jpg", 0), ("img/a1.jpg", 0)]
     split = make_split(scan, val_fraction=0.2, test_fraction=0.2, seed=0)
     assert {s: len(v) for s, v in split.items()} == {"train": 6, "val": 2, "test": 2}
 
     csv_path.write_text(SPLIT_BASE)
-    scan = scan_dataset(data_dir, decode=False, labels_csv=csv_path)
+    scan = scan_labels_csv(data_dir, csv_path, decode=False)
     split = make_split(scan, val_fraction=0.2, test_fraction=0.2, seed=0)
     assert split["val"] == [("img/a3.jpg", 0), ("img/b3.jpg", 1)]  # the CSV's split, used as given
     assert split["test"] == [("img/a4.jpg", 0), ("img/b4.jpg", 1)]
 
     csv_path.write_text(BASE + "\nimg/c0.jpg,fox")
     with pytest.raises(EdgeclsError, match="class 'fox' has too few images"):
-        scan_dataset(data_dir, decode=False, labels_csv=csv_path)
+        scan_labels_csv(data_dir, csv_path, decode=False)

@@ -40,15 +40,20 @@ def check(data_dir: Path, json_path: Path | None, no_decode: bool, labels_csv: P
 
     # The report says why each file failed; TF's C++ decoder errors on stderr would only repeat it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from edgecls.data import class_weights, inspect_dataset, validate_scan
+    from edgecls.data import class_weights, inspect_dataset, inspect_labels_csv, validate_scan
+    from edgecls.data.labels_csv import validate_labels_csv
     from edgecls.core.io import atomic_write_json
 
-    report = inspect_dataset(data_dir, decode=not no_decode, labels_csv=labels_csv)
+    if labels_csv is not None:
+        report = inspect_labels_csv(data_dir, labels_csv, decode=not no_decode)
+    else:
+        report = inspect_dataset(data_dir, decode=not no_decode)
     click.echo(_format_report(report))
     if json_path is not None:
         atomic_write_json(json_path, report.to_dict())
         click.echo(f"Report written to {json_path}")
-    validate_scan(report)  # after printing, so the user sees which skipped files emptied a class
+    # After printing, so the user sees which skipped files (or rows) emptied a class.
+    (validate_labels_csv if labels_csv is not None else validate_scan)(report)
     first = "train" if report.layout == "splits" else "all"
     labels = [lab for _, lab in report.files[first]]
     weights = class_weights(labels, len(report.classes))

@@ -40,9 +40,12 @@ class _Row:
 
 
 def scan_labels_csv(root: str | Path, labels_csv: str | Path, *, decode: bool = True) -> ScanReport:
-    """Read, check and validate a labels CSV; ``EdgeclsError`` when the set cannot be trained on."""
+    """Read, check and validate a labels CSV; ``EdgeclsError`` when the set cannot be trained on.
+
+    The CSV counterpart of :func:`~edgecls.data.scan.scan_dataset` (same report, same contract).
+    """
     report = inspect_labels_csv(root, labels_csv, decode=decode)
-    validate_scan(report)  # runs validate_labels_csv first
+    validate_labels_csv(report)
     return report
 
 
@@ -100,6 +103,7 @@ def validate_labels_csv(report: ScanReport) -> None:
                     f"class {name!r} has too few images: no usable {split} row in {where}; "
                     f"every class needs at least one {split} image"
                 )
+    validate_scan(report)
 
 
 # -- reading ----------------------------------------------------------------------------------

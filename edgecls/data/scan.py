@@ -66,24 +66,19 @@ class ScanReport:
 
 
 # -- scanning ---------------------------------------------------------------------------------
-def scan_dataset(root: str | Path, *, decode: bool = True, labels_csv: str | Path | None = None) -> ScanReport:
+def scan_dataset(root: str | Path, *, decode: bool = True) -> ScanReport:
     """Scan and validate a data folder; ``EdgeclsError`` when it cannot be trained on.
 
     With ``decode`` every candidate file is decoded once by the pipeline's decoder (needs
-    TensorFlow); without it only names, sizes and file signatures are checked. With
-    ``labels_csv`` the labels come from that CSV instead of class folders.
+    TensorFlow); without it only names, sizes and file signatures are checked.
     """
-    report = inspect_dataset(root, decode=decode, labels_csv=labels_csv)
+    report = inspect_dataset(root, decode=decode)
     validate_scan(report)
     return report
 
 
-def inspect_dataset(root: str | Path, *, decode: bool = True, labels_csv: str | Path | None = None) -> ScanReport:
+def inspect_dataset(root: str | Path, *, decode: bool = True) -> ScanReport:
     """Like ``scan_dataset`` but does not judge class counts (so a CLI can show the report first)."""
-    if labels_csv is not None:
-        from edgecls.data.labels_csv import inspect_labels_csv  # imports this module
-
-        return inspect_labels_csv(root, labels_csv, decode=decode)
     root = Path(root)
     if not root.exists():
         raise EdgeclsError(f"data folder not found: {root}")
@@ -111,10 +106,6 @@ def inspect_dataset(root: str | Path, *, decode: bool = True, labels_csv: str | 
 
 def validate_scan(report: ScanReport) -> None:
     """Fewer than two classes or a class with no usable image is a user error."""
-    if report.labels_csv is not None:
-        from edgecls.data.labels_csv import validate_labels_csv  # imports this module
-
-        validate_labels_csv(report)
     if len(report.classes) < 2:
         found = f"only {report.classes[0]!r}" if report.classes else "none"
         raise EdgeclsError(

@@ -57,7 +57,7 @@ def _images(run: RunDir, data_dir: Optional[str], labels: list[str], size: int,
             raise EdgeclsError(f"{run.split_json} has no test or validation images; pass --data DIR")
         x, y = data.load_images(root, items, size)
         return x, y, f"run {name} split"
-    scan = data.scan_dataset(data_dir, labels_csv=labels_csv)
+    scan = data.scan_labels_csv(data_dir, labels_csv) if labels_csv else data.scan_dataset(data_dir)
     unknown = sorted(set(scan.classes) - set(labels))
     missing = sorted(set(labels) - set(scan.classes))
     if unknown or missing:

@@ -192,7 +192,10 @@ def _scan_and_split(cfg: TrainConfig) -> tuple[Any, dict]:
     """Scan and split the data; nothing is written yet (a data error leaves no run folder)."""
     from edgecls import data
 
-    scan = data.scan_dataset(cfg.data, labels_csv=cfg.labels_csv)
+    if cfg.labels_csv:
+        scan = data.scan_labels_csv(cfg.data, cfg.labels_csv)
+    else:
+        scan = data.scan_dataset(cfg.data)
     split = data.make_split(scan, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
     for name in ("train", "val"):
         if not split.get(name):
