@@ -95,7 +95,8 @@ def test_csv_set_trains_with_oversampling_resumes_exports_and_passes_parity(tmp_
     moved = csv_path.with_suffix(".moved")
     moved.rename(csv_path)
     result = runner.invoke(cli, ["parity", str(out), str(model),
-                                 "--data", str(data), "--labels-csv", str(csv_path), "--json", str(tmp_path / "p.json")])
+                                 "--data", str(data), "--labels-csv", str(csv_path),
+                                 "--json", str(tmp_path / "p.json")])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "p.json").read_text())
     assert report["n_images"] == sum(c for _, c in COLOURS.values()) and report["passed"]

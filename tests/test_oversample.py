@@ -6,9 +6,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from collections import Counter
-from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -115,9 +113,9 @@ def test_oversampling_is_for_training_only(imbalanced):
      ("oversample", "none", "oversample"), ("none", "auto", "none")],
 )
 def test_balance_mode_keeps_the_older_class_weights_switch(balance, class_weights, expected):
-    from edgecls.train.fit import balance_mode
+    from edgecls.data import balance_mode
 
-    assert balance_mode(TrainConfig(balance=balance, class_weights=class_weights)) == expected
+    assert balance_mode(balance, class_weights) == expected
 
 
 @pytest.mark.parametrize(
@@ -126,13 +124,11 @@ def test_balance_mode_keeps_the_older_class_weights_switch(balance, class_weight
      ([8, 2], "oversample", "oversample", False), ([8, 2], "none", "none", False)],
 )
 def test_the_run_records_which_remedy_was_used(counts, balance, used, weighted):
-    from edgecls.data import class_weights
-    from edgecls.train.fit import _balance_record
+    from edgecls.data import balance_record, class_weights
 
     items = [(f"{c}/{i}.jpg", c) for c, n in enumerate(counts) for i in range(n)]
-    cfg = TrainConfig(balance=balance)
     w = class_weights([c for _, c in items], 2) if balance == "weights" else None
-    rec = _balance_record(cfg, w, items)
+    rec = balance_record(balance, w, items)
     assert (rec["requested"], rec["used"], rec["train_counts"]) == (balance, used, counts)
     assert bool(w) == weighted
     assert rec.get("images_per_epoch") == (2 * max(counts) if used == "oversample" else None)

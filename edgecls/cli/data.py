@@ -60,7 +60,8 @@ def check(data_dir: Path, json_path: Path | None, no_decode: bool, labels_csv: P
     note = (" Classes are imbalanced: training will use balanced class weights (or --balance oversample)."
             if weights else "")
     source = f", labels from {report.labels_csv}" if report.labels_csv else ""
-    click.echo(f"OK: {report.n_usable} usable images in {len(report.classes)} classes ({report.layout} layout{source}).{note}")
+    click.echo(f"OK: {report.n_usable} usable images in {len(report.classes)} classes "
+               f"({report.layout} layout{source}).{note}")
 
 
 def _format_report(report) -> str:
@@ -78,7 +79,9 @@ def _format_report(report) -> str:
         lines.append(f"({what}: the val split doubles as the test split)")
     if report.skipped and report.labels_csv:
         lines.append(f"Skipped {len(report.skipped)} row(s) of {report.labels_csv}:")
-        lines += [f"  {reason.split(': ', 1)[0]}: {path}: {reason.split(': ', 1)[1]}" for path, reason in report.skipped]
+        for path, reason in report.skipped:  # reason is "line N: why": show the line number first
+            line, why = reason.split(": ", 1)
+            lines.append(f"  {line}: {path}: {why}")
     elif report.skipped:
         lines.append(f"Skipped {len(report.skipped)} file(s):")
         lines += [f"  {path}: {reason}" for path, reason in report.skipped]

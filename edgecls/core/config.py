@@ -80,7 +80,8 @@ class TrainConfig:
     labels_csv: Optional[str] = None
     """CSV of path,label[,split] rows labelling the images in data (instead of class folders)."""
     balance: str = "weights"
-    """Class imbalance: weights (balanced class weights when imbalanced), oversample (draw every class equally often each epoch), none."""
+    """Class imbalance: weights (balanced class weights when imbalanced), oversample (every class drawn
+    equally often each epoch), none."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":

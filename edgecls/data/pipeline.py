@@ -92,12 +92,12 @@ def build_dataset(
     float32 per batch after the cache, so the cache holds 4x less. No augmentation here.
     ``oversample`` (training only): every class is drawn equally often, see :func:`_oversampled`.
     """
+    if oversample and not training:
+        raise EdgeclsError("oversampling is for the training split only; evaluation must see the real mix")
     from edgecls.core.keras import tf
 
     mode = resolve_cache(len(items), image_size, cache, cache_budget_mb, cache_dir)
     if oversample:
-        if not training:
-            raise EdgeclsError("oversampling is for the training split only; evaluation must see the real mix")
         ds = _oversampled(root, items, image_size=image_size, mode=mode, cache_dir=cache_dir, seed=seed,
                           batch_size=batch_size)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
@@ -153,7 +153,8 @@ def _oversampled(
             ds = ds.cache()
         elif mode == "disk":
             ds = ds.cache(_cache_prefix(root, own, image_size, Path(cache_dir)))  # type: ignore[arg-type]
-        buffer = len(own) if mode == "memory" else max(8 * batch_size, int(SHUFFLE_BUDGET_MB / len(by_class) / image_mb))
+        budget = int(SHUFFLE_BUDGET_MB / len(by_class) / image_mb)  # all class buffers live at once
+        buffer = len(own) if mode == "memory" else max(8 * batch_size, budget)
         # The first pass reads the whole class (target >= its size), so its cache is always completed.
         ds = ds.shuffle(min(len(own), buffer), seed=seed + 1000 * (label + 1), reshuffle_each_iteration=True)
         streams.append(ds.repeat().take(target))

@@ -113,3 +113,25 @@ def class_weights(labels: Sequence[int], n_classes: int) -> dict[int, float] | N
         return None
     total, k = int(counts.sum()), int((counts > 0).sum())
     return {i: (total / (k * int(c)) if c else 1.0) for i, c in enumerate(counts)}
+
+
+# -- imbalance --------------------------------------------------------------------------------
+def balance_mode(balance: str, class_weights_mode: str = "auto") -> str:
+    """The remedy asked for: weights, oversample or none. The older ``class_weights="none"``
+    switch still turns the default (weights) off."""
+    if balance == "weights" and class_weights_mode == "none":
+        return "none"
+    return balance
+
+
+def balance_record(asked: str, weights: dict[int, float] | None, train_items: Sequence[Item]) -> dict:
+    """What the run's metrics.json says about imbalance: asked for, actually used, train counts."""
+    from edgecls.data.pipeline import oversampled_epoch_size
+
+    # Weights asked for on classes within IMBALANCE_RATIO of each other are not applied.
+    used = "none" if asked == "weights" and not weights else asked
+    counts = np.bincount([int(lbl) for _, lbl in train_items]).tolist() if train_items else []
+    record: dict = {"requested": asked, "used": used, "train_counts": counts}
+    if used == "oversample":
+        record["images_per_epoch"] = oversampled_epoch_size(train_items)
+    return record

@@ -152,25 +152,10 @@ def _datasets(cfg: TrainConfig, root: Path, split: dict, n_classes: int, cache_r
 
 
 def balance_mode(cfg: TrainConfig) -> str:
-    """The imbalance remedy asked for: the older ``class_weights="none"`` still turns weights off."""
-    if cfg.balance == "weights" and cfg.class_weights == "none":
-        return "none"
-    return cfg.balance
-
-
-def _balance_record(cfg: TrainConfig, weights: Optional[dict], train_items: Sequence) -> dict[str, Any]:
-    """What metrics.json says about imbalance: asked for, actually used, and the train counts."""
+    """The imbalance remedy asked for (see :func:`edgecls.data.split.balance_mode`)."""
     from edgecls import data
 
-    asked = balance_mode(cfg)
-    used = asked
-    if asked == "weights" and not weights:
-        used = "none"  # classes within IMBALANCE_RATIO of each other: weights would be all ~1
-    counts = np.bincount([int(lbl) for _, lbl in train_items]).tolist() if train_items else []
-    record: dict[str, Any] = {"requested": asked, "used": used, "train_counts": counts}
-    if used == "oversample":
-        record["images_per_epoch"] = data.oversampled_epoch_size(train_items)
-    return record
+    return data.balance_mode(cfg.balance, cfg.class_weights)
 
 
 def float32_copy(model: "keras.Model", cfg: TrainConfig, n_classes: int) -> "keras.Model":
@@ -269,9 +254,11 @@ def train(
         if not is_chief():  # other cluster workers must save too (collectives), but somewhere private
             ckpt = Path(tempfile.mkdtemp(prefix="edgecls-worker-"))
         ds = _datasets(cfg, root, split, n_classes, run.path / "cache")
-        weights = data.class_weights([lbl for _, lbl in split["train"]], n_classes) if balance_mode(cfg) == "weights" else None
+        weights = None
+        if balance_mode(cfg) == "weights":
+            weights = data.class_weights([lbl for _, lbl in split["train"]], n_classes)
         state["class_weights"] = {labels[i]: w for i, w in weights.items()} if weights else None
-        state["balance"] = _balance_record(cfg, weights, split["train"])
+        state["balance"] = data.balance_record(balance_mode(cfg), weights, split["train"])
         if resume:
             restore(classifier, ckpt, LAST_WEIGHTS)
         elif not is_pretrained(cfg.weights):
