@@ -28,6 +28,8 @@ import numpy as np
 
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import atomic_write_bytes
+from edgecls.runtime.classifier import NO_LABELS_SOURCE
+from edgecls.runtime.interpreter import runtime_notice
 
 GOLDEN_SUFFIX = ".golden.npz"
 # A host top-1 whose probability beats the runner-up by at least this much must not change on
@@ -50,10 +52,11 @@ def sha256_of(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _run(model_path: Path, images: np.ndarray, threads: int) -> tuple[Any, np.ndarray, np.ndarray]:
+def _run(model_path: Path, images: np.ndarray, threads: int,
+         labels: Optional[Sequence[str]] = None) -> tuple[Any, np.ndarray, np.ndarray]:
     from edgecls.runtime.classifier import Classifier
 
-    clf = Classifier(model_path, labels=None, num_threads=threads)
+    clf = Classifier(model_path, labels=list(labels) if labels is not None else None, num_threads=threads)
     if tuple(images.shape[1:3]) != tuple(clf.input_size):
         raise EdgeclsError(
             f"the golden set's images are {images.shape[1]}x{images.shape[2]} but {model_path} takes "
@@ -111,15 +114,23 @@ def read_golden_set(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def verify_model(
-    model_path: str | os.PathLike, golden: Optional[str | os.PathLike] = None, *, threads: int = 1
+    model_path: str | os.PathLike,
+    golden: Optional[str | os.PathLike] = None,
+    *,
+    threads: int = 1,
+    labels: Optional[Sequence[str]] = None,
 ) -> dict[str, Any]:
-    """Run this device's runtime on the golden set; figures and ``passed``."""
+    """Run this device's runtime on the golden set; figures and ``passed``.
+
+    ``labels`` are the user's explicit choice (``--labels``); otherwise the model's own labels
+    (labels.txt beside it, or embedded) are used and must match the golden set's.
+    """
     model_path = Path(model_path)
     if not model_path.is_file():
         raise EdgeclsError(f"model not found: {model_path}")
     g = read_golden_set(golden or golden_path_for(model_path))
     meta = g["meta"]
-    clf, raw, probs = _run(model_path, g["images"], threads)
+    clf, raw, probs = _run(model_path, g["images"], threads, labels)
     host = g["probabilities"].astype(np.float32)
     top_host, top_dev = host.argmax(1), probs.argmax(1)
     srt = np.sort(host, axis=1)
@@ -142,10 +153,20 @@ def verify_model(
         "flipped_clear": int((flipped & clear).sum()),
         "margin": float(meta.get("margin", CLEAR_MARGIN)),
         "bit_identical": bool(raw_diff.size and raw_diff.max() == 0),
+        "flipped_images": [int(i) for i in np.flatnonzero(flipped)],
+        "host_margin_of_flipped": [round(float(m), 4) for m in margin[flipped]],
+        "labels": list(clf.labels),
+        "labels_source": clf.labels_source,
+        "runtime_notice": runtime_notice(clf.runtime, clf.runtime_version),
     }
     failures = []
     if not same_file:
         failures.append("the model file differs from the one the golden set was made with")
+    host_labels = list(meta.get("label_names") or [])
+    # A device with no labels at all prints class_<i>: worth a doctor line, not a verify failure.
+    if host_labels and clf.labels_source != NO_LABELS_SOURCE and list(clf.labels) != host_labels:
+        failures.append(f"this device names the classes {', '.join(clf.labels)} ({clf.labels_source}) "
+                        f"but the host named them {', '.join(host_labels)}")
     if report["flipped_clear"]:
         failures.append(f"{report['flipped_clear']} prediction(s) the host made with a clear margin "
                         f"(>= {report['margin']:g}) changed on this runtime")
@@ -164,4 +185,9 @@ def format_verify(r: dict[str, Any]) -> str:
         f"  top-1 agreement: {r['top1_agreement']:.4f} ({r['flipped']} flipped, {r['flipped_clear']} with a clear margin)",
         f"  result         : {'PASSED' if r['passed'] else 'FAILED: ' + str(r['failure'])}",
     ]
+    if r.get("flipped_images"):
+        pairs = ", ".join(f"#{i} ({m:.3f})" for i, m in zip(r["flipped_images"], r["host_margin_of_flipped"]))
+        lines.insert(-1, f"  flipped (host margin): {pairs}")
+    if r.get("runtime_notice"):
+        lines.append(f"Note: {r['runtime_notice']}")
     return "\n".join(lines)
