@@ -182,8 +182,8 @@ def runtime_version(name: str) -> Optional[str]:
 # through XNNPACK, which rounds differently.
 TFLITE_RUNTIME_NOTICE = (
     "tflite-runtime{version} is not the runtime export checked parity with: on int8 models it "
-    "rounds differently from ai-edge-litert (built-in kernels, not XNNPACK), so outputs differ by "
-    "a few 1/255 steps and near-tied predictions can flip. Install ai-edge-litert "
+    "rounds differently from ai-edge-litert (built-in kernels, not XNNPACK), so outputs can differ by "
+    "many 1/255 steps and predictions near a tie can flip. Install ai-edge-litert "
     "(pip install ai-edge-litert; Python 3.10-3.13) to run what parity checked, and run "
     "'edgecls verify MODEL' to see the difference on your model."
 )
