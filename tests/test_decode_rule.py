@@ -144,6 +144,14 @@ def test_data_check_lists_the_files_it_turns_upright(oriented_folder, tmp_path):
     report = inspect_dataset(data)
     assert report.n_usable == 16 and not report.skipped
     assert report.to_dict()["exif_oriented"] == [f"{c}/o{o}.jpg" for c in "ab" for o in range(2, 9)]
+    from click.testing import CliRunner
+
+    from edgecls.cli import cli
+
+    result = CliRunner().invoke(cli, ["data", "check", str(data)])
+    assert result.exit_code == 0, result.output
+    assert ("14 photo(s) carry an EXIF orientation: turned upright for training, as on the device "
+            "(listed in --json).") in result.output
 
 
 # -- the resize rule at real camera sizes (not exact multiples of the input size) ----------------
