@@ -298,8 +298,8 @@ def _tf_decodes(root: Path, rels: list[str]) -> set[str]:
 def orientations(root: Path, rels: list[str]) -> list[int]:
     """EXIF orientation (1..8) of each file, read once from the headers while building the dataset.
 
-    Read in Python here (a few hundred microseconds a file) so the decode in the tf.data graph
-    stays pure TensorFlow: the transform itself runs in the graph (:func:`orient_tensor`).
+    Read in Python here, from the headers only (cheap next to decoding), so the tf.data map stays
+    pure TensorFlow: the transform itself runs in the graph (:func:`orient_tensor`).
     """
     return [exif_orientation(Path(root) / rel) for rel in rels]
 
