@@ -37,6 +37,7 @@ GOLDEN_SUFFIX = ".golden.npz"
 # flipped only top-1s with host margins <= 0.047 on a trained MobileNetV2, while moving margins by
 # up to 0.20; 0.10 (~26 steps of a uint8 softmax) passes such near-ties and catches real changes.
 CLEAR_MARGIN = 0.10
+FLIPS_SHOWN = 10  # flipped images named in the text report; the JSON report has them all
 
 
 def golden_path_for(model_path: str | os.PathLike) -> Path:
@@ -199,8 +200,9 @@ def format_verify(r: dict[str, Any]) -> str:
         f"  result         : {'PASSED' if r['passed'] else 'FAILED: ' + str(r['failure'])}",
     ]
     if r.get("flipped_images"):
-        pairs = ", ".join(f"#{i} ({m:.3f})" for i, m in zip(r["flipped_images"], r["host_margin_of_flipped"]))
-        lines.insert(-1, f"  flipped (host margin): {pairs}")
+        pairs = [f"#{i} ({m:.3f})" for i, m in zip(r["flipped_images"], r["host_margin_of_flipped"])]
+        more = f", ... {len(pairs) - FLIPS_SHOWN} more (--json lists all)" if len(pairs) > FLIPS_SHOWN else ""
+        lines.insert(-1, f"  flipped (host margin): {', '.join(pairs[:FLIPS_SHOWN])}{more}")
     if r.get("runtime_notice"):
         lines.append(f"Note: {r['runtime_notice']}")
     return "\n".join(lines)
