@@ -190,3 +190,20 @@ def test_resize_rule_agrees_on_camera_sizes(tmp_path, h, w, size):
 
     nearest = cv2.resize(frame, (size, size), interpolation=cv2.INTER_NEAREST)
     assert np.abs(x[0].astype(int) - nearest.astype(int)).mean() > 2 * RESIZE_MEAN_MAX
+
+
+def test_the_pipeline_reads_each_orientation_once_not_per_epoch(oriented_folder, monkeypatch):
+    """The tag is read while the dataset is built; epochs run the transform in the graph only."""
+    import edgecls.data.scan as scan
+    from edgecls.data import build_dataset
+
+    calls = []
+    real = scan.exif_orientation
+    monkeypatch.setattr(scan, "exif_orientation", lambda p: calls.append(p) or real(p))
+    root, _ = oriented_folder
+    items = [(f"a/o{o}.jpg", 0) for o in range(1, 9)]
+    ds = build_dataset(root, items, image_size=SIZE_PX, batch_size=4, training=True, cache="none")
+    assert len(calls) == len(items)
+    for _ in range(2):
+        assert sum(len(y) for _, y in ds) == len(items)
+    assert len(calls) == len(items)
