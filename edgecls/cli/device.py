@@ -151,8 +151,8 @@ def doctor(model: Optional[str], as_json: bool) -> None:
 def verify(model: str, golden: Optional[str], threads: int, labels: Optional[str], json_path: Optional[str]) -> None:
     """Check that this device's runtime reproduces the host's outputs on MODEL's golden set.
 
-    Exits 1 when a prediction the host made with a clear margin changes, or the model file is
-    not the one the golden set was made from.
+    Exits 1 when a prediction the host made with a clear margin changes, the model file is not
+    the one the golden set was made from, or this device names the classes differently.
     """
     from pathlib import Path
 
