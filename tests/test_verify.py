@@ -6,6 +6,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from edgecls.cli import cli
@@ -79,3 +80,41 @@ def test_missing_golden_set_is_one_clear_error(tiny_tflite, tmp_path):
     result = CliRunner().invoke(cli, ["verify", str(model)])
     assert result.exit_code == 1
     assert result.output.startswith("Error: no golden set at") and "Traceback" not in result.output
+
+
+def _clear_flip(d):
+    p = d["probabilities"]
+    wrong = (int(p[0].argmax()) + 1) % p.shape[1]
+    p[0] = 0.0
+    p[0, wrong] = 1.0
+
+
+# doctor --model runs verify when the golden set is beside the model: golden -> exit code -> line.
+DOCTOR_CASES = [
+    ("intact", 0, "ok verify: 8 golden images, bit-identical (max |raw diff| 0), top-1 agreement 1.0000"),
+    ("clear flip", 1, "Error: verify failed: 1 prediction(s) the host made with a clear margin (>= 0.1) "
+                      "changed on this runtime"),
+    ("none", 0, "-- verify: no golden set beside the model (export writes one; copy it with the model)"),
+]
+
+
+@pytest.mark.parametrize("golden, code, line", DOCTOR_CASES)
+def test_doctor_runs_verify_when_the_golden_set_is_beside_the_model(tiny_tflite, tmp_path, golden, code, line):
+    model, path = _golden(tiny_tflite, tmp_path)
+    if golden == "clear flip":
+        _tamper(path, _clear_flip)
+    elif golden == "none":
+        path.unlink()
+    result = CliRunner().invoke(cli, ["doctor", "--model", str(model)])
+    assert result.exit_code == code, result.output
+    assert line in result.output.splitlines()
+    assert "Traceback" not in result.output
+
+
+def test_ai_edge_litert_has_no_runtime_notice_and_tflite_runtime_has_one():
+    from edgecls.runtime.interpreter import runtime_notice
+
+    assert runtime_notice("ai_edge_litert", "2.3.0") is None
+    note = runtime_notice("tflite_runtime", "2.14.0")
+    assert note.startswith("tflite-runtime 2.14.0 is not the runtime export checked parity with")
+    assert "pip install ai-edge-litert" in note

@@ -87,6 +87,9 @@ def _format_report(report) -> str:
         lines += [f"  {path}: {reason}" for path, reason in report.skipped]
     else:
         lines.append("Skipped 0 files.")
+    if report.oriented:
+        lines.append(f"{len(report.oriented)} photo(s) carry an EXIF orientation: turned upright for training, "
+                     "as on the device (listed in --json).")
     return "\n".join(lines)
 
 

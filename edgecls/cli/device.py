@@ -127,18 +127,17 @@ def bench(models: tuple[str, ...], threads: tuple[int, ...], runs: int, warmup: 
 
 
 @click.command()
-@click.option("--model", "-m", default=None, help="Also check that this .tflite model loads.")
+@click.option("--model", "-m", default=None,
+              help="Also check that this .tflite model loads, and verify it when its golden set is beside it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def doctor(model: Optional[str], as_json: bool) -> None:
     """Check this device: OS, Python, TFLite runtime, OpenCV, Picamera2, cameras, display (and a model)."""
-    from edgecls.runtime.doctor import diagnose, exit_code, format_report
+    from edgecls.runtime.doctor import diagnose, exit_code, format_report, problem
 
     report = diagnose(model)
     click.echo(json.dumps(report, indent=2, default=str) if as_json else format_report(report))
-    code = exit_code(report)
-    if code:
-        problem = report.get("model", {}).get("problem") if report["runtime_ok"] else "no TFLite runtime imports"
-        raise click.ClickException(problem or "the model does not load")
+    if exit_code(report):
+        raise click.ClickException(problem(report) or "the device check failed")
 
 
 @click.command()
@@ -146,17 +145,26 @@ def doctor(model: Optional[str], as_json: bool) -> None:
 @click.option("--golden", type=click.Path(dir_okay=False), default=None,
               help="Golden set (default: MODEL's .golden.npz beside it, written by 'edgecls export').")
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="Interpreter threads.")
+@click.option("--labels", type=click.Path(dir_okay=False), default=None,
+              help="labels.txt to use (default: beside the model, which must agree with the model's embedded labels).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the report here.")
-def verify(model: str, golden: Optional[str], threads: int, json_path: Optional[str]) -> None:
+def verify(model: str, golden: Optional[str], threads: int, labels: Optional[str], json_path: Optional[str]) -> None:
     """Check that this device's runtime reproduces the host's outputs on MODEL's golden set.
 
-    Exits 1 when a prediction the host made with a clear margin changes, or the model file is
-    not the one the golden set was made from.
+    Exits 1 when a prediction the host made with a clear margin changes, the model file is not
+    the one the golden set was made from, or this device names the classes differently.
     """
+    from pathlib import Path
+
+    from edgecls.core.errors import EdgeclsError
     from edgecls.core.io import atomic_write_json
+    from edgecls.runtime.classifier import read_labels_file
     from edgecls.runtime.golden import format_verify, verify_model
 
-    report = verify_model(model, golden, threads=threads)
+    if labels is not None and not Path(labels).is_file():
+        raise EdgeclsError(f"labels file not found: {labels}")
+    names = read_labels_file(labels) if labels is not None else None
+    report = verify_model(model, golden, threads=threads, labels=names)
     if json_path:
         atomic_write_json(json_path, report)
     click.echo(format_verify(report))

@@ -13,7 +13,7 @@ import numpy as np
 
 from edgecls.core.config import CACHE_MODES
 from edgecls.core.errors import EdgeclsError
-from edgecls.data.scan import Item, decode_image_file
+from edgecls.data.scan import Item, decode_image_file, orientations
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
@@ -22,11 +22,11 @@ SHUFFLE_BUDGET_MB = 512  # cap of the shuffle buffer when the cache lives on dis
 
 
 # -- tf.data ----------------------------------------------------------------------------------
-def _decode_resize(path: "tf.Tensor", size: int) -> "tf.Tensor":
-    """The project's resize rule: plain squash, bilinear with antialias, rounded to uint8."""
+def _decode_resize(path: "tf.Tensor", orientation: "tf.Tensor", size: int) -> "tf.Tensor":
+    """The project's rules: EXIF upright, then plain squash, bilinear with antialias, rounded to uint8."""
     from edgecls.core.keras import tf
 
-    img = tf.image.resize(decode_image_file(path), [size, size], method="bilinear", antialias=True)
+    img = tf.image.resize(decode_image_file(path, orientation), [size, size], method="bilinear", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8)
 
 
@@ -40,9 +40,12 @@ def _decoded_dataset(root: Path, items: Sequence[Item], image_size: int) -> "tf.
         raise EdgeclsError("no images to build a dataset from")
     paths = [str(root / rel) for rel, _ in items]
     labels = np.asarray([lab for _, lab in items], dtype=np.int32)
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    # Orientation is read from the headers once, here, and travels with the path: the per-image
+    # work in the parallel map stays in the graph (no Python per image per epoch).
+    orient = np.asarray(orientations(root, [rel for rel, _ in items]), dtype=np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((paths, orient, labels))
     return ds.map(
-        lambda p, y: (_decode_resize(p, image_size), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        lambda p, o, y: (_decode_resize(p, o, image_size), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
 
 

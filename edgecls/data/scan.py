@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+import numpy as np
+
 from edgecls.core.errors import EdgeclsError
+from edgecls.core.orientation import UPRIGHT, exif_orientation
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
@@ -40,6 +43,8 @@ class ScanReport:
     files: dict[str, list[Item]] = field(default_factory=dict)  # "all" or "train"/"val"/"test"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relpath, reason)
     labels_csv: Optional[str] = None  # the labels CSV, when labels come from one (edgecls.data.labels_csv)
+    # Usable files whose EXIF orientation (2..8) turns them upright before training, as on the device.
+    oriented: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """split -> class -> number of usable images (zero for a class with none)."""
@@ -62,6 +67,7 @@ class ScanReport:
             "usable": self.n_usable,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "labels_csv": self.labels_csv,
+            "exif_oriented": self.oriented,
         }
 
 
@@ -101,7 +107,9 @@ def inspect_dataset(root: str | Path, *, decode: bool = True) -> ScanReport:
     for split in files:
         files[split].sort()
     skipped.sort()
-    return ScanReport(root=root, layout=layout, classes=classes, files=files, skipped=skipped)
+    usable = [rel for _, _, rel in candidates if rel not in bad]
+    oriented = sorted(rel for rel, o in zip(usable, orientations(root, usable)) if o != UPRIGHT)
+    return ScanReport(root=root, layout=layout, classes=classes, files=files, skipped=skipped, oriented=oriented)
 
 
 def validate_scan(report: ScanReport) -> None:
@@ -278,19 +286,62 @@ def _tf_decodes(root: Path, rels: list[str]) -> set[str]:
 
     paths = [str(root / r) for r in rels]
 
-    def probe(i, p):
-        img = decode_image_file(p)
+    def probe(i, p, o):
+        img = decode_image_file(p, o)
         return i, tf.reduce_min(tf.shape(img)[:2])
 
-    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths))
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.range(len(paths), dtype=tf.int64), paths, np.asarray(orientations(root, rels), np.int32))
+    )
     ds = ds.map(probe, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).ignore_errors()
     return {rels[int(i)] for i, side in ds.as_numpy_iterator() if side > 0}
 
 
-def decode_image_file(path: "tf.Tensor") -> "tf.Tensor":
-    """File -> uint8 RGB [H, W, 3]: grey and RGBA become RGB, GIF gives its first frame."""
+def orientations(root: Path, rels: list[str]) -> list[int]:
+    """EXIF orientation (1..8) of each file, read once from the headers while building the dataset.
+
+    Read in Python here, from the headers only (cheap next to decoding), so the tf.data map stays
+    pure TensorFlow: the transform itself runs in the graph (:func:`orient_tensor`).
+    """
+    return [exif_orientation(Path(root) / rel) for rel in rels]
+
+
+def orient_tensor(img: "tf.Tensor", orientation: "tf.Tensor") -> "tf.Tensor":
+    """Stored pixels -> upright, the graph twin of ``core.orientation.apply_orientation``."""
+    from edgecls.core.keras import tf
+
+    def transverse():
+        return tf.image.rot90(tf.transpose(img, [1, 0, 2]), k=2)
+
+    branches = [
+        lambda: img,  # 0: not a valid tag, as 1
+        lambda: img,  # 1: upright
+        lambda: tf.image.flip_left_right(img),
+        lambda: tf.image.rot90(img, k=2),
+        lambda: tf.image.flip_up_down(img),
+        lambda: tf.transpose(img, [1, 0, 2]),
+        lambda: tf.image.rot90(img, k=3),  # rot90 turns counter-clockwise: 3 quarter turns = 90 clockwise
+        transverse,
+        lambda: tf.image.rot90(img, k=1),
+    ]
+    index = tf.clip_by_value(tf.cast(orientation, tf.int32), 0, len(branches) - 1)
+    return tf.switch_case(index, branches)
+
+
+def decode_image_file(path: "tf.Tensor", orientation: "tf.Tensor | int | None" = None) -> "tf.Tensor":
+    """File -> uint8 RGB [H, W, 3], upright: grey and RGBA become RGB, GIF gives its first frame.
+
+    ``orientation`` is the file's EXIF orientation (:func:`orientations`); TF's decoder ignores
+    EXIF, so without it a phone photo shot in portrait trains sideways while the device sees it
+    upright. ``None`` reads it here (in Python, via ``tf.py_function``: fine for one file, slow
+    in a pipeline, so the pipeline passes it in).
+    """
     from edgecls.core.keras import tf
 
     img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8)
+    img.set_shape([None, None, 3])
+    if orientation is None:
+        orientation = tf.py_function(lambda p: exif_orientation(p.numpy().decode()), [path], tf.int32)
+    img = orient_tensor(img, orientation)
     img.set_shape([None, None, 3])
     return img

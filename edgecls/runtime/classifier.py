@@ -20,6 +20,7 @@ from edgecls.runtime.interpreter import load_interpreter, runtime_version
 from edgecls.runtime.scores import Category, dequantize, quantize, top_k
 
 LABELS_FILENAME = "labels.txt"
+NO_LABELS_SOURCE = "none (class_<i>)"  # labels_source when the model has no labels anywhere
 
 
 # The run folder's rule (one class per line, blank lines ignored); rundir is stdlib-only.
@@ -44,6 +45,26 @@ def labels_from_metadata(model_bytes: bytes) -> Optional[list[str]]:
         return None
     labels = [line.strip() for line in text.splitlines() if line.strip()]
     return labels or None
+
+
+LABELS_SHOWN = 6  # names quoted per side in a conflict message; the first difference is always named
+
+
+def _short(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:LABELS_SHOWN])
+    return f"{len(names)}: {shown}" + (", ..." if len(names) > LABELS_SHOWN else "")
+
+
+def labels_conflict_message(file: Path, from_file: Sequence[str], model: Path, embedded: Sequence[str]) -> str:
+    """One line naming both label sets and where they first differ."""
+    first = next((i for i, (a, b) in enumerate(zip(from_file, embedded)) if a != b), min(len(from_file), len(embedded)))
+    at_file = from_file[first] if first < len(from_file) else "(none)"
+    at_model = embedded[first] if first < len(embedded) else "(none)"
+    return (
+        f"{file} ({_short(from_file)}) disagrees with the labels embedded in {model.name} ({_short(embedded)}); "
+        f"first difference at class {first}: {at_file!r} vs {at_model!r}. Remove or fix the stale labels file, "
+        "or pass --labels FILE to choose"
+    )
 
 
 def resize_squash(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -125,15 +146,21 @@ class Classifier:
 
     # -- labels -----------------------------------------------------------------------------
     def _resolve_labels(self, labels: Optional[Sequence[str]]) -> tuple[list[str], str]:
+        """Labels the user chose (``--labels``) win; otherwise labels.txt beside the model and the
+        labels embedded in it must agree, because a stale labels.txt next to a re-exported model
+        would otherwise silently rename every prediction."""
         if labels is not None:
             return list(labels), "given"
         beside = self.model_path.with_name(LABELS_FILENAME)
-        if beside.is_file():
-            return read_labels_file(beside), str(beside)
-        meta = labels_from_metadata(self.model_path.read_bytes())
-        if meta:
-            return meta, "model metadata"
-        return [f"class_{i}" for i in range(self.num_classes)], "none (class_<i>)"
+        from_file = read_labels_file(beside) if beside.is_file() else None
+        embedded = labels_from_metadata(self.model_path.read_bytes())
+        if from_file is not None and embedded and from_file != embedded:
+            raise EdgeclsError(labels_conflict_message(beside, from_file, self.model_path, embedded))
+        if from_file is not None:
+            return from_file, str(beside) + (" (= model metadata)" if embedded else "")
+        if embedded:
+            return embedded, "model metadata"
+        return [f"class_{i}" for i in range(self.num_classes)], NO_LABELS_SOURCE
 
     # -- the three stages -------------------------------------------------------------------
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import Any, Optional
 
 from edgecls.core.errors import EdgeclsError
-from edgecls.runtime.interpreter import runtime_report
+from edgecls.runtime.interpreter import runtime_notice, runtime_report
 from edgecls.runtime.machine import cpu_model
 
 
@@ -73,9 +73,28 @@ def diagnose(model: Optional[str] = None) -> dict[str, Any]:
         "cameras": sorted(glob.glob("/dev/video*")),
         "display": {"available": display, "detail": why},
     }
+    in_use = next((r for r in runtimes if r["available"]), None)
+    if in_use is not None:
+        report["runtime_notice"] = runtime_notice(in_use["name"], in_use["version"])
     if model is not None:
         report["model"] = model_report(model)
+        if report["model"]["loads"]:
+            verify = verify_report(model)
+            if verify is not None:
+                report["verify"] = verify
     return report
+
+
+def verify_report(model: str, threads: int = 1) -> Optional[dict[str, Any]]:
+    """``edgecls verify`` on the golden set beside the model; None when there is none."""
+    from edgecls.runtime.golden import golden_path_for, verify_model
+
+    if not golden_path_for(model).is_file():
+        return None
+    try:
+        return verify_model(model, threads=threads)
+    except EdgeclsError as e:
+        return {"passed": False, "failure": str(e)}
 
 
 def _has_cv2() -> bool:
@@ -92,7 +111,20 @@ def exit_code(report: dict[str, Any]) -> int:
         return 1
     if "model" in report and not report["model"]["loads"]:
         return 1
+    if "verify" in report and not report["verify"]["passed"]:
+        return 1
     return 0
+
+
+def problem(report: dict[str, Any]) -> Optional[str]:
+    """The one line that explains a non-zero :func:`exit_code`."""
+    if not report["runtime_ok"]:
+        return "no TFLite runtime imports"
+    if "model" in report and not report["model"]["loads"]:
+        return report["model"].get("problem") or "the model does not load"
+    if "verify" in report and not report["verify"]["passed"]:
+        return f"verify failed: {report['verify']['failure']}"
+    return None
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -128,6 +160,21 @@ def format_report(report: dict[str, Any]) -> str:
             )
         else:
             lines.append(f"{no}model: {m['problem']}")
+    if "model" in report and "verify" not in report and report["model"]["loads"]:
+        lines.append(f"{no}verify: no golden set beside the model (export writes one; copy it with the model)")
+    if "verify" in report:
+        v = report["verify"]
+        if "n_images" in v:
+            lines.append(
+                f"{ok if v['passed'] else no}verify: {v['n_images']} golden images, "
+                f"{'bit-identical' if v['bit_identical'] else 'outputs differ'} "
+                f"(max |raw diff| {v['max_abs_raw_diff']:g}), top-1 agreement {v['top1_agreement']:.4f}"
+                + ("" if v["passed"] else f"; FAILED: {v['failure']}")
+            )
+        else:
+            lines.append(f"{no}verify: {v['failure']}")
+    if report.get("runtime_notice"):
+        lines.append(f"Note: {report['runtime_notice']}")
     if not report["runtime_ok"]:
         lines.append("No TFLite runtime imports: pip install ai-edge-litert")
     return "\n".join(lines)

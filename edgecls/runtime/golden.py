@@ -28,11 +28,16 @@ import numpy as np
 
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import atomic_write_bytes
+from edgecls.runtime.classifier import NO_LABELS_SOURCE
+from edgecls.runtime.interpreter import runtime_notice
 
 GOLDEN_SUFFIX = ".golden.npz"
 # A host top-1 whose probability beats the runner-up by at least this much must not change on
-# the device: quantization noise is a few 1/255 steps, so a 0.1 margin is ~25 steps of slack.
+# the device. Measured (docs/device.md, "Why a clear margin of 0.10"): tflite-runtime's rounding
+# flipped only top-1s with host margins <= 0.047 on a trained MobileNetV2, while moving margins by
+# up to 0.20; 0.10 (~26 steps of a uint8 softmax) passes such near-ties and catches real changes.
 CLEAR_MARGIN = 0.10
+FLIPS_SHOWN = 10  # flipped images named in the text report; the JSON report has them all
 
 
 def golden_path_for(model_path: str | os.PathLike) -> Path:
@@ -50,10 +55,11 @@ def sha256_of(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _run(model_path: Path, images: np.ndarray, threads: int) -> tuple[Any, np.ndarray, np.ndarray]:
+def _run(model_path: Path, images: np.ndarray, threads: int,
+         labels: Optional[Sequence[str]] = None) -> tuple[Any, np.ndarray, np.ndarray]:
     from edgecls.runtime.classifier import Classifier
 
-    clf = Classifier(model_path, labels=None, num_threads=threads)
+    clf = Classifier(model_path, labels=list(labels) if labels is not None else None, num_threads=threads)
     if tuple(images.shape[1:3]) != tuple(clf.input_size):
         raise EdgeclsError(
             f"the golden set's images are {images.shape[1]}x{images.shape[2]} but {model_path} takes "
@@ -111,20 +117,37 @@ def read_golden_set(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def verify_model(
-    model_path: str | os.PathLike, golden: Optional[str | os.PathLike] = None, *, threads: int = 1
+    model_path: str | os.PathLike,
+    golden: Optional[str | os.PathLike] = None,
+    *,
+    threads: int = 1,
+    labels: Optional[Sequence[str]] = None,
 ) -> dict[str, Any]:
-    """Run this device's runtime on the golden set; figures and ``passed``."""
+    """Run this device's runtime on the golden set; figures and ``passed``.
+
+    ``labels`` are the user's explicit choice (``--labels``); otherwise the model's own labels
+    (labels.txt beside it, or embedded) are used and must match the golden set's.
+    """
     model_path = Path(model_path)
     if not model_path.is_file():
         raise EdgeclsError(f"model not found: {model_path}")
     g = read_golden_set(golden or golden_path_for(model_path))
     meta = g["meta"]
-    clf, raw, probs = _run(model_path, g["images"], threads)
+    clf, raw, probs = _run(model_path, g["images"], threads, labels)
     host = g["probabilities"].astype(np.float32)
     top_host, top_dev = host.argmax(1), probs.argmax(1)
     srt = np.sort(host, axis=1)
     margin = srt[:, -1] - srt[:, -2] if host.shape[1] > 1 else srt[:, -1]
     clear = margin >= float(meta.get("margin", CLEAR_MARGIN))
+    # How far the device moved each host margin (host top-1 minus host runner-up, on device scores):
+    # a flip needs a shift larger than the margin, so this says how close the others came.
+    if host.shape[1] > 1:
+        order = np.argsort(host, axis=1)
+        rows = np.arange(len(host))
+        dev_margin = probs[rows, order[:, -1]] - probs[rows, order[:, -2]]
+        shift = np.abs(dev_margin - margin)
+    else:
+        shift = np.abs(probs[:, 0] - host[:, 0])
     flipped = top_host != top_dev
     raw_diff = np.abs(raw.astype(np.int64) - g["raw"].astype(np.int64)) if np.issubdtype(raw.dtype, np.integer) \
         and np.issubdtype(g["raw"].dtype, np.integer) else np.abs(raw.astype(np.float64) - g["raw"].astype(np.float64))
@@ -140,12 +163,23 @@ def verify_model(
         "top1_agreement": float(np.mean(~flipped)) if len(host) else 1.0,
         "flipped": int(flipped.sum()),
         "flipped_clear": int((flipped & clear).sum()),
+        "max_margin_shift": float(shift.max()) if shift.size else 0.0,
         "margin": float(meta.get("margin", CLEAR_MARGIN)),
         "bit_identical": bool(raw_diff.size and raw_diff.max() == 0),
+        "flipped_images": [int(i) for i in np.flatnonzero(flipped)],
+        "host_margin_of_flipped": [round(float(m), 4) for m in margin[flipped]],
+        "labels": list(clf.labels),
+        "labels_source": clf.labels_source,
+        "runtime_notice": runtime_notice(clf.runtime, clf.runtime_version),
     }
     failures = []
     if not same_file:
         failures.append("the model file differs from the one the golden set was made with")
+    host_labels = list(meta.get("label_names") or [])
+    # A device with no labels at all prints class_<i>: worth a doctor line, not a verify failure.
+    if host_labels and clf.labels_source != NO_LABELS_SOURCE and list(clf.labels) != host_labels:
+        failures.append(f"this device names the classes {', '.join(clf.labels)} ({clf.labels_source}) "
+                        f"but the host named them {', '.join(host_labels)}")
     if report["flipped_clear"]:
         failures.append(f"{report['flipped_clear']} prediction(s) the host made with a clear margin "
                         f"(>= {report['margin']:g}) changed on this runtime")
@@ -161,7 +195,14 @@ def format_verify(r: dict[str, Any]) -> str:
         f"  device runtime : {r['device_runtime']}",
         f"  outputs        : {'bit-identical' if r['bit_identical'] else 'differ'} "
         f"(max |raw diff| {r['max_abs_raw_diff']:g}, max |prob diff| {r['max_abs_prob_diff']:.4f})",
-        f"  top-1 agreement: {r['top1_agreement']:.4f} ({r['flipped']} flipped, {r['flipped_clear']} with a clear margin)",
+        f"  top-1 agreement: {r['top1_agreement']:.4f} ({r['flipped']} flipped, {r['flipped_clear']} with a clear margin "
+        f">= {r['margin']:g}; largest host-margin shift {r.get('max_margin_shift', 0.0):.3f})",
         f"  result         : {'PASSED' if r['passed'] else 'FAILED: ' + str(r['failure'])}",
     ]
+    if r.get("flipped_images"):
+        pairs = [f"#{i} ({m:.3f})" for i, m in zip(r["flipped_images"], r["host_margin_of_flipped"])]
+        more = f", ... {len(pairs) - FLIPS_SHOWN} more (--json lists all)" if len(pairs) > FLIPS_SHOWN else ""
+        lines.insert(-1, f"  flipped (host margin): {', '.join(pairs[:FLIPS_SHOWN])}{more}")
+    if r.get("runtime_notice"):
+        lines.append(f"Note: {r['runtime_notice']}")
     return "\n".join(lines)

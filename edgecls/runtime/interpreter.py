@@ -174,3 +174,23 @@ def runtime_version(name: str) -> Optional[str]:
             except Exception:  # noqa: BLE001
                 return None
     return None
+
+
+# Measured (docs/device.md): on the same int8 file, tflite-runtime 2.14 gives exactly what
+# ai-edge-litert gives with XNNPACK *off*, i.e. it runs int8 ops on TFLite's built-in kernels,
+# while ai-edge-litert (the host's runtime, the one parity and the golden set used) runs them
+# through XNNPACK, which rounds differently.
+TFLITE_RUNTIME_NOTICE = (
+    "tflite-runtime{version} is not the runtime export checked parity with: on int8 models it "
+    "rounds differently from ai-edge-litert (built-in kernels, not XNNPACK), so outputs can differ by "
+    "many 1/255 steps and predictions near a tie can flip. Install ai-edge-litert "
+    "(pip install ai-edge-litert; Python 3.10-3.13) to run what parity checked, and run "
+    "'edgecls verify MODEL' to see the difference on your model."
+)
+
+
+def runtime_notice(name: Optional[str], version: Optional[str] = None) -> Optional[str]:
+    """What a user of this runtime should know before trusting host-side parity, or None."""
+    if name == "tflite_runtime":
+        return TFLITE_RUNTIME_NOTICE.format(version=f" {version}" if version else "")
+    return None

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgecls.core.errors import EdgeclsError
+from edgecls.core.orientation import apply_orientation, exif_orientation
 
 log = logging.getLogger("edgecls.camera")
 
@@ -169,12 +170,15 @@ class ImageFolderSource(FrameSource):
         while self._i < len(self.files):
             path = self.files[self._i]
             self._i += 1
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            # OpenCV's own EXIF handling differs by version (4.x ignores it for WebP), so it is
+            # turned off and the project's one rule (core.orientation, as in training) applied.
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
             if bgr is None:
                 log.warning("skipping unreadable image %s", path)
                 self.skipped.append(str(path))
                 continue
-            return True, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            return True, np.ascontiguousarray(apply_orientation(rgb, exif_orientation(path)))
         return False, None
 
     def close(self) -> None:
