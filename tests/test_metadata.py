@@ -159,6 +159,7 @@ def test_bad_labels_or_normalisation_are_refused(tiny_tflite, labels, kwargs, er
 
 @pytest.mark.parametrize("make, message", [
     (lambda m: b"not a model at all", "not a TFLite model (no TFL3 flatbuffer identifier)"),
+    (lambda m: m[:12], "the model's flatbuffer cannot be read (unpack_from requires a buffer of at least"),
     (lambda m: add_image_classifier_metadata(m, LABELS, name="n", description="d"),
      "the model already has TFLITE_METADATA metadata"),
 ])
@@ -166,7 +167,7 @@ def test_models_the_writer_cannot_extend_are_metadata_unavailable(tiny_tflite, m
     model = make(tiny_tflite["int8"].read_bytes())
     with pytest.raises(MetadataUnavailable) as e:
         add_image_classifier_metadata(model, LABELS, name="n", description="d")
-    assert str(e.value) == message
+    assert str(e.value).startswith(message)
 
 
 # -- MediaPipe's real reader, in its own venv ---------------------------------------------------

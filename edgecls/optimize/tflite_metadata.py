@@ -219,16 +219,22 @@ def attach_model_metadata(model: bytes, name: str, data: bytes) -> bytes:
     behind as a few dozen unreferenced bytes.
     """
     model = bytes(model)
-    root = _model_root(model)
-    if root.num_slots > _MODEL_SLOTS:
-        raise MetadataUnavailable(f"the model uses {root.num_slots} Model fields, this writer knows {_MODEL_SLOTS}")
     if name in model_metadata(model):
         raise MetadataUnavailable(f"the model already has {name} metadata")
-    buffers = _vector_targets(model, root.target(_MODEL_BUFFERS))
-    if any(_Table(model, p).field(_BUFFER_OFFSET) for p in buffers):
+    try:
+        root = _model_root(model)
+        buffers = _vector_targets(model, root.target(_MODEL_BUFFERS))
+        external = any(_Table(model, p).field(_BUFFER_OFFSET) for p in buffers)
+        entries = _vector_targets(model, root.target(_MODEL_METADATA))
+        copied = {slot: root.target(slot) for slot in range(1, _MODEL_SLOTS) if root.field(slot)}
+        version = struct.unpack_from("<I", model, root.field(0))[0] if root.field(0) else 0
+    except (struct.error, IndexError) as e:
+        raise MetadataUnavailable(f"the model's flatbuffer cannot be read ({e})") from None
+    if root.num_slots > _MODEL_SLOTS:
+        raise MetadataUnavailable(f"the model uses {root.num_slots} Model fields, this writer knows {_MODEL_SLOTS}")
+    if external:
         # Those buffers are addressed from the start of the file, which moves here.
         raise MetadataUnavailable("the model keeps weights outside its flatbuffer (over 2 GB)")
-    entries = _vector_targets(model, root.target(_MODEL_METADATA))
 
     b = _builder()
     # The old model first (it ends up last), its start 16-byte aligned like the original file.
@@ -251,13 +257,10 @@ def attach_model_metadata(model: bytes, name: str, data: bytes) -> bytes:
     new_entries = _offsets(b, [base - p for p in entries] + [new_entry])
 
     b.StartObject(_MODEL_SLOTS)
-    for slot in range(1, _MODEL_SLOTS):
-        off = {_MODEL_BUFFERS: new_buffers, _MODEL_METADATA: new_entries}.get(slot)
-        if off is None and root.field(slot):
-            off = base - root.target(slot)
-        if off:
-            b.PrependUOffsetTRelativeSlot(slot, off, 0)
-    if root.field(0):
-        b.PrependUint32Slot(0, struct.unpack_from("<I", model, root.field(0))[0], 0)
+    refs = {slot: base - pos for slot, pos in copied.items()}
+    refs.update({_MODEL_BUFFERS: new_buffers, _MODEL_METADATA: new_entries})
+    for slot, off in sorted(refs.items()):
+        b.PrependUOffsetTRelativeSlot(slot, off, 0)
+    b.PrependUint32Slot(0, version, 0)
     b.Finish(b.EndObject(), file_identifier=MODEL_IDENTIFIER)
     return bytes(b.Output())
