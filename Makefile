@@ -13,9 +13,6 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
-	# TFLite metadata writer + ImageClassifier round trip (docs/export.md): --no-deps because
-	# mediapipe pins absl-py~=2.3 (tfmot pins ~=1.2) and would pull opencv-contrib over headless cv2.
-	$(PY) -m pip install -q --no-deps "mediapipe==1.2.2"
 	touch $(STAMP)
 
 # Debian packages the tests start for real (tools/system-packages.txt); a no-op when present.
