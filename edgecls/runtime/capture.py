@@ -5,7 +5,8 @@ each image has a sidecar of all scores in ``DIR/<label>/.scores/<same name>.json
 folder, which the data scanner skips), so moving an image to its true class after labelling
 needs no other change. A sliding one-hour window caps the count, so a dark night (every frame
 uncertain) does not fill the card. Encoding and writing run on a background thread from a
-2-frame queue; when the disk is slower than the camera, frames are dropped, not queued.
+2-frame queue; when the disk is slower than a camera, frames are dropped, not queued (for
+files and folders, ``lossless``, the loop waits instead: the same policy as the grabber's).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class RateLimit:
 class UncertainSaver:
     """A loop sink: frames whose top-1 score is below ``below`` go to ``root/<label>/``."""
 
-    def __init__(self, root: str | Path, *, below: float = 0.5, max_per_hour: int = 60) -> None:
+    def __init__(self, root: str | Path, *, below: float = 0.5, max_per_hour: int = 60, lossless: bool = False) -> None:
         if not 0.0 < below <= 1.0:
             raise EdgeclsError(f"--below must be in (0, 1], got {below}")
         if max_per_hour < 1:
@@ -78,7 +79,7 @@ class UncertainSaver:
         if self.root.exists() and not self.root.is_dir():
             raise EdgeclsError(f"--save-uncertain {root} is a file; give a folder")
         self.root.mkdir(parents=True, exist_ok=True)
-        self.below = below
+        self.below, self.lossless = below, lossless
         self.limit = RateLimit(max_per_hour)
         self.saved = 0
         self.rate_limited = 0
@@ -106,7 +107,7 @@ class UncertainSaver:
         }
         try:
             # The frame object is the camera's: it is not modified afterwards (sinks only read it).
-            self._q.put_nowait((label, name, r.rgb, meta))
+            self._q.put((label, name, r.rgb, meta), block=self.lossless)
         except queue.Full:
             self.dropped += 1
 

@@ -183,7 +183,7 @@ def percentiles(values: Any) -> dict[str, float]:
             "max": round(float(a.max()), 3), "n": int(a.size)}
 
 
-def _build_sinks(cfg: CameraConfig, labels: list[str], status: Callable[[], dict[str, Any]]) -> list[Any]:
+def _build_sinks(cfg: CameraConfig, labels: list[str], status: Callable[[], dict[str, Any]], live: bool) -> list[Any]:
     """The loop's outputs besides the video: each a module of its own behind the Sink interface."""
     sinks: list[Any] = []
     try:
@@ -194,7 +194,8 @@ def _build_sinks(cfg: CameraConfig, labels: list[str], status: Callable[[], dict
         if cfg.save_uncertain:
             from edgecls.runtime.capture import UncertainSaver
 
-            sinks.append(UncertainSaver(cfg.save_uncertain, below=cfg.below, max_per_hour=cfg.max_per_hour))
+            sinks.append(UncertainSaver(cfg.save_uncertain, below=cfg.below, max_per_hour=cfg.max_per_hour,
+                                        lossless=not live))
         if cfg.serve:
             from edgecls.runtime.web import WebView, parse_serve
 
@@ -343,7 +344,7 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
 
     try:
         outputs = _Outputs(cfg, src.fps)
-        sinks = _build_sinks(cfg, list(clf.labels), live_status)
+        sinks = _build_sinks(cfg, list(clf.labels), live_status, src.is_live)
         with _SigtermAsInterrupt():
             reader.start()
             while True:
