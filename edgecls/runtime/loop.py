@@ -101,6 +101,14 @@ def _validate(cfg: CameraConfig) -> None:
         raise EdgeclsError("--log-interval, --jsonl-max-mb and --jsonl-keep must not be negative")
     if cfg.stall_timeout_s < 0 or cfg.stall_retries < 0:
         raise EdgeclsError("--stall-timeout and --stall-retries must not be negative")
+    if cfg.serve:  # checked before the model and camera are opened: fail fast
+        from edgecls.runtime.web import check_exposure, parse_serve
+
+        check_exposure(*parse_serve(cfg.serve), cfg.serve_token)
+    if cfg.mqtt:
+        from edgecls.runtime.mqtt import parse_mqtt_url
+
+        parse_mqtt_url(cfg.mqtt)
     outs = [p for p in (cfg.save, cfg.jsonl, cfg.stats_json) if p]
     if len({str(Path(p).resolve()) for p in outs}) != len(outs):
         raise EdgeclsError("--save, --jsonl and --stats-json must be different files")

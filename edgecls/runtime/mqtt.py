@@ -73,8 +73,10 @@ def parse_mqtt_url(url: str) -> MqttTarget:
     if not u.hostname:
         raise EdgeclsError(f"--mqtt has no broker host in {url!r}; expected {form}")
     prefix = u.path.strip("/") or default_prefix()
-    if any(c in prefix for c in "+#"):
-        raise EdgeclsError(f"--mqtt topic prefix {prefix!r} must not contain MQTT wildcards + or #")
+    # urlsplit reads '#' as a fragment: look at the text after the host as written.
+    if "+" in prefix or "#" in url.rpartition("@")[2]:
+        written = url.rpartition("@")[2].split("/", 3)[-1] if "://" in url else url.partition("/")[2]
+        raise EdgeclsError(f"--mqtt topic prefix {written!r} must not contain MQTT wildcards + or #")
     tls = u.scheme == "mqtts"
     return MqttTarget(
         host=u.hostname, port=port or (8883 if tls else 1883), prefix=prefix,

@@ -60,6 +60,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_exposure(host: str, port: int, token: Optional[str]) -> None:
+    """Beyond loopback the stream shows the camera to the network: only with a token."""
+    if not is_loopback(host) and not token:
+        raise EdgeclsError(
+            f"--serve {host}:{port} would be reachable from other machines; set --serve-token "
+            "(or EDGECLS_CAMERA_SERVE_TOKEN) so only people with the token can watch"
+        )
+
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>edgecls live</title>
@@ -107,11 +116,7 @@ class WebView:
 
     def __init__(self, host: str, port: int, *, status: StatusFn, token: Optional[str] = None,
                  fps: float = STREAM_FPS) -> None:
-        if not is_loopback(host) and not token:
-            raise EdgeclsError(
-                f"--serve {host}:{port} would be reachable from other machines; set --serve-token "
-                "(or EDGECLS_SERVE_TOKEN) so only people with the token can watch"
-            )
+        check_exposure(host, port, token)
         if fps <= 0:
             raise EdgeclsError(f"--serve-fps must be > 0, got {fps}")
         self.token, self.fps, self.status_fn = token, fps, status
