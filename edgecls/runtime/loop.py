@@ -339,6 +339,7 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
     outputs: Optional[_Outputs] = None
     sinks: list[Any] = []
     shown_fps = 0.0
+    mean_dt = 0.0
     t_start = time.perf_counter()
     t_prev = t_start
 
@@ -383,8 +384,11 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
                     ages.append(age_ms)
                 invoke_ms = (t1 - t0) * 1e3
                 now = time.perf_counter()
-                inst = 1.0 / max(now - t_prev, 1e-9)
-                shown_fps = inst if stats.frames == 0 else FPS_SMOOTHING * shown_fps + (1 - FPS_SMOOTHING) * inst
+                # Average the interval, not the rate: a burst after a hiccup (1 ms apart) would
+                # otherwise show hundreds of FPS on a 15 FPS stream.
+                dt = max(now - t_prev, 1e-9)
+                mean_dt = dt if stats.frames == 0 else FPS_SMOOTHING * mean_dt + (1 - FPS_SMOOTHING) * dt
+                shown_fps = 1.0 / mean_dt
                 t_prev = now
                 quit_key = False
                 if draw:

@@ -111,6 +111,7 @@ class MqttPublisher:
         self.events = 0
         self.connected = threading.Event()
         self.connects = 0
+        self._closing = False
 
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"edgecls-{_node_id(p)}-{os.getpid()}",
                                   protocol=paho.MQTTv311)
@@ -144,6 +145,8 @@ class MqttPublisher:
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self.connected.clear()
+        if self._closing:
+            return
         log.warning("MQTT disconnected from %s:%d (%s); reconnecting with backoff", self.target.host,
                     self.target.port, reason)
 
@@ -185,6 +188,7 @@ class MqttPublisher:
             self.client.publish(self.topics["stats"], json.dumps(self.status_fn()), qos=0, retain=True)
 
     def close(self) -> None:
+        self._closing = True
         if self.connected.is_set():
             info = self.client.publish(self.topics["status"], "offline", qos=1, retain=True)
             try:

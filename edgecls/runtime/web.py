@@ -74,7 +74,7 @@ PAGE = """<!doctype html>
 <title>edgecls live</title>
 <style>
  body{font-family:system-ui,sans-serif;margin:0;background:#111;color:#eee;display:flex;flex-wrap:wrap;gap:16px;padding:16px}
- img{max-width:100%;background:#000;border-radius:6px} #side{min-width:260px}
+ img{max-width:100%;background:#000;border-radius:6px} #side{min-width:240px;flex:1}
  #label{font-size:2em;font-weight:600;color:#7f7} table{border-collapse:collapse} td{padding:2px 10px 2px 0}
  .bar{background:#7f7;height:8px;border-radius:4px} .dim{color:#999}
 </style></head><body>
