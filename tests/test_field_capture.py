@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import cv2
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import write_colour_video

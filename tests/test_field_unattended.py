@@ -14,8 +14,7 @@ from conftest import COLOURS_RGB, write_colour_video
 
 from edgecls.cli import cli
 from edgecls.core.config import CameraConfig
-from edgecls.core.errors import EdgeclsError
-from edgecls.runtime import loop
+from edgecls.runtime import loop, watchdog
 from edgecls.runtime.jsonlog import RotatingJsonl
 from edgecls.runtime.loop import run
 from edgecls.runtime.sources import FrameSource
@@ -44,7 +43,7 @@ class StallingCamera(FrameSource):
     def read(self):
         if self.left > 0:
             self.left -= 1
-            time.sleep(0.005)
+            time.sleep(0.03)  # ~30 fps, like a camera
             return True, self.img.copy()
         self._unblock.wait()  # stuck until closed, like a read on a dead USB device
         return False, None
@@ -63,13 +62,13 @@ class StallingCamera(FrameSource):
 
 
 def test_watchdog_reopens_a_stalled_source_and_keeps_going(colour_model, tmp_path):
-    cam = StallingCamera(frames=6, reopen_ok=1)
+    cam = StallingCamera(frames=8, reopen_ok=1)
     t0 = time.perf_counter()
     stats = run(CameraConfig(model=str(colour_model), threads=1, headless=True, max_frames=10,
                              stall_timeout_s=0.5, stall_retries=2, stats_json=str(tmp_path / "s.json")), source=cam)
     assert stats.frames == 10 and stats.stop_reason == "max frames"
     assert stats.stalls == 1 and stats.reopens == 1 and cam.reopen_calls == 1
-    assert time.perf_counter() - t0 >= 0.5 + loop.WATCHDOG_BACKOFF_S  # waited the timeout, then backed off
+    assert time.perf_counter() - t0 >= 0.5 + watchdog.WATCHDOG_BACKOFF_S  # waited the timeout, then backed off
     assert json.loads((tmp_path / "s.json").read_text())["stalls"] == 1
 
 
@@ -84,10 +83,12 @@ def test_watchdog_exits_nonzero_when_the_source_stays_dead(colour_model, tmp_pat
     assert res.output.startswith("Error: no frame from stalling camera for 0.3s and reopening it failed 2 time(s); "
                                  "exiting so that systemd restarts the service")
     assert "Traceback" not in res.output and cam.reopen_calls == 2
-    # What was seen before the stall is kept, and the stats say why it stopped.
-    assert len(jsonl.read_text().splitlines()) == 4
+    # What was seen before the stall is kept, and the stats say why it stopped. (A live source
+    # keeps only the newest frame: on a busy machine one may be dropped, and is counted.)
     saved = json.loads((tmp_path / "s.json").read_text())
-    assert saved["stop_reason"] == "source stalled" and saved["stalls"] == 1 and saved["frames"] == 4
+    assert saved["stop_reason"] == "source stalled" and saved["stalls"] == 1
+    assert saved["frames"] + saved["dropped_frames"] == 4 and saved["frames"] >= 2
+    assert len(jsonl.read_text().splitlines()) == saved["frames"]
 
 
 def test_jsonl_on_change_with_heartbeat(colour_model, tmp_path):

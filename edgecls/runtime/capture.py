@@ -33,7 +33,7 @@ HOUR_S = 3600.0
 JPEG_QUALITY = 95  # training images: keep detail; ~100 kB per 640x480 frame
 WRITE_QUEUE_FRAMES = 2
 SCORES_DIR = ".scores"
-UNLABELLED = "unlabelled"  # the folder for frames with no label above --threshold
+UNLABELLED = "unlabelled"  # the folder for a label that cannot be a folder name (empty)
 
 
 def safe_dirname(label: str) -> str:
@@ -95,13 +95,17 @@ class UncertainSaver:
         if not self.limit.allow(time.monotonic()):
             self.rate_limited += 1
             return
-        label = safe_dirname(r.top1.label) if r.top1 else UNLABELLED
+        # The model's best guess even when --threshold hid it: the folder is where a person
+        # starts sorting, so it should be the likeliest class.
+        best = int(np.argmax(r.probs))
+        predicted = str(r.labels[best]) if best < len(r.labels) else f"class_{best}"
+        label = safe_dirname(predicted)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(r.wall_time))
         name = f"{stamp}-{int(r.wall_time * 1000) % 1000:03d}_f{r.frame:07d}"
         order = np.argsort(-r.probs, kind="stable")
         meta = {
             **r.summary(),
-            "predicted": r.top1.label if r.top1 else None,
+            "predicted": predicted,
             "below": self.below,
             "scores": {str(r.labels[i]) if i < len(r.labels) else str(i): round(float(r.probs[i]), 6) for i in order},
         }
@@ -110,6 +114,9 @@ class UncertainSaver:
             self._q.put((label, name, r.rgb, meta), block=self.lossless)
         except queue.Full:
             self.dropped += 1
+
+    def report(self) -> dict[str, Any]:
+        return {"uncertain": {"saved": self.saved, "rate_limited": self.rate_limited, "dropped": self.dropped}}
 
     def _writer(self) -> None:
         while True:

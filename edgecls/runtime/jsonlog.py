@@ -117,5 +117,8 @@ class JsonlSink:
         self._last_label = r.top1.label if r.top1 else None
         self._last_t = r.wall_time
 
+    def report(self) -> dict[str, Any]:
+        return {"jsonl_rows": self.rows}
+
     def close(self) -> None:
         self.log.close()

@@ -23,11 +23,12 @@ from edgecls.core.config import CameraConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import atomic_write_json
 from edgecls.runtime.classifier import Classifier, read_labels_file
-from edgecls.runtime.grabber import FrameGrabber, InlineReader
-from edgecls.runtime.jsonlog import LOG_MODES, BYTES_PER_MB, JsonlSink, RotatingJsonl
+from edgecls.runtime.jsonlog import BYTES_PER_MB, LOG_MODES, JsonlSink, RotatingJsonl
+from edgecls.runtime.latency import StampedSource, percentiles
 from edgecls.runtime.scores import ScoreSmoother, top_k
 from edgecls.runtime.sinks import FrameResult, close_all
 from edgecls.runtime.sources import FrameSource, cv2_has, open_source
+from edgecls.runtime.watchdog import Readers
 
 log = logging.getLogger("edgecls.camera")
 
@@ -35,7 +36,6 @@ STAGES = ("capture", "preprocess", "invoke", "postprocess", "draw", "output")
 FPS_SMOOTHING = 0.9  # on-screen FPS is an exponential average, so the number is readable
 WINDOW_NAME = "edgecls"
 AGE_WINDOW_FRAMES = 10_000  # frame ages kept for percentiles: bounded for weeks-long runs
-WATCHDOG_BACKOFF_S = 0.5  # doubled per watchdog reopen attempt: 0.5, 1, 2 s
 
 
 @dataclass
@@ -149,48 +149,6 @@ class _Outputs:
             os.replace(self.video_tmp, self.cfg.save)  # type: ignore[arg-type]
 
 
-class _StampedSource(FrameSource):
-    """Notes when each frame left the source, so a result can report the frame's age.
-
-    Kept outside the grabber: frames are matched by identity (the grabber passes the array on
-    untouched), newest first.
-    """
-
-    def __init__(self, inner: FrameSource) -> None:
-        self.inner = inner
-        self.name, self.fps, self.is_live = inner.name, inner.fps, inner.is_live
-        self._stamps: collections.deque[tuple[int, float]] = collections.deque(maxlen=32)
-
-    def read(self) -> tuple[bool, Optional[np.ndarray]]:
-        ok, rgb = self.inner.read()
-        if ok and rgb is not None:
-            self._stamps.append((id(rgb), time.perf_counter()))
-        return ok, rgb
-
-    def captured_at(self, rgb: np.ndarray) -> Optional[float]:
-        key = id(rgb)
-        for k, t in reversed(list(self._stamps)):  # list(): a snapshot, the grabber appends meanwhile
-            if k == key:
-                return t
-        return None
-
-    def reopen(self) -> bool:
-        return self.inner.reopen()
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-def percentiles(values: Any) -> dict[str, float]:
-    """p50/p90/p99/max of a sequence of milliseconds ({} when empty)."""
-    a = np.asarray(list(values), dtype=np.float64)
-    if a.size == 0:
-        return {}
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3),
-            "max": round(float(a.max()), 3), "n": int(a.size)}
-
-
 def _build_sinks(cfg: CameraConfig, labels: list[str], status: Callable[[], dict[str, Any]], live: bool) -> list[Any]:
     """The loop's outputs besides the video: each a module of its own behind the Sink interface."""
     sinks: list[Any] = []
@@ -213,7 +171,7 @@ def _build_sinks(cfg: CameraConfig, labels: list[str], status: Callable[[], dict
             from edgecls.runtime.mqtt import MqttPublisher
 
             sinks.append(MqttPublisher(cfg.mqtt, status=status, home_assistant=cfg.mqtt_home_assistant,
-                                       stats_interval_s=cfg.mqtt_stats_interval_s, labels=labels))
+                                       stats_interval_s=cfg.mqtt_stats_interval_s))
     except BaseException:
         close_all(sinks)
         raise
@@ -221,18 +179,9 @@ def _build_sinks(cfg: CameraConfig, labels: list[str], status: Callable[[], dict
 
 
 def _sink_report(sinks: list[Any]) -> dict[str, Any]:
-    from edgecls.runtime.capture import UncertainSaver
-
     out: dict[str, Any] = {}
     for s in sinks:
-        if isinstance(s, JsonlSink):
-            out["jsonl_rows"] = s.rows
-        elif isinstance(s, UncertainSaver):
-            out["uncertain"] = {"saved": s.saved, "rate_limited": s.rate_limited, "dropped": s.dropped}
-        elif type(s).__name__ == "WebView":
-            out["web"] = {"url": s.url, "encoded": s.encoded}
-        elif type(s).__name__ == "MqttPublisher":
-            out["mqtt"] = {"events": s.events, "connects": s.connects, "prefix": s.target.prefix}
+        out.update(s.report())
     return out
 
 
@@ -253,53 +202,6 @@ class _SigtermAsInterrupt:
             signal.signal(signal.SIGTERM, self._old)
 
 
-class _Readers:
-    """Makes the frame reader for a source, and the watchdog that replaces it when frames stop.
-
-    The grabber reopens a camera whose reads *fail*; a camera that goes *silent* (a read that
-    never returns: USB hub brown-out, a wedged driver) is caught here by the timeout on ``get``.
-    """
-
-    def __init__(self, cfg: CameraConfig, clf: Classifier, source: _StampedSource, pace: Optional[float]) -> None:
-        self.cfg, self.clf, self.source, self.pace = cfg, clf, source, pace
-        self.past_dropped = 0
-        self.past_reopens = 0
-        self.stalls = 0
-
-    def make(self) -> Any:
-        src, clf = self.source, self.clf
-        if self.cfg.pipeline:
-            return FrameGrabber(src, transform=clf.preprocess, pace_fps=self.pace)
-        if src.is_live:
-            return FrameGrabber(src, transform=None)  # still newest-frame only; preprocess inline
-        return InlineReader(src, transform=clf.preprocess, pace_fps=self.pace)
-
-    @property
-    def timeout_s(self) -> Optional[float]:
-        return self.cfg.stall_timeout_s if (self.source.is_live and self.cfg.stall_timeout_s > 0) else None
-
-    def recover(self, reader: Any) -> Any:
-        """The source delivered nothing for the timeout: reopen it (bounded, with backoff) or give up."""
-        self.stalls += 1
-        name, timeout = self.source.name, self.cfg.stall_timeout_s
-        reader.stop()
-        self.past_dropped += reader.dropped
-        self.past_reopens += reader.reopens
-        for attempt in range(1, self.cfg.stall_retries + 1):
-            wait_s = WATCHDOG_BACKOFF_S * 2 ** (attempt - 1)
-            log.warning("watchdog: no frame from %s for %gs; reopening in %.1fs (attempt %d/%d)",
-                        name, timeout, wait_s, attempt, self.cfg.stall_retries)
-            time.sleep(wait_s)
-            if self.source.reopen():
-                self.past_reopens += 1
-                log.warning("watchdog: %s reopened", name)
-                return self.make().start()
-        raise EdgeclsError(
-            f"no frame from {name} for {timeout:g}s and reopening it failed {self.cfg.stall_retries} time(s); "
-            "exiting so that systemd restarts the service (check the camera and its cable)"
-        )
-
-
 def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = None,
         source: Optional[FrameSource] = None) -> LoopStats:
     """Run the loop until the source ends, ``max_frames``, Ctrl-C/SIGTERM or ``q`` in the window.
@@ -318,14 +220,14 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
         raise EdgeclsError(f"cannot show a window: {why}; run with --headless (and --save/--jsonl)")
     headless = True if cfg.headless else not show
 
-    src = _StampedSource(source if source is not None else open_source(cfg.source, width=cfg.width, height=cfg.height))
+    src = StampedSource(source if source is not None else open_source(cfg.source, width=cfg.width, height=cfg.height))
     cv2_threads = cv2.getNumThreads()
     if cfg.pipeline:
         # The grabber thread already runs beside the interpreter's threads; OpenCV's own
         # worker pool (resize, colour conversion) would only fight them for the same cores.
         cv2.setNumThreads(1)
     pace = src.fps if (cfg.realtime and not src.is_live) else None
-    readers = _Readers(cfg, clf, src, pace)
+    readers = Readers(cfg, clf, src, pace)
     reader = readers.make()
 
     stats = LoopStats(

@@ -94,14 +94,13 @@ class MqttPublisher:
     """A loop sink publishing change events, a retained state and stats."""
 
     def __init__(self, url: str, *, status: StatusFn, home_assistant: bool = False,
-                 stats_interval_s: float = STATS_INTERVAL_S, labels: Optional[list[str]] = None) -> None:
+                 stats_interval_s: float = STATS_INTERVAL_S) -> None:
         try:
             import paho.mqtt.client as paho
         except ImportError:
             raise EdgeclsError('--mqtt needs paho-mqtt: pip install "edgecls[device]"') from None
         self.target = parse_mqtt_url(url)
         self.status_fn, self.home_assistant, self.stats_interval_s = status, home_assistant, stats_interval_s
-        self.labels = labels or []
         p = self.target.prefix
         self.topics = {k: f"{p}/{k}" for k in ("event", "state", "stats", "status")}
         self._last: Optional[str] = None
@@ -186,6 +185,9 @@ class MqttPublisher:
         if now >= self._next_stats:
             self._next_stats = now + self.stats_interval_s
             self.client.publish(self.topics["stats"], json.dumps(self.status_fn()), qos=0, retain=True)
+
+    def report(self) -> dict[str, Any]:
+        return {"mqtt": {"events": self.events, "connects": self.connects, "prefix": self.target.prefix}}
 
     def close(self) -> None:
         self._closing = True

@@ -59,6 +59,10 @@ class Sink(Protocol):
 
     def handle(self, result: FrameResult) -> None: ...
 
+    def report(self) -> dict[str, Any]:
+        """What it did, merged into ``LoopStats.outputs``."""
+        ...
+
     def close(self) -> None: ...
 
 

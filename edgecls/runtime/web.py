@@ -154,6 +154,9 @@ class WebView:
         self._latest = result
         self._new.set()
 
+    def report(self) -> dict[str, Any]:
+        return {"web": {"url": self.url, "encoded": self.encoded}}
+
     def status(self) -> dict[str, Any]:
         s = dict(self.status_fn())
         r = self._latest
