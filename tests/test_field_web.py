@@ -143,3 +143,31 @@ def _wait(cond, timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def _thread_cpu_ticks(native_id: int) -> int:
+    fields = open(f"/proc/self/task/{native_id}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+
+
+def test_no_viewer_no_encoding_and_loopback_default(colour_model, tmp_path):
+    """Nobody watching: nothing is encoded and the encoder thread sleeps (it used no CPU)."""
+    import threading
+
+    from edgecls.core.config import CameraConfig
+    from edgecls.runtime.loop import run
+    from edgecls.runtime.web import parse_serve
+
+    assert parse_serve("8080") == ("127.0.0.1", 8080) and parse_serve("[::1]:81") == ("::1", 81)
+    video = write_colour_video(tmp_path / "v.mp4", [("red", 20), ("blue", 20)], fps=20.0)
+    ticks = []
+
+    def sample(n, cats):
+        if n == 39:  # 2 s into the real-time video
+            enc = next(t for t in threading.enumerate() if t.name == "edgecls-web-encode")
+            ticks.append(_thread_cpu_ticks(enc.native_id))
+
+    stats = run(CameraConfig(model=str(colour_model), source=str(video), threads=1, headless=True, realtime=True,
+                             serve=f"127.0.0.1:{free_port()}"), on_frame=sample)
+    assert stats.frames == 40 and stats.outputs["web"]["encoded"] == 0
+    assert ticks and ticks[0] <= 5, ticks  # <= 50 ms of CPU in 2 s (a busy-waiting thread takes ~all of it)

@@ -175,9 +175,11 @@ class WebView:
 
         period = 1.0 / self.fps
         while not self._stopping.is_set():
-            if not self._new.wait(0.2) or not self._wanted():
+            if not self._new.wait(0.2):
                 continue
-            self._new.clear()
+            self._new.clear()  # cleared even when nobody watches: otherwise this loop would spin
+            if not self._wanted():
+                continue
             t0 = time.monotonic()
             r = self._latest
             if r is None:
