@@ -274,6 +274,10 @@ def measure_features(model: Path, video: Path, threads: int, repeats: int) -> di
         "off": {"loop_fps": med(off, "loop_fps"), "all_fps": [round(r["loop_fps"], 2) for r in off]},
         "on": {"loop_fps": med(on, "loop_fps"), "all_fps": [round(r["loop_fps"], 2) for r in on],
                "web_frames_encoded": statistics.median(e["web"]["encoded"] for e in extras),
+               "encode_cpu_ms_per_frame": statistics.median(e["web"]["encode_cpu_ms_per_frame"] for e in extras),
+               "encoder_cpu_share_of_run": statistics.median(
+                   e["web"]["encoded"] * e["web"]["encode_cpu_ms_per_frame"] / 1e3 / r["elapsed_s"]
+                   for e, r in zip(extras, on)),
                "stream_mb_read": round(statistics.median(e["stream_bytes"] for e in extras) / 1e6, 2),
                "status_polls": statistics.median(e["status_polls"] for e in extras),
                "mqtt_events": statistics.median(e["mqtt"]["events"] for e in extras)},
@@ -300,7 +304,8 @@ def features_table(r: dict) -> str:
         f"{'--serve (viewer) + --mqtt on':<36}{on['loop_fps']:>8.1f} FPS   runs {on['all_fps']}",
         f"back-to-back pair ratios on/off {r['pair_ratios']}, median {r['median_pair_ratio']:.3f}",
         f"ratio of medians on/off {r['ratio']:.3f} (goal >= {r['goal']:.2f}: {'met' if r['meets_goal'] else 'NOT met'}); "
-        f"per run: {on['web_frames_encoded']:.0f} JPEGs encoded, {on['stream_mb_read']} MB streamed, "
+        f"per run: {on['web_frames_encoded']:.0f} JPEGs encoded ({on['encode_cpu_ms_per_frame']:.2f} ms CPU each, "
+        f"{100 * on['encoder_cpu_share_of_run']:.1f}% of one core), {on['stream_mb_read']} MB streamed, "
         f"{on['status_polls']:.0f} /status polls, {on['mqtt_events']:.0f} MQTT events",
         f"machine: {m['cpu_model']}, {m['cores']} cores, {m['os']}, Python {m['python']}, "
         f"{m['runtime']} {m['runtime_version']}, OpenCV {m['opencv']}, {m['date']}; "

@@ -129,6 +129,7 @@ class WebView:
         self._viewers = 0
         self._last_snapshot = 0.0
         self.encoded = 0
+        self.encode_cpu_s = 0.0  # the encoder thread's own CPU time: what the view costs the device
         try:
             self.server = ThreadingHTTPServer((host, port), self._handler_class())
         except OSError as e:
@@ -155,13 +156,15 @@ class WebView:
         self._new.set()
 
     def report(self) -> dict[str, Any]:
-        return {"web": {"url": self.url, "encoded": self.encoded}}
+        per_frame = self.encode_cpu_s * 1e3 / self.encoded if self.encoded else 0.0
+        return {"web": {"url": self.url, "encoded": self.encoded, "encode_cpu_ms_per_frame": round(per_frame, 3)}}
 
     def status(self) -> dict[str, Any]:
         s = dict(self.status_fn())
         r = self._latest
         s["result"] = r.summary() if r is not None else None
-        s["stream"] = {"fps_cap": self.fps, "encoded": self.encoded, "viewers": self._viewers}
+        s["stream"] = {"fps_cap": self.fps, "encoded": self.encoded, "viewers": self._viewers,
+                       "encode_cpu_s": round(self.encode_cpu_s, 3)}
         return s
 
     # -- encoder thread -------------------------------------------------------------------------
@@ -180,7 +183,7 @@ class WebView:
             self._new.clear()  # cleared even when nobody watches: otherwise this loop would spin
             if not self._wanted():
                 continue
-            t0 = time.monotonic()
+            t0, cpu0 = time.monotonic(), time.thread_time()
             r = self._latest
             if r is None:
                 continue
@@ -192,6 +195,7 @@ class WebView:
                     self._jpeg, self._seq = buf.tobytes(), self._seq + 1
                     self.encoded += 1
                     self._cond.notify_all()
+            self.encode_cpu_s += time.thread_time() - cpu0
             # The cap: sleep out the rest of the period (new results meanwhile just replace _latest).
             self._stopping.wait(max(0.0, period - (time.monotonic() - t0)))
 
