@@ -174,3 +174,35 @@ def test_camera_field_options_bad_inputs(args, code, message, colour_model, tmp_
                                    *[a.format(file=tmp_path / "f.txt") for a in args]])
     assert res.exit_code == code, res.output
     assert message in res.output and "Traceback" not in res.output
+
+
+def _result(frame: int, t: float, label: str | None):
+    from edgecls.runtime.scores import Category
+    from edgecls.runtime.sinks import FrameResult
+
+    cats = [Category(0 if label == "red" else 1, label, 0.9)] if label else []
+    return FrameResult(frame=frame, source_frame=frame, rgb=np.zeros((2, 2, 3), np.uint8), categories=cats,
+                       probs=np.array([0.9, 0.1], np.float32), labels=["red", "blue"], fps=10.0,
+                       stage_ms={"invoke": 1.0}, frame_age_ms=2.0, wall_time=t)
+
+
+@pytest.mark.parametrize(
+    "mode, interval, expected",
+    [
+        ("frame", 0.0, [0, 1, 2, 3, 4, 5, 6, 7]),           # every frame
+        ("frame", 1.0, [0, 4, 7]),                           # at most one row a second
+        ("change", 0.0, [0, 2, 5]),                          # red -> None (under --threshold) -> blue
+        ("change", 1.0, [0, 2, 4, 5]),                       # + a heartbeat when 1 s passed without a row
+    ],
+)
+def test_jsonl_sink_policies(mode, interval, expected, tmp_path):
+    from edgecls.runtime.jsonlog import JsonlSink
+
+    sink = JsonlSink(RotatingJsonl(tmp_path / "x.jsonl"), mode=mode, interval_s=interval)
+    timeline = [(0.0, "red"), (0.3, "red"), (0.6, None), (0.9, None), (1.7, None), (2.0, "blue"), (2.2, "blue"),
+                (2.9, "blue")]
+    for i, (t, label) in enumerate(timeline):
+        sink.handle(_result(i, 1000.0 + t, label))
+    sink.close()
+    rows = [json.loads(line) for line in (tmp_path / "x.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in rows] == expected
