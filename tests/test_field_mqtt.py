@@ -195,3 +195,41 @@ def test_broker_restart_reconnects_and_never_blocks_the_loop(colour_model, broke
     frames = [e["frame"] for e in events]
     assert frames == sorted(frames) and frames[0] == 0 and set(frames) <= {30 * i for i in range(9)}
     assert [e["label"] for e in events] == ["red" if f % 60 == 0 else "blue" for f in frames]
+
+
+@pytest.mark.parametrize("password_ok", [True, False])
+def test_credentials(colour_model, tmp_path, password_ok):
+    """A broker with a password file: the right password (here from EDGECLS_MQTT_PASSWORD) gets the
+    events through; a wrong one is logged, and the camera still runs to the end (exit 0)."""
+    b = Broker(tmp_path)
+    pw = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "edge", "right-pw"], check=True, capture_output=True)
+    pw.chmod(0o600)
+    # Started as root, mosquitto drops to user 'mosquitto', who cannot read pytest's 0700 tmp dir.
+    user = "user root\n" if os.geteuid() == 0 else ""
+    b.conf.write_text(b.conf.read_text().replace("allow_anonymous true",
+                                                 f"{user}allow_anonymous false\npassword_file {pw}"))
+    b.start()
+    try:
+        video = write_colour_video(tmp_path / "v.mp4", [("red", 10), ("blue", 10)])
+        env = dict(os.environ, EDGECLS_MQTT_PASSWORD="right-pw" if password_ok else "wrong")
+        listener = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="test-auth-sub")
+        listener.username_pw_set("edge", "right-pw")
+        got: list[str] = []
+        listener.on_message = lambda c, u, m: got.append(m.payload.decode())
+        listener.connect("127.0.0.1", b.port)
+        listener.subscribe(f"{PREFIX}/event", qos=1)
+        listener.loop_start()
+        time.sleep(0.3)
+        res = subprocess.run(camera(colour_model, video, "--realtime", "--mqtt", f"mqtt://edge@127.0.0.1:{b.port}/{PREFIX}"),
+                             capture_output=True, text=True, timeout=60, env=env)
+        time.sleep(0.5)
+        listener.loop_stop()
+        listener.disconnect()
+        assert res.returncode == 0, res.stderr
+        if password_ok:
+            assert [json.loads(p)["label"] for p in got] == ["red", "blue"]
+        else:
+            assert got == [] and "refused the connection" in res.stderr and "20 frames" in res.stdout
+    finally:
+        b.stop()
