@@ -2,7 +2,9 @@
 
 ``run(cfg)`` does the work and returns :class:`LoopStats`; ``edgecls camera`` only builds the
 config. Capture and preprocessing run on a grabber thread (``cfg.pipeline``) so the model
-is never kept waiting for the camera or the video decoder.
+is never kept waiting for the camera or the video decoder. Every output besides the window and
+the video (JSONL, web view, MQTT, uncertain-frame capture) is a sink (``runtime/sinks.py``)
+that gets each frame's result; the watchdog lives in ``runtime/watchdog.py``.
 """
 
 from __future__ import annotations
@@ -332,7 +334,7 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
         stats.stop_reason = "interrupted"
     finally:
         t_end = time.perf_counter()
-        reader.stop()
+        readers.stop()
         src.close()
         cv2.setNumThreads(cv2_threads)
         for err in close_all(sinks):
@@ -346,8 +348,8 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
         stats.stage_ms = {k: v / n for k, v in sums.items()}
         stats.loop_fps = stats.frames / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
         stats.invoke_fps = 1e3 / stats.stage_ms["invoke"] if stats.stage_ms["invoke"] > 0 else 0.0
-        stats.dropped_frames = readers.past_dropped + reader.dropped
-        stats.reopens = readers.past_reopens + reader.reopens
+        stats.dropped_frames = readers.dropped
+        stats.reopens = readers.reopens
         stats.stalls = readers.stalls
         stats.frame_age_ms = percentiles(ages)
         stats.outputs = _sink_report(sinks)

@@ -29,14 +29,31 @@ class Readers:
         self.past_dropped = 0
         self.past_reopens = 0
         self.stalls = 0
+        self.current: Any = None
 
     def make(self) -> Any:
         src, clf = self.source, self.clf
         if self.cfg.pipeline:
-            return FrameGrabber(src, transform=clf.preprocess, pace_fps=self.pace)
-        if src.is_live:
-            return FrameGrabber(src, transform=None)  # still newest-frame only; preprocess inline
-        return InlineReader(src, transform=clf.preprocess, pace_fps=self.pace)
+            self.current = FrameGrabber(src, transform=clf.preprocess, pace_fps=self.pace)
+        elif src.is_live:
+            self.current = FrameGrabber(src, transform=None)  # still newest-frame only; preprocess inline
+        else:
+            self.current = InlineReader(src, transform=clf.preprocess, pace_fps=self.pace)
+        return self.current
+
+    @property
+    def dropped(self) -> int:
+        """Frames dropped by every reader of this run."""
+        return self.past_dropped + (self.current.dropped if self.current is not None else 0)
+
+    @property
+    def reopens(self) -> int:
+        """Reopens by the grabbers (failed reads) and by the watchdog (silence)."""
+        return self.past_reopens + (self.current.reopens if self.current is not None else 0)
+
+    def stop(self) -> None:
+        if self.current is not None:
+            self.current.stop()
 
     @property
     def timeout_s(self) -> Optional[float]:
@@ -49,6 +66,7 @@ class Readers:
         reader.stop()
         self.past_dropped += reader.dropped
         self.past_reopens += reader.reopens
+        self.current = None  # counted: a failure below must not count it twice
         for attempt in range(1, self.cfg.stall_retries + 1):
             wait_s = WATCHDOG_BACKOFF_S * 2 ** (attempt - 1)
             log.warning("watchdog: no frame from %s for %gs; reopening in %.1fs (attempt %d/%d)",
