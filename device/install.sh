@@ -45,11 +45,17 @@ fi
 "$VENV/bin/pip" install --upgrade pip
 "$VENV/bin/pip" install --upgrade "${PIP_SPEC}[device]"   # a PyPI name or a local checkout folder
 chown -R "$SERVICE_USER" "$STATE_DIR"
+# Files the service reads must be readable by its user, whatever umask copied them here.
+chmod -R a+rX "$PREFIX/model"
 
 echo "==> settings and systemd unit"
 if [[ ! -f "$CONF_DIR/camera.env" ]]; then
     install -m 0644 "$HERE/camera.env" "$CONF_DIR/camera.env"   # never overwrite the user's settings
 fi
+# It may hold the web token and the MQTT password: readable by root (systemd) and the service's
+# group only.
+chown root:"$SERVICE_USER" "$CONF_DIR/camera.env"
+chmod 0640 "$CONF_DIR/camera.env"
 install -m 0644 "$HERE/edgecls-camera.service" "$UNIT"
 [[ -f "$HERE/README.md" ]] && install -m 0644 "$HERE/README.md" "$PREFIX/README.md"
 systemctl daemon-reload
@@ -61,3 +67,4 @@ echo "Done. Next:"
 echo "  1. copy your bundle to $PREFIX/model/ (model_int8.tflite + labels.txt)"
 echo "  2. edit $CONF_DIR/camera.env (source: 0 for USB, picamera for CSI)"
 echo "  3. sudo systemctl enable --now edgecls-camera && journalctl -u edgecls-camera -f"
+echo "  (web view, MQTT, uncertain-frame capture: uncomment them in $CONF_DIR/camera.env)"

@@ -194,3 +194,56 @@ def exported_run(tiny_run, tmp_path_factory):
     int8 = export_run(ExportConfig(run=str(run), mode="int8", **lenient))
     pruned_int8 = export_run(ExportConfig(run=str(run), mode="int8", pruned=True, **lenient))
     return SimpleNamespace(path=run, pruning=pruning, int8=int8, pruned_int8=pruned_int8)
+
+
+# -- device area (issue 11): a model with a clear colour rule, and videos that switch colour ----
+COLOUR_LABELS = ("red", "blue")
+COLOURS_RGB = {"red": (230, 20, 20), "blue": (20, 20, 230), "reddish": (133, 120, 122), "bluish": (122, 120, 133),
+               "grey": (128, 128, 128)}
+"""Frame colours: 'red'/'blue' are clear (score ~1.0); 'reddish'/'bluish' are uncertain (~0.6)."""
+
+
+@pytest.fixture(scope="session")
+def colour_model(tmp_path_factory):
+    """A float32 .tflite (labels.txt beside it): 32x32 input, softmax(20 * (mean R - mean B) / 255, reverse).
+
+    Hand-set weights, converted by the project's own converter: red frames score 'red' ~1.0,
+    blue ones 'blue', grey ones 0.5/0.5, so tests know exactly what the loop must report.
+    """
+    import numpy as np
+
+    from edgecls.core.keras import keras
+    from edgecls.optimize.convert import convert_model
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1.0 / 255)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(2, activation="softmax")
+    outputs = dense(x)
+    model = keras.Model(inputs, outputs)
+    dense.set_weights([np.array([[10.0, -10.0], [0.0, 0.0], [-10.0, 10.0]], np.float32), np.zeros(2, np.float32)])
+    root = tmp_path_factory.mktemp("colour_model")
+    path = root / "colour.tflite"
+    path.write_bytes(convert_model(model, "float32"))
+    (root / "labels.txt").write_text("\n".join(COLOUR_LABELS) + "\n")
+    return path
+
+
+def write_colour_video(path, segments, *, fps: float = 30.0, size=(160, 120)):
+    """An mp4v video of solid-colour segments [(colour name, frames), ...] with a little texture."""
+    import cv2
+    import numpy as np
+
+    w, h = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    n = 0
+    for name, frames in segments:
+        r, g, b = COLOURS_RGB[name]
+        for _ in range(frames):
+            f = np.empty((h, w, 3), np.uint8)
+            f[:] = (b, g, r)
+            cv2.putText(f, str(n), (5, h - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (g, g, g), 1)
+            writer.write(f)
+            n += 1
+    writer.release()
+    return path

@@ -28,4 +28,5 @@ def test_device_extra_resolves_without_tensorflow(tmp_path):
     assert proc.returncode == 0, proc.stderr
     names = {item["metadata"]["name"].lower().replace("_", "-") for item in json.loads(report.read_text())["install"]}
     assert "ai-edge-litert" in names and "opencv-python-headless" in names
+    assert "paho-mqtt" in names  # edgecls camera --mqtt
     assert not names & {n.replace("_", "-") for n in HOST_ONLY}, sorted(names & HOST_ONLY)

@@ -12,6 +12,12 @@ full-int8 model with random weights, then measures through ``edgecls.runtime`` o
 interleaved ``--repeats`` times; medians are reported. Goal: loop_fps / invoke_fps >= 0.90.
 TensorFlow is used only to BUILD the model, in a subprocess, so it is never loaded in the
 measuring process.
+
+``--features`` (issue 11) instead measures the loop with the field features off and on, side
+by side in one run: ``--serve`` with a viewer reading the MJPEG stream and polling /status
+twice a second (as the page does), plus ``--mqtt`` to a real Mosquitto started here on
+127.0.0.1. Runs alternate (off/on, then on/off) ``--repeats`` times; medians and the on/off
+FPS ratio are reported. Goal: ratio >= 0.95.
 """
 
 from __future__ import annotations
@@ -163,6 +169,150 @@ def measure(model: Path, video: Path, threads: int, repeats: int, runs: int) -> 
     return out
 
 
+FEATURES_GOAL = 0.95
+
+
+class _Viewer:
+    """A browser stand-in: reads /stream.mjpg continuously and polls /status every 0.5 s."""
+
+    def __init__(self, base: str) -> None:
+        import threading
+
+        self.base, self.bytes, self.polls = base, 0, 0
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._stream, self._status)]
+        for t in self.threads:
+            t.start()
+
+    def _open(self, path: str):
+        import urllib.request
+
+        while not self.stop.is_set():
+            try:
+                return urllib.request.urlopen(self.base + path, timeout=5)
+            except OSError:
+                time.sleep(0.05)  # the server starts inside run()
+        return None
+
+    def _stream(self) -> None:
+        r = self._open("/stream.mjpg")
+        while r is not None and not self.stop.is_set():
+            try:
+                chunk = r.read(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.bytes += len(chunk)
+
+    def _status(self) -> None:
+        while not self.stop.is_set():
+            r = self._open("/status")
+            if r is not None:
+                r.read()
+                self.polls += 1
+            self.stop.wait(0.5)
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=10)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure_features(model: Path, video: Path, threads: int, repeats: int) -> dict:
+    """Loop FPS with --serve (+ a viewer) and --mqtt on vs off, alternating, medians."""
+    import shutil
+
+    from edgecls.core.config import CameraConfig
+    from edgecls.runtime.loop import run
+    from edgecls.runtime.machine import machine_info
+
+    if shutil.which("mosquitto") is None:
+        sys.exit("--features needs Debian's mosquitto (bash tools/install_system_packages.sh)")
+    bport = _free_port()
+    conf = Path(tempfile.mkdtemp(prefix="edgecls-bench-")) / "mosquitto.conf"
+    conf.write_text(f"listener {bport} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    broker = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    load_before = os.getloadavg()[0]
+    off, on, extras = [], [], []
+    try:
+        for rep in range(repeats):
+            for mode in (("off", "on") if rep % 2 == 0 else ("on", "off")):
+                base = CameraConfig(model=str(model), source=str(video), threads=threads, headless=True)
+                if mode == "off":
+                    off.append(run(base).as_dict())
+                    continue
+                port = _free_port()
+                viewer = _Viewer(f"http://127.0.0.1:{port}")
+                cfg = CameraConfig(**{**base.__dict__, "serve": f"127.0.0.1:{port}",
+                                      "mqtt": f"mqtt://127.0.0.1:{bport}/bench", "mqtt_stats_interval_s": 5.0})
+                try:
+                    stats = run(cfg).as_dict()
+                finally:
+                    viewer.close()
+                on.append(stats)
+                extras.append({"stream_bytes": viewer.bytes, "status_polls": viewer.polls, **stats["outputs"]})
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+
+    def med(rows, key):
+        return statistics.median(r[key] for r in rows)
+
+    out = {
+        "model": str(model), "threads": threads, "repeats": repeats, "frames": off[0]["frames"],
+        "video": f"{video.name} {VIDEO_SIZE[0]}x{VIDEO_SIZE[1]} mp4v, noise sigma {NOISE_SIGMA}",
+        "off": {"loop_fps": med(off, "loop_fps"), "all_fps": [round(r["loop_fps"], 2) for r in off]},
+        "on": {"loop_fps": med(on, "loop_fps"), "all_fps": [round(r["loop_fps"], 2) for r in on],
+               "web_frames_encoded": statistics.median(e["web"]["encoded"] for e in extras),
+               "encode_cpu_ms_per_frame": statistics.median(e["web"]["encode_cpu_ms_per_frame"] for e in extras),
+               "encoder_cpu_share_of_run": statistics.median(
+                   e["web"]["encoded"] * e["web"]["encode_cpu_ms_per_frame"] / 1e3 / r["elapsed_s"]
+                   for e, r in zip(extras, on)),
+               "stream_mb_read": round(statistics.median(e["stream_bytes"] for e in extras) / 1e6, 2),
+               "status_polls": statistics.median(e["status_polls"] for e in extras),
+               "mqtt_events": statistics.median(e["mqtt"]["events"] for e in extras)},
+        "machine": machine_info(off[0]["runtime"], off[0]["runtime_version"]),
+        "load_average_1m_before": load_before, "load_average_1m_after": os.getloadavg()[0],
+        "goal": FEATURES_GOAL,
+    }
+    out["ratio"] = out["on"]["loop_fps"] / out["off"]["loop_fps"]
+    # Each repetition's on/off pair ran back to back: their ratio cancels slow drifts in the
+    # machine's load better than a ratio of medians does.
+    out["pair_ratios"] = [round(a["loop_fps"] / b["loop_fps"], 3) for a, b in zip(on, off)]
+    out["median_pair_ratio"] = statistics.median(out["pair_ratios"])
+    out["meets_goal"] = out["ratio"] >= FEATURES_GOAL
+    return out
+
+
+def features_table(r: dict) -> str:
+    m = r["machine"]
+    on = r["on"]
+    return "\n".join([
+        f"MobileNetV2 1.0 224 int8 (random weights), {r['threads']} thread(s), {r['video']}, {r['frames']} frames, "
+        f"median of {r['repeats']} (alternating order)",
+        f"{'features off':<36}{r['off']['loop_fps']:>8.1f} FPS   runs {r['off']['all_fps']}",
+        f"{'--serve (viewer) + --mqtt on':<36}{on['loop_fps']:>8.1f} FPS   runs {on['all_fps']}",
+        f"back-to-back pair ratios on/off {r['pair_ratios']}, median {r['median_pair_ratio']:.3f}",
+        f"ratio of medians on/off {r['ratio']:.3f} (goal >= {r['goal']:.2f}: {'met' if r['meets_goal'] else 'NOT met'}); "
+        f"per run: {on['web_frames_encoded']:.0f} JPEGs encoded ({on['encode_cpu_ms_per_frame']:.2f} ms CPU each, "
+        f"{100 * on['encoder_cpu_share_of_run']:.1f}% of one core), {on['stream_mb_read']} MB streamed, "
+        f"{on['status_polls']:.0f} /status polls, {on['mqtt_events']:.0f} MQTT events",
+        f"machine: {m['cpu_model']}, {m['cores']} cores, {m['os']}, Python {m['python']}, "
+        f"{m['runtime']} {m['runtime_version']}, OpenCV {m['opencv']}, {m['date']}; "
+        f"load average {r['load_average_1m_before']:.1f} -> {r['load_average_1m_after']:.1f}",
+    ])
+
+
 def table(r: dict) -> str:
     m = r["machine"]
     lines = [
@@ -199,6 +349,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=300, help="timed invokes of the bare measurement")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--features", action="store_true", help="--serve and --mqtt on vs off (issue 11)")
     p.add_argument("--build", type=Path, default=None, help=argparse.SUPPRESS)  # subprocess entry
     args = p.parse_args()
     if args.build:
@@ -212,9 +363,14 @@ def main() -> None:
     if not video.is_file():
         make_video(video, args.frames)
     t0 = time.perf_counter()
-    result = measure(model, video, args.threads, args.repeats, args.runs)
-    result["wall_s"] = time.perf_counter() - t0
-    print(table(result))
+    if args.features:
+        result = measure_features(model, video, args.threads, args.repeats)
+        result["wall_s"] = time.perf_counter() - t0
+        print(features_table(result))
+    else:
+        result = measure(model, video, args.threads, args.repeats, args.runs)
+        result["wall_s"] = time.perf_counter() - t0
+        print(table(result))
     if args.json:
         from edgecls.core.io import atomic_write_json
 

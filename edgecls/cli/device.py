@@ -12,7 +12,7 @@ from typing import Optional
 
 import click
 
-from edgecls.core.config import BenchConfig, CameraConfig, field_help
+from edgecls.core.config import BenchConfig, CameraConfig, CollectConfig, field_help
 
 
 def register(group: click.Group) -> None:
@@ -21,6 +21,7 @@ def register(group: click.Group) -> None:
     group.add_command(bench)
     group.add_command(doctor)
     group.add_command(verify)
+    group.add_command(collect)
 
 
 def _cam(name: str) -> str:
@@ -69,10 +70,39 @@ def _setup_logging() -> None:
 @click.option("--realtime", is_flag=True, help=_cam("realtime"))
 @click.option("--no-pipeline", is_flag=True, help="Capture and preprocess on the inference thread (to compare).")
 @click.option("--force", is_flag=True, help=_cam("force"))
+@click.option("--serve", default=None, metavar="[HOST:]PORT", help=_cam("serve"))
+@click.option("--serve-token", default=None, help=_cam("serve_token"))
+@click.option("--serve-fps", type=click.FloatRange(0.1, 60.0), default=CameraConfig.serve_fps, show_default=True,
+              help=_cam("serve_fps"))
+@click.option("--mqtt", default=None, metavar="URL", help=_cam("mqtt"))
+@click.option("--mqtt-home-assistant", is_flag=True, help=_cam("mqtt_home_assistant"))
+@click.option("--mqtt-stats-interval", type=click.FloatRange(1.0), default=CameraConfig.mqtt_stats_interval_s,
+              show_default=True, help=_cam("mqtt_stats_interval_s"))
+@click.option("--save-uncertain", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help=_cam("save_uncertain"))
+@click.option("--below", type=click.FloatRange(0.0, 1.0, min_open=True), default=CameraConfig.below,
+              show_default=True, help=_cam("below"))
+@click.option("--max-per-hour", type=click.IntRange(1), default=CameraConfig.max_per_hour, show_default=True,
+              help=_cam("max_per_hour"))
+@click.option("--log-on", type=click.Choice(["frame", "change"]), default=CameraConfig.log_on, show_default=True,
+              help=_cam("log_on"))
+@click.option("--log-interval", type=click.FloatRange(0.0), default=CameraConfig.log_interval_s, show_default=True,
+              help=_cam("log_interval_s"))
+@click.option("--jsonl-max-mb", type=click.FloatRange(0.0), default=CameraConfig.jsonl_max_mb, show_default=True,
+              help=_cam("jsonl_max_mb"))
+@click.option("--jsonl-keep", type=click.IntRange(0, 1000), default=CameraConfig.jsonl_keep, show_default=True,
+              help=_cam("jsonl_keep"))
+@click.option("--stall-timeout", type=click.FloatRange(0.0), default=CameraConfig.stall_timeout_s,
+              show_default=True, help=_cam("stall_timeout_s"))
+@click.option("--stall-retries", type=click.IntRange(0, 100), default=CameraConfig.stall_retries, show_default=True,
+              help=_cam("stall_retries"))
 def camera(model: str, source: str, labels: Optional[str], threads: int, no_xnnpack: bool, top_k: int,
            threshold: float, smoothing: float, width: int, height: int, headless: Optional[bool],
            save: Optional[str], jsonl: Optional[str], stats_json: Optional[str], max_frames: Optional[int],
-           realtime: bool, no_pipeline: bool, force: bool) -> None:
+           realtime: bool, no_pipeline: bool, force: bool, serve: Optional[str], serve_token: Optional[str],
+           serve_fps: float, mqtt: Optional[str], mqtt_home_assistant: bool, mqtt_stats_interval: float,
+           save_uncertain: Optional[str], below: float, max_per_hour: int, log_on: str, log_interval: float,
+           jsonl_max_mb: float, jsonl_keep: int, stall_timeout: float, stall_retries: int) -> None:
     """Classify frames live from a camera, a video file, an image folder, Picamera2 or GStreamer.
 
     Press q in the window or Ctrl-C to stop; outputs are flushed and closed either way.
@@ -84,7 +114,11 @@ def camera(model: str, source: str, labels: Optional[str], threads: int, no_xnnp
         model=model, source=source, labels=labels, threads=threads, xnnpack=not no_xnnpack, top_k=top_k,
         threshold=threshold, smoothing=smoothing, width=width, height=height, headless=headless, save=save,
         jsonl=jsonl, stats_json=stats_json, max_frames=max_frames, realtime=realtime, pipeline=not no_pipeline,
-        force=force,
+        force=force, serve=serve, serve_token=serve_token, serve_fps=serve_fps, mqtt=mqtt,
+        mqtt_home_assistant=mqtt_home_assistant, mqtt_stats_interval_s=mqtt_stats_interval,
+        save_uncertain=save_uncertain, below=below, max_per_hour=max_per_hour, log_on=log_on,
+        log_interval_s=log_interval, jsonl_max_mb=jsonl_max_mb, jsonl_keep=jsonl_keep,
+        stall_timeout_s=stall_timeout, stall_retries=stall_retries,
     )
     stats = run(cfg)
     st = stats.stage_ms
@@ -94,9 +128,45 @@ def camera(model: str, source: str, labels: Optional[str], threads: int, no_xnnp
         f"ms/frame capture {st['capture']:.2f}, preprocess {st['preprocess']:.2f}, invoke {st['invoke']:.2f}, "
         f"postprocess {st['postprocess']:.2f}, draw {st['draw']:.2f} [{stats.runtime}, {stats.threads} thread(s)]"
     )
+    age = stats.frame_age_ms
+    if age:
+        click.echo(f"frame age (capture to result) ms: p50 {age['p50']:.1f}, p90 {age['p90']:.1f}, "
+                   f"p99 {age['p99']:.1f}, max {age['max']:.1f}")
+    unc = stats.outputs.get("uncertain")
+    if unc:
+        click.echo(f"Saved {unc['saved']} uncertain frame(s) to {save_uncertain} "
+                   f"({unc['rate_limited']} over --max-per-hour, {unc['dropped']} dropped)")
     for path, what in ((save, "video"), (jsonl, "JSONL"), (stats_json, "stats")):
         if path:
             click.echo(f"Wrote {what}: {path}")
+
+
+def _col(name: str) -> str:
+    return field_help(CollectConfig, name)
+
+
+@click.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--label", "-l", required=True, help=_col("label"))
+@click.option("--source", "-s", default=CollectConfig.source, show_default=True, help=_col("source"))
+@click.option("--count", "-n", type=click.IntRange(1), default=CollectConfig.count, show_default=True, help=_col("count"))
+@click.option("--interval", type=click.FloatRange(0.0), default=CollectConfig.interval_s, show_default=True,
+              help=_col("interval_s"))
+@click.option("--width", type=click.IntRange(16, 8192), default=CollectConfig.width, show_default=True, help=_col("width"))
+@click.option("--height", type=click.IntRange(16, 8192), default=CollectConfig.height, show_default=True,
+              help=_col("height"))
+@click.option("--quality", type=click.IntRange(1, 100), default=CollectConfig.quality, show_default=True,
+              help=_col("quality"))
+def collect(out: str, label: str, source: str, count: int, interval: float, width: int, height: int,
+            quality: int) -> None:
+    """Record training images of one class from the camera into OUT/<label>/ (what 'edgecls train' reads)."""
+    from edgecls.runtime.collect import collect as run_collect
+
+    _setup_logging()
+    cfg = CollectConfig(out=out, label=label, source=source, count=count, interval_s=interval, width=width,
+                        height=height, quality=quality)
+    stats = run_collect(cfg, on_save=lambda n, p: click.echo(f"{n}/{count} {p}"))
+    click.echo(f"Saved {len(stats.saved)} image(s) to {stats.folder} ({stats.stop_reason})")
 
 
 @click.command()

@@ -210,9 +210,66 @@ class CameraConfig:
     """Capture and preprocess on a background thread while the model runs (off: all on one thread)."""
     force: bool = False
     """Overwrite existing --save/--jsonl/--stats-json files."""
+    # -- issue 11: the Pi in the field --------------------------------------------------------
+    serve: Optional[str] = None
+    """Serve a live web view (MJPEG stream, top-k, FPS, timings, /status JSON) on [HOST:]PORT; HOST defaults to 127.0.0.1."""
+    serve_token: Optional[str] = None
+    """Token the web view requires (?token= or 'Authorization: Bearer'); needed for a non-loopback HOST."""
+    serve_fps: float = 10.0
+    """Highest frame rate encoded for web viewers (JPEG from the latest frame, never queued)."""
+    mqtt: Optional[str] = None
+    """Publish events to mqtt://[USER[:PASSWORD]@]HOST[:PORT][/TOPIC/PREFIX] (password also from EDGECLS_MQTT_PASSWORD)."""
+    mqtt_home_assistant: bool = False
+    """Also publish Home Assistant MQTT discovery (retained) for a label and a score sensor."""
+    mqtt_stats_interval_s: float = 60.0
+    """Seconds between retained stats messages (FPS, latency) on <prefix>/stats."""
+    save_uncertain: Optional[str] = None
+    """Save full frames whose top-1 score is below --below into DIR/<predicted label>/ (with a .scores/ sidecar)."""
+    below: float = 0.5
+    """Top-1 score under which a frame counts as uncertain (for --save-uncertain)."""
+    max_per_hour: int = 60
+    """At most this many uncertain frames saved in any hour."""
+    log_on: str = "frame"
+    """JSONL rows: 'frame' (every frame) or 'change' (when the top-1 changes, plus a heartbeat every --log-interval)."""
+    log_interval_s: float = 0.0
+    """Seconds: with --log-on frame at most one row per interval, with change a heartbeat row at least this often (0 = off)."""
+    jsonl_max_mb: float = 0.0
+    """Rotate the JSONL when it passes this size in MB (0 = never); an existing file is rotated, not refused."""
+    jsonl_keep: int = 5
+    """Rotated JSONL files kept (log.jsonl.1 ... .N)."""
+    stall_timeout_s: float = 10.0
+    """Watchdog: seconds without a frame from a live source before it is reopened (0 = off)."""
+    stall_retries: int = 3
+    """Watchdog: reopen attempts before exiting non-zero (so systemd restarts the service)."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CameraConfig":
+        return _from_dict(cls, d)
+
+
+@dataclass
+class CollectConfig:
+    """How to record training images of one class from the camera."""
+
+    out: str = ""
+    """Data folder; images go to OUT/<label>/ (the layout edgecls train reads)."""
+    label: str = ""
+    """Class name (the sub-folder)."""
+    source: str = "0"
+    """Camera index, /dev/videoN, video file, image folder, 'picamera', or a GStreamer pipeline."""
+    count: int = 50
+    """Images to record."""
+    interval_s: float = 0.5
+    """Seconds between images (vary the pose/light meanwhile)."""
+    width: int = 640
+    """Requested capture width (cameras only)."""
+    height: int = 480
+    """Requested capture height (cameras only)."""
+    quality: int = 95
+    """JPEG quality of the saved images."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CollectConfig":
         return _from_dict(cls, d)
 
 

@@ -2,12 +2,14 @@
 
 ``run(cfg)`` does the work and returns :class:`LoopStats`; ``edgecls camera`` only builds the
 config. Capture and preprocessing run on a grabber thread (``cfg.pipeline``) so the model
-is never kept waiting for the camera or the video decoder.
+is never kept waiting for the camera or the video decoder. Every output besides the window and
+the video (JSONL, web view, MQTT, uncertain-frame capture) is a sink (``runtime/sinks.py``)
+that gets each frame's result; the watchdog lives in ``runtime/watchdog.py``.
 """
 
 from __future__ import annotations
 
-import json
+import collections
 import logging
 import os
 import signal
@@ -15,7 +17,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -23,15 +25,19 @@ from edgecls.core.config import CameraConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import atomic_write_json
 from edgecls.runtime.classifier import Classifier, read_labels_file
-from edgecls.runtime.grabber import FrameGrabber, InlineReader
+from edgecls.runtime.jsonlog import BYTES_PER_MB, LOG_MODES, JsonlSink, RotatingJsonl
+from edgecls.runtime.latency import StampedSource, percentiles
 from edgecls.runtime.scores import ScoreSmoother, top_k
-from edgecls.runtime.sources import cv2_has, open_source
+from edgecls.runtime.sinks import FrameResult, close_all
+from edgecls.runtime.sources import FrameSource, cv2_has, open_source
+from edgecls.runtime.watchdog import Readers
 
 log = logging.getLogger("edgecls.camera")
 
 STAGES = ("capture", "preprocess", "invoke", "postprocess", "draw", "output")
 FPS_SMOOTHING = 0.9  # on-screen FPS is an exponential average, so the number is readable
 WINDOW_NAME = "edgecls"
+AGE_WINDOW_FRAMES = 10_000  # frame ages kept for percentiles: bounded for weeks-long runs
 
 
 @dataclass
@@ -54,6 +60,12 @@ class LoopStats:
     headless: bool = True
     elapsed_s: float = 0.0
     reopens: int = 0
+    stalls: int = 0
+    """Times the watchdog found no frame for --stall-timeout seconds."""
+    frame_age_ms: dict[str, float] = field(default_factory=dict)
+    """Capture-to-result latency percentiles (p50/p90/p99/max) over the last frames."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """What the web view, MQTT and uncertain-frame capture did."""
     interrupted: bool = False
     stop_reason: str = ""
 
@@ -85,28 +97,38 @@ def _validate(cfg: CameraConfig) -> None:
         raise EdgeclsError(f"--max-frames must be >= 1, got {cfg.max_frames}")
     if cfg.width < 1 or cfg.height < 1:
         raise EdgeclsError(f"--width/--height must be positive, got {cfg.width}x{cfg.height}")
+    if cfg.log_on not in LOG_MODES:
+        raise EdgeclsError(f"--log-on must be one of {', '.join(LOG_MODES)}, got {cfg.log_on!r}")
+    if cfg.log_interval_s < 0 or cfg.jsonl_max_mb < 0 or cfg.jsonl_keep < 0:
+        raise EdgeclsError("--log-interval, --jsonl-max-mb and --jsonl-keep must not be negative")
+    if cfg.stall_timeout_s < 0 or cfg.stall_retries < 0:
+        raise EdgeclsError("--stall-timeout and --stall-retries must not be negative")
+    if cfg.serve:  # checked before the model and camera are opened: fail fast
+        from edgecls.runtime.web import check_exposure, parse_serve
+
+        check_exposure(*parse_serve(cfg.serve), cfg.serve_token)
+    if cfg.mqtt:
+        from edgecls.runtime.mqtt import parse_mqtt_url
+
+        parse_mqtt_url(cfg.mqtt)
     outs = [p for p in (cfg.save, cfg.jsonl, cfg.stats_json) if p]
     if len({str(Path(p).resolve()) for p in outs}) != len(outs):
         raise EdgeclsError("--save, --jsonl and --stats-json must be different files")
     for flag, p in (("--save", cfg.save), ("--jsonl", cfg.jsonl), ("--stats-json", cfg.stats_json)):
-        if p and Path(p).exists() and not cfg.force:
+        rotated = flag == "--jsonl" and cfg.jsonl_max_mb > 0  # kept as .1, never lost
+        if p and Path(p).exists() and not cfg.force and not rotated:
             raise EdgeclsError(f"{p} already exists; choose another {flag} path or pass --force to overwrite it")
         if p and Path(p).is_dir():
             raise EdgeclsError(f"{flag} {p} is a folder; give a file path")
 
 
 class _Outputs:
-    """The annotated video (written to a .partial file, renamed when complete) and the JSONL stream."""
+    """The annotated video, written to a .partial file and renamed when complete."""
 
     def __init__(self, cfg: CameraConfig, fps: float) -> None:
         self.cfg, self.fps = cfg, fps
         self.writer = None
         self.video_tmp: Optional[Path] = None
-        self.jsonl: Optional[IO[str]] = None
-        if cfg.jsonl:
-            Path(cfg.jsonl).parent.mkdir(parents=True, exist_ok=True)
-            # Streamed and flushed per row: a crash keeps every row written so far.
-            self.jsonl = open(cfg.jsonl, "w" if cfg.force else "x", encoding="utf-8")
 
     def write_video(self, bgr: np.ndarray) -> None:
         import cv2
@@ -122,19 +144,47 @@ class _Outputs:
                 raise EdgeclsError(f"could not write video {out} (this OpenCV build cannot encode mp4v)")
         self.writer.write(bgr)
 
-    def write_row(self, row: dict[str, Any]) -> None:
-        if self.jsonl is not None:
-            self.jsonl.write(json.dumps(row) + "\n")
-            self.jsonl.flush()
-
     def close(self) -> None:
-        if self.jsonl is not None:
-            self.jsonl.close()
-            self.jsonl = None
         if self.writer is not None:
             self.writer.release()
             self.writer = None
             os.replace(self.video_tmp, self.cfg.save)  # type: ignore[arg-type]
+
+
+def _build_sinks(cfg: CameraConfig, labels: list[str], status: Callable[[], dict[str, Any]], live: bool) -> list[Any]:
+    """The loop's outputs besides the video: each a module of its own behind the Sink interface."""
+    sinks: list[Any] = []
+    try:
+        if cfg.jsonl:
+            log_file = RotatingJsonl(cfg.jsonl, max_bytes=int(cfg.jsonl_max_mb * BYTES_PER_MB), keep=cfg.jsonl_keep,
+                                     force=cfg.force)
+            sinks.append(JsonlSink(log_file, mode=cfg.log_on, interval_s=cfg.log_interval_s))
+        if cfg.save_uncertain:
+            from edgecls.runtime.capture import UncertainSaver
+
+            sinks.append(UncertainSaver(cfg.save_uncertain, below=cfg.below, max_per_hour=cfg.max_per_hour,
+                                        lossless=not live))
+        if cfg.serve:
+            from edgecls.runtime.web import WebView, parse_serve
+
+            host, port = parse_serve(cfg.serve)
+            sinks.append(WebView(host, port, status=status, token=cfg.serve_token, fps=cfg.serve_fps))
+        if cfg.mqtt:
+            from edgecls.runtime.mqtt import MqttPublisher
+
+            sinks.append(MqttPublisher(cfg.mqtt, status=status, home_assistant=cfg.mqtt_home_assistant,
+                                       stats_interval_s=cfg.mqtt_stats_interval_s))
+    except BaseException:
+        close_all(sinks)
+        raise
+    return sinks
+
+
+def _sink_report(sinks: list[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for s in sinks:
+        out.update(s.report())
+    return out
 
 
 class _SigtermAsInterrupt:
@@ -154,8 +204,12 @@ class _SigtermAsInterrupt:
             signal.signal(signal.SIGTERM, self._old)
 
 
-def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = None) -> LoopStats:
-    """Run the loop until the source ends, ``max_frames``, Ctrl-C/SIGTERM or ``q`` in the window."""
+def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = None,
+        source: Optional[FrameSource] = None) -> LoopStats:
+    """Run the loop until the source ends, ``max_frames``, Ctrl-C/SIGTERM or ``q`` in the window.
+
+    ``source`` replaces ``cfg.source`` with an already open :class:`FrameSource` (for embedding).
+    """
     import cv2
 
     _validate(cfg)
@@ -168,38 +222,52 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
         raise EdgeclsError(f"cannot show a window: {why}; run with --headless (and --save/--jsonl)")
     headless = True if cfg.headless else not show
 
-    source = open_source(cfg.source, width=cfg.width, height=cfg.height)
+    src = StampedSource(source if source is not None else open_source(cfg.source, width=cfg.width, height=cfg.height))
     cv2_threads = cv2.getNumThreads()
     if cfg.pipeline:
         # The grabber thread already runs beside the interpreter's threads; OpenCV's own
         # worker pool (resize, colour conversion) would only fight them for the same cores.
         cv2.setNumThreads(1)
-    pace = source.fps if (cfg.realtime and not source.is_live) else None
-    if cfg.pipeline:
-        reader: Any = FrameGrabber(source, transform=clf.preprocess, pace_fps=pace)
-    elif source.is_live:
-        reader = FrameGrabber(source, transform=None)  # still newest-frame only; preprocess inline
-    else:
-        reader = InlineReader(source, transform=clf.preprocess, pace_fps=pace)
+    pace = src.fps if (cfg.realtime and not src.is_live) else None
+    readers = Readers(cfg, clf, src, pace)
+    reader = readers.make()
 
     stats = LoopStats(
-        source=source.name, model=str(cfg.model), threads=cfg.threads, runtime=clf.runtime,
+        source=src.name, model=str(cfg.model), threads=cfg.threads, runtime=clf.runtime,
         runtime_version=clf.runtime_version, xnnpack=cfg.xnnpack, pipeline=cfg.pipeline, headless=headless,
     )
     sums = dict.fromkeys(STAGES, 0.0)
+    ages: collections.deque[float] = collections.deque(maxlen=AGE_WINDOW_FRAMES)
     smoother = ScoreSmoother(cfg.smoothing)
     draw = bool(cfg.save) or not headless
     outputs: Optional[_Outputs] = None
+    sinks: list[Any] = []
     shown_fps = 0.0
+    mean_dt = 0.0
     t_start = time.perf_counter()
     t_prev = t_start
+
+    def live_status() -> dict[str, Any]:
+        """What the web view's /status and MQTT's stats show (read from other threads)."""
+        n = max(stats.frames, 1)
+        return {"frames": stats.frames, "fps": round(shown_fps, 2), "source": stats.source, "model": stats.model,
+                "runtime": stats.runtime, "threads": stats.threads, "labels": list(clf.labels),
+                "uptime_s": round(time.perf_counter() - t_start, 1), "stalls": readers.stalls,
+                "stage_ms": {k: round(v / n, 3) for k, v in sums.items()}, "frame_age_ms": percentiles(ages)}
+
     try:
-        outputs = _Outputs(cfg, source.fps)
+        outputs = _Outputs(cfg, src.fps)
+        sinks = _build_sinks(cfg, list(clf.labels), live_status, src.is_live)
         with _SigtermAsInterrupt():
             reader.start()
             while True:
-                frame = reader.get()
+                frame = reader.get(timeout=readers.timeout_s)
                 if frame is None:
+                    if readers.timeout_s is not None:
+                        stats.stop_reason = "source stalled"
+                        reader = readers.recover(reader)
+                        stats.stop_reason = ""
+                        continue
                     stats.stop_reason = "end of source"
                     break
                 tensor = frame.tensor
@@ -214,10 +282,17 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
                 probs = smoother(clf.postprocess(raw))
                 cats = top_k(probs, cfg.top_k, cfg.threshold, clf.labels)
                 t2 = time.perf_counter()
+                captured = src.captured_at(frame.rgb)
+                age_ms = (t2 - captured) * 1e3 if captured is not None else float("nan")
+                if captured is not None:
+                    ages.append(age_ms)
                 invoke_ms = (t1 - t0) * 1e3
                 now = time.perf_counter()
-                inst = 1.0 / max(now - t_prev, 1e-9)
-                shown_fps = inst if stats.frames == 0 else FPS_SMOOTHING * shown_fps + (1 - FPS_SMOOTHING) * inst
+                # Average the interval, not the rate: a burst after a hiccup (1 ms apart) would
+                # otherwise show hundreds of FPS on a 15 FPS stream.
+                dt = max(now - t_prev, 1e-9)
+                mean_dt = dt if stats.frames == 0 else FPS_SMOOTHING * mean_dt + (1 - FPS_SMOOTHING) * dt
+                shown_fps = 1.0 / mean_dt
                 t_prev = now
                 quit_key = False
                 if draw:
@@ -231,13 +306,14 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
                         cv2.imshow(WINDOW_NAME, bgr)
                         quit_key = (cv2.waitKey(1) & 0xFF) in (ord("q"), 27)
                 t3 = time.perf_counter()
-                outputs.write_row({
-                    "time": round(time.time(), 6),
-                    "frame": stats.frames,
-                    "source_frame": frame.index,
-                    "top_k": [c.as_dict() for c in cats],
-                    "inference_ms": round(invoke_ms, 4),
-                })
+                result = FrameResult(
+                    frame=stats.frames, source_frame=frame.index, rgb=frame.rgb, categories=cats, probs=probs,
+                    labels=clf.labels, fps=shown_fps, frame_age_ms=age_ms,
+                    stage_ms={"capture": frame.capture_ms, "preprocess": pre_ms, "invoke": invoke_ms,
+                              "postprocess": (t2 - t1) * 1e3},
+                )
+                for sink in sinks:
+                    sink.handle(result)
                 t4 = time.perf_counter()
                 for name, ms in (
                     ("capture", frame.capture_ms), ("preprocess", pre_ms), ("invoke", invoke_ms),
@@ -258,9 +334,11 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
         stats.stop_reason = "interrupted"
     finally:
         t_end = time.perf_counter()
-        reader.stop()
-        source.close()
+        readers.stop()
+        src.close()
         cv2.setNumThreads(cv2_threads)
+        for err in close_all(sinks):
+            log.warning("closing an output failed: %s", err)
         if outputs is not None:
             outputs.close()
         if not headless:
@@ -270,8 +348,11 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
         stats.stage_ms = {k: v / n for k, v in sums.items()}
         stats.loop_fps = stats.frames / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
         stats.invoke_fps = 1e3 / stats.stage_ms["invoke"] if stats.stage_ms["invoke"] > 0 else 0.0
-        stats.dropped_frames = reader.dropped
-        stats.reopens = reader.reopens
+        stats.dropped_frames = readers.dropped
+        stats.reopens = readers.reopens
+        stats.stalls = readers.stalls
+        stats.frame_age_ms = percentiles(ages)
+        stats.outputs = _sink_report(sinks)
         if cfg.stats_json:
             atomic_write_json(cfg.stats_json, stats.as_dict())
     return stats
