@@ -72,10 +72,10 @@ if [ ! -f "$SITE/.complete" ]; then
 fi
 # This checkout's edgecls on top of the cached dependencies (they were resolved from the same
 # pyproject.toml, which keys the cache), so a code change needs no new download.
-"$PY" -m pip install -q --disable-pip-version-check --no-deps --target "$work/edgecls" "${PIP_TARGET_ARGS[@]}" "$WHEEL"
+"$PY" -m pip install -q --disable-pip-version-check --no-deps --target "$work/edgecls" "${PIP_TARGET_ARGS[@]}" "$WHEEL" \
+  2>&1 | { grep -v "dependency resolver\|^mediapipe " >&2 || true; }   # pip compares --target with the host's venv
 # Only the emulated Python sees the aarch64 packages.
 AENV=(env PYTHONPATH="$work/edgecls:$SITE" PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1)
-PYA=("${AENV[@]}" "$QEMU" -L "$ROOTFS" "$ROOTFS/usr/bin/python3.11")
 t_built=$(date +%s)
 say "userland ready in $((t_built - t_start)) s"
 
@@ -83,31 +83,58 @@ say "userland ready in $((t_built - t_start)) s"
 PYTHONPATH="$REPO" "$PY" "$REPO/tools/pi_fixture.py" "$work/fx" >/dev/null
 M="$work/fx/model_int8.tflite"
 
+# One emulated process per CPU runs the commands through edgecls's own CLI entry point: under
+# qemu-user each Python start-up with numpy, OpenCV and the runtime costs seconds of translation.
 for cpu in $CPUS; do
   say "== $cpu =="
-  E=("${AENV[@]}" "$QEMU" -cpu "$cpu" -L "$ROOTFS" "$ROOTFS/usr/bin/python3.11" -c 'import sys; from edgecls.cli import main; sys.argv[0] = "edgecls"; main()')
-  "${E[@]}" --version
-  "${E[@]}" doctor --model "$M" --json >"$work/doctor-$cpu.json"
-  "${E[@]}" verify "$M" --json "$work/verify-$cpu.json"
-  "${E[@]}" camera --model "$M" --source "$work/fx/clip.mp4" --headless --max-frames 24 \
-      --jsonl "$work/cam-$cpu.jsonl" --stats-json "$work/cam-$cpu.json" --force
-  "${E[@]}" bench "$M" --runs 5 --warmup 1 --json "$work/bench-$cpu.json" --force >/dev/null
-  "${PYA[@]}" - "$cpu" "$work" <<'EOF'
-import json, sys
-cpu, work = sys.argv[1], sys.argv[2]
-doctor = json.load(open(f"{work}/doctor-{cpu}.json"))
+  "${AENV[@]}" "$QEMU" -cpu "$cpu" -L "$ROOTFS" "$ROOTFS/usr/bin/python3.11" - "$cpu" "$work" "$M" <<'EOF'
+import contextlib, io, json, platform, sys
+from edgecls.cli import cli
+
+cpu, work, model = sys.argv[1:4]
+
+
+def edgecls(*args):
+    """Run one edgecls command as the console script would; its stdout is returned and echoed."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            cli.main(list(args), prog_name="edgecls", standalone_mode=False)
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+        except Exception as e:  # ClickException and friends: the command failed
+            print(f"Error: {e}")
+            code = 1
+    sys.stdout.write("".join(f"  | {line}\n" for line in out.getvalue().splitlines()[:12]))
+    if code:
+        sys.exit(f"Error: {cpu}: 'edgecls {' '.join(args)}' exited {code}")
+    return out.getvalue()
+
+
+if platform.machine() != "aarch64":
+    sys.exit(f"Error: not emulating aarch64 ({platform.machine()})")
+doctor = json.loads(edgecls("doctor", "--model", model, "--json"))
+edgecls("verify", model, "--json", f"{work}/verify-{cpu}.json")
+edgecls("camera", "--model", model, "--source", f"{work}/fx/clip.mp4", "--headless", "--max-frames", "24",
+        "--jsonl", f"{work}/cam-{cpu}.jsonl", "--stats-json", f"{work}/cam-{cpu}.json", "--force")
+edgecls("bench", model, "--runs", "5", "--warmup", "1", "--json", f"{work}/bench-{cpu}.json", "--force")
 verify = json.load(open(f"{work}/verify-{cpu}.json"))
 bench = json.load(open(f"{work}/bench-{cpu}.json"))
-rows = [json.loads(l) for l in open(f"{work}/cam-{cpu}.jsonl")]
+rows = [json.loads(line) for line in open(f"{work}/cam-{cpu}.jsonl")]
 m = bench["machine"]
 problems = []
-if m["arch"] != "aarch64": problems.append(f"arch is {m['arch']}")
-if not doctor["runtime_ok"] or not doctor["model"]["loads"]: problems.append("doctor: the model does not load")
-if not verify["passed"]: problems.append(f"verify failed: {verify['failure']}")
-if len(rows) != 24: problems.append(f"camera loop wrote {len(rows)} rows, expected 24")
+if m["arch"] != "aarch64":
+    problems.append(f"arch is {m['arch']}")
+if not doctor["runtime_ok"] or not doctor["model"]["loads"]:
+    problems.append("doctor: the model does not load")
+if not verify["passed"]:
+    problems.append(f"verify failed: {verify['failure']}")
+if len(rows) != 24:
+    problems.append(f"camera loop wrote {len(rows)} rows, expected 24")
 # qemu's /proc/cpuinfo names the emulated CPU's features: the A76 has the int8 dot-product, the A72 not.
-expect_dot = cpu != "cortex-a72"
-if m["dot_product"] != expect_dot: problems.append(f"dot_product {m['dot_product']} (features {m['cpu_features']})")
+if m["dot_product"] != (cpu != "cortex-a72"):
+    problems.append(f"dot_product {m['dot_product']} (features {m['cpu_features']})")
 print(f"pi-check: {cpu}: {m['runtime']} {m['runtime_version']}, numpy {m['numpy']}, opencv {m['opencv']}; "
       f"features {' '.join(m['cpu_features'])}; verify {'PASSED' if verify['passed'] else 'FAILED'} "
       f"({'bit-identical to the host' if verify['bit_identical'] else 'max raw diff %g' % verify['max_abs_raw_diff']}); "
