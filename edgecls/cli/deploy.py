@@ -13,6 +13,7 @@ from edgecls.core.config import DeployConfig, field_help
 
 def register(group: click.Group) -> None:
     group.add_command(deploy)
+    group.add_command(bench_compare)
 
 
 def _d(name: str) -> str:
@@ -64,3 +65,19 @@ def deploy(source: str, target: str, mode: str, install: bool, wheel: Optional[s
     for name in ("verify", "device_bench", "host_bench"):
         if name in result.files:
             click.echo(f"Wrote {result.files[name]}")
+
+
+@click.command("bench-compare")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def bench_compare(reports: tuple[str, ...]) -> None:
+    """Put several 'edgecls bench --json' reports (e.g. a Pi 4's and a Pi 5's) side by side.
+
+    Columns are named by the board (or CPU) each report was measured on; models line up by file name.
+    """
+    from edgecls.deploy.compare import machine_label, read_report, side_by_side
+
+    loaded = [read_report(r) for r in reports]
+    titles = [machine_label(r) for r in loaded]
+    if len(set(titles)) < len(titles):  # the same board twice: tell the columns apart by file
+        titles = [f"{t} ({Path(p).name})" for t, p in zip(titles, reports)]
+    click.echo(side_by_side(list(zip(titles, loaded))))
