@@ -59,6 +59,7 @@ def test_parse_target_rejects(text):
      "pi@pi5 refused the key (Permission denied); add your public key to ~/.ssh/authorized_keys on the device "
      "(ssh-copy-id pi@pi5) or pass --identity"),
     ("bash: line 1: edgecls: command not found\n", None),
+    ("scp: dest open \"/opt/edgecls/model/x\": Permission denied\n", None),  # a folder's rights, not the key
 ])
 def test_explain_failure(stderr, expected):
     assert explain_failure(stderr, Target("pi", "pi5")) == expected

@@ -46,7 +46,8 @@ def parse_target(text: str) -> Target:
 
 # stderr patterns of OpenSSH -> what the user should hear. Order matters: the first match wins.
 _SSH_ERRORS = (
-    (("Permission denied", "Too many authentication failures"),
+    # "user@host: Permission denied (publickey)." is the login; a file's "Permission denied" has no "(".
+    (("Permission denied (", "Too many authentication failures"),
      "{dest} refused the key (Permission denied); add your public key to ~/.ssh/authorized_keys on "
      "the device (ssh-copy-id {dest}) or pass --identity"),
     (("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED", "No ED25519 host key",
