@@ -68,7 +68,7 @@ def start_sshd(folder: Path) -> LoopbackSshd:
     (folder / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
     (folder / "empty_known_hosts").write_text("")
     user = getpass.getuser()
-    common = [f"  HostName 127.0.0.1", f"  User {user}", "  IdentitiesOnly yes", "  StrictHostKeyChecking yes",
+    common = ["  HostName 127.0.0.1", f"  User {user}", "  IdentitiesOnly yes", "  StrictHostKeyChecking yes",
               "  LogLevel ERROR"]
     client = folder / "ssh_config"
     client.write_text("\n".join([

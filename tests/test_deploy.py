@@ -101,6 +101,9 @@ def test_deploy_installs_verifies_benches_and_brings_results_home(pi):
     assert m["runtime"] == "ai_edge_litert" and m["runtime_version"] and "cpu_features" in m and "dot_product" in m
     assert m["python"] == ".".join(map(str, sys.version_info[:3]))
     assert [r["threads"] for r in host["results"]] == [1, 2]
+    record = json.loads(next(out.glob("deploy_model_int8_*.json")).read_text())
+    assert record["deploy"]["install"] is True and record["remote_model"] == str(model_dir / "model_int8.tflite")
+    assert record["sha256"]["model_int8.tflite"] == sha(run / "export" / "model_int8.tflite")
     # Printed side by side: one column per machine, a p50 row per thread count.
     lines = res.output.splitlines()
     header = next(ln for ln in lines if ln.split() == ["host", "pi"])

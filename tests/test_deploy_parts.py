@@ -99,6 +99,11 @@ def test_bench_compare_cli(tmp_path):
     assert "Raspberry Pi 4 Model B" in res.output.splitlines()[0]
     assert next(ln for ln in res.output.splitlines() if ln.startswith("model_int8.tflite 4 thr p50")).split()[-2:] == \
         ["17.00", "6.000"]
+    # Two reports from the same kind of board: columns named by file too.
+    (tmp_path / "pi4b.json").write_text((tmp_path / "pi4.json").read_text())
+    res = CliRunner().invoke(cli, ["bench-compare", str(tmp_path / "pi4.json"), str(tmp_path / "pi4b.json")])
+    assert res.exit_code == 0, res.output
+    assert "Raspberry Pi 4 Model B (pi4.json)" in res.output and "Raspberry Pi 4 Model B (pi4b.json)" in res.output
 
 
 @pytest.mark.parametrize("name, expected", [

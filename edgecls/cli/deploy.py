@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -62,7 +63,7 @@ def deploy(source: str, target: str, mode: str, install: bool, wheel: Optional[s
                    f"{v['top1_agreement']:.4f}, outputs {'bit-identical' if v['bit_identical'] else 'differ'} "
                    f"(host {v['host_runtime']}, device {v['device_runtime']})")
     click.echo(side_by_side([("host", result.host_bench), (result.target.host, result.device_bench)]))
-    for name in ("verify", "device_bench", "host_bench"):
+    for name in ("verify", "device_bench", "host_bench", "deploy"):
         if name in result.files:
             click.echo(f"Wrote {result.files[name]}")
 

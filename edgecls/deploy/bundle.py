@@ -57,7 +57,7 @@ def find_bundle(source: str | os.PathLike, mode: str = "int8", *, need_golden: b
         if not model.is_file():
             found = sorted(p.name for p in run.export_dir.glob("*.tflite")) if run.export_dir.is_dir() else []
             hint = f"; it has {', '.join(found)} (choose with --mode)" if found else \
-                f"; export it first: edgecls export {src} --{mode}" if mode == "int8" else f"; export it first"
+                f"; export it first: edgecls export {src} --{mode}" if mode == "int8" else "; export it first"
             raise EdgeclsError(f"{src} has no {model.relative_to(src)}{hint}")
     elif src.is_file():
         if src.suffix != ".tflite":

@@ -18,13 +18,13 @@ from __future__ import annotations
 import posixpath
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from edgecls.core.config import BenchConfig, DeployConfig, SshConfig
 from edgecls.core.errors import EdgeclsError
-from edgecls.core.io import atomic_write_bytes, read_json
+from edgecls.core.io import atomic_write_bytes, atomic_write_json, read_json
 from edgecls.deploy.bundle import Bundle, find_bundle
 from edgecls.deploy.install import build_wheel, install_on_device
 from edgecls.deploy.ssh import Ssh, Target, parse_target, q
@@ -288,6 +288,13 @@ def deploy(cfg: DeployConfig, *, echo: Echo = lambda s: None) -> DeployResult:
     result.files["host_bench"] = results_dir / f"host_bench_{stem}_{stamp}.json"
     result.host_bench = run_bench(BenchConfig(models=(str(bundle.model),), threads=cfg.threads, runs=cfg.runs,
                                               warmup=cfg.warmup, json=str(result.files["host_bench"])))
+    # What was deployed where, with the options, so the deploy can be read and repeated.
+    result.files["deploy"] = results_dir / f"deploy_{stem}_{stamp}.json"
+    atomic_write_json(result.files["deploy"], {
+        "deploy": asdict(cfg), "remote_model": result.remote_model, "venv": result.venv,
+        "installed": result.installed, "sha256": {remote: sums[local.name] for local, remote in names.items()},
+        "restarted": result.restarted,
+    })
     return result
 
 

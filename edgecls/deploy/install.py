@@ -7,6 +7,7 @@ runs the very code that made the golden set), copied over; pip on the device res
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -48,12 +49,8 @@ def build_wheel(out_dir: Path, root: Optional[Path] = None) -> Path:
         shutil.copytree(root / "edgecls", src / "edgecls", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         argv = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
                 "-w", str(out_dir), str(src)]
-        try:
-            import setuptools  # noqa: F401  (present: build offline, without an isolated env)
-
-            argv.insert(4, "--no-build-isolation")
-        except ImportError:
-            pass
+        if importlib.util.find_spec("setuptools") is not None:
+            argv.insert(4, "--no-build-isolation")  # build offline with it, no isolated env to download
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=WHEEL_BUILD_TIMEOUT_S)
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1:] or ["no message"]
