@@ -114,6 +114,26 @@ def test_deploy_installs_verifies_benches_and_brings_results_home(pi):
     assert f"Live on pi: {model_dir / 'model_int8.tflite'}" in res.output
 
 
+def test_install_again_upgrades_the_code_at_the_same_version(pi, sshd, tmp_path):
+    """A checkout changes between releases: --install replaces the Pi's code though the version is equal."""
+    assert pi["res"].exit_code == 0, pi["res"].output
+    from edgecls.deploy.install import build_wheel, source_root
+
+    src = tmp_path / "src"
+    shutil.copytree(source_root(), src, ignore=shutil.ignore_patterns(".git", ".venv*", "__pycache__", "tests", "runs"))
+    (src / "edgecls" / "core" / "upgrade_marker.py").write_text('MARK = "new code"\n')
+    wheel = build_wheel(tmp_path / "dist", root=src)
+    res = CliRunner().invoke(cli, [
+        "deploy", str(pi["run"]), f"pi:{pi['dir']}", "--install", "--wheel", str(wheel), "--venv", str(pi["venv"]),
+        "--python", PI_PYTHON, "--runs", "2", "--warmup", "0", *ssh_args(sshd),
+    ])
+    assert res.exit_code == 0, res.output
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    mark = subprocess.run([str(pi["venv"] / "bin" / "python"), "-c", "from edgecls.core.upgrade_marker import MARK; "
+                           "print(MARK)"], capture_output=True, text=True, env=clean, cwd=pi["venv"])
+    assert mark.stdout.strip() == "new code", mark.stderr
+
+
 def test_bench_remote_prints_the_device_table(pi, sshd, tiny_tflite, tmp_path):
     assert pi["res"].exit_code == 0, pi["res"].output
     out = tmp_path / "remote.json"
