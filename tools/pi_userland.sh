@@ -58,7 +58,8 @@ fi
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 # Built from a copy so setuptools leaves no build/ or egg-info in the checkout.
 mkdir -p "$work/src" && cp -r pyproject.toml README.md edgecls "$work/src/"
-"$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$work/dist" "$work/src" >"$work/wheel.log" 2>&1 \
+NO_ISOLATION=$("$PY" -c 'import setuptools' 2>/dev/null && echo --no-build-isolation || true)  # offline when it can
+"$PY" -m pip wheel -q --no-deps $NO_ISOLATION -w "$work/dist" "$work/src" >"$work/wheel.log" 2>&1 \
   || { cat "$work/wheel.log" >&2; die "building the edgecls wheel failed"; }
 WHEEL=$(ls "$work"/dist/edgecls-*.whl)
 PIP_TARGET_ARGS=(--only-binary=:all: --python-version 311 --implementation cp --abi cp311)
