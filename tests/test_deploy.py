@@ -240,8 +240,8 @@ def test_service_puts_the_model_where_the_unit_reads_it(pi, sshd, tiny_tflite, t
     ("pi", ["--python", "/nonexistent/python3"], "Error: no Python on pi ('/nonexistent/python3' not found); "
                                                  "install it there: sudo apt install python3 python3-venv, "
                                                  "or pass --python PATH"),
-    ("pi", ["--venv", "/nonexistent/venv"], "Error: edgecls is not installed on pi (no /opt/edgecls/venv or "
-                                            "~/edgecls-venv); pass --install, or --venv PATH if it is elsewhere"),
+    ("pi", ["--venv", "/nonexistent/venv"], "Error: edgecls is not installed on pi (no /nonexistent/venv/bin/edgecls); "
+                                            "pass --install, or --venv PATH if it is elsewhere"),
     ("pi:/proc/edgecls", [], "Error: cannot create or write /proc/edgecls on pi (permissions?)"),
 ])
 def test_deploy_errors_are_one_line(sshd, tiny_tflite, tmp_path, target, extra, expected):

@@ -231,7 +231,8 @@ def deploy(cfg: DeployConfig, *, echo: Echo = lambda s: None) -> DeployResult:
                                                      remote_tmp=tmp)
             ssh.run(f"rm -f {q(tmp)}/*.whl", what="cleaning up", check=False)
         if not venv:
-            raise EdgeclsError(f"edgecls is not installed on {host} (no {' or '.join(DEFAULT_VENVS)}); "
+            where = f"no {cfg.venv}/bin/edgecls" if cfg.venv else f"no {' or '.join(DEFAULT_VENVS)}"
+            raise EdgeclsError(f"edgecls is not installed on {host} ({where}); "
                                "pass --install, or --venv PATH if it is elsewhere")
         result.venv = venv
         edgecls = posixpath.join(venv, "bin", "edgecls")
