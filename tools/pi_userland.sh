@@ -68,13 +68,14 @@ SITE="$CACHE/site-$(key_of "$(sha256sum pyproject.toml)" "$PLATFORMS" v1)"
 if [ ! -f "$SITE/.complete" ]; then
   say "installing edgecls[device] aarch64 wheels into $SITE"
   rm -rf "$SITE"
-  "$PY" -m pip install -q --disable-pip-version-check --target "$SITE" "${PIP_TARGET_ARGS[@]}" "$WHEEL[device]"
+  "$PY" -m pip install -q --disable-pip-version-check --target "$SITE" "${PIP_TARGET_ARGS[@]}" "$WHEEL[device]" \
+    2>&1 | { grep -v "dependency resolver\|^mediapipe \|^WARNING: Location" >&2 || true; }
   touch "$SITE/.complete"
 fi
 # This checkout's edgecls on top of the cached dependencies (they were resolved from the same
 # pyproject.toml, which keys the cache), so a code change needs no new download.
 "$PY" -m pip install -q --disable-pip-version-check --no-deps --target "$work/edgecls" "${PIP_TARGET_ARGS[@]}" "$WHEEL" \
-  2>&1 | { grep -v "dependency resolver\|^mediapipe " >&2 || true; }   # pip compares --target with the host's venv
+  2>&1 | { grep -v "dependency resolver\|^mediapipe \|^WARNING: Location" >&2 || true; }  # pip compares --target with the host's venv
 # Only the emulated Python sees the aarch64 packages.
 AENV=(env PYTHONPATH="$work/edgecls:$SITE" PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1)
 t_built=$(date +%s)
