@@ -31,3 +31,10 @@ demo: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The Pi's own userland (Debian bookworm arm64 + Python 3.11 under qemu-user, Cortex-A72 and A76):
+# edgecls[device] from aarch64 wheels runs camera, verify, doctor and bench. Correctness only:
+# emulated timings mean nothing. The rootfs and wheels are cached in .venv-test/pi-userland.
+.PHONY: pi-check
+pi-check: $(STAMP) system-deps
+	PYTHON=$(CURDIR)/$(PY) bash tools/pi_userland.sh

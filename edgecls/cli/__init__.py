@@ -41,6 +41,9 @@ def _register_all() -> None:
 
     for module in (data, train, export, device):
         module.register(cli)
+    from edgecls.cli import deploy
+
+    deploy.register(cli)
 
 
 _register_all()

@@ -12,6 +12,7 @@ from typing import Optional
 
 import click
 
+from edgecls.cli.ssh import ssh_config_from, ssh_options
 from edgecls.core.config import BenchConfig, CameraConfig, CollectConfig, field_help
 
 
@@ -180,18 +181,54 @@ def collect(out: str, label: str, source: str, count: int, interval: float, widt
 @click.option("--compare-delegates", is_flag=True, help=_bench("compare_delegates"))
 @click.option("--seed", type=int, default=BenchConfig.seed, show_default=True, help=_bench("seed"))
 @click.option("--force", is_flag=True, help=_bench("force"))
+@click.option("--remote", metavar="USER@HOST", default=None,
+              help="Measure on this device over SSH instead (copies MODELS to a temp folder there).")
+@click.option("--venv", default=None, help="With --remote: the device's venv (default: /opt/edgecls/venv, ~/edgecls-venv).")
+@ssh_options
 def bench(models: tuple[str, ...], threads: tuple[int, ...], runs: int, warmup: int, images: Optional[str],
-          json_path: Optional[str], compare_delegates: bool, seed: int, force: bool) -> None:
+          json_path: Optional[str], compare_delegates: bool, seed: int, force: bool, remote: Optional[str],
+          venv: Optional[str], ssh_config: Optional[str], identity: Optional[str], port: Optional[int],
+          ssh_option: tuple[str, ...], connect_timeout: int) -> None:
     """Measure latency (mean, std, min, p50/p90/p99), FPS, init time, size and memory of MODELS.
 
     With two models the p50 latency ratio (second / first) is printed per thread count.
     """
     from edgecls.runtime.bench import format_table, run_bench
 
+    if remote:
+        _bench_remote(remote, models, threads, runs, warmup, json_path, force, venv,
+                      ssh_config_from(ssh_config, identity, port, ssh_option, connect_timeout),
+                      unsupported={"--images": images, "--compare-delegates": compare_delegates})
+        return
+
     cfg = BenchConfig(models=tuple(models), threads=threads, runs=runs, warmup=warmup, images=images,
                       json=json_path, compare_delegates=compare_delegates, seed=seed, force=force)
     report = run_bench(cfg)
     click.echo(format_table(report))
+    if json_path:
+        click.echo(f"Wrote {json_path}")
+
+
+def _bench_remote(remote: str, models: tuple[str, ...], threads: tuple[int, ...], runs: int, warmup: int,
+                  json_path: Optional[str], force: bool, venv: Optional[str], ssh_cfg, unsupported: dict) -> None:
+    """The latency table of MODELS measured on a device over SSH."""
+    import tempfile
+    from pathlib import Path
+
+    from edgecls.core.errors import EdgeclsError
+    from edgecls.deploy.deploy import bench_remote
+    from edgecls.runtime.bench import format_table
+
+    for name, value in unsupported.items():
+        if value:
+            raise EdgeclsError(f"{name} is not supported with --remote")
+    if json_path and Path(json_path).exists() and not force:
+        raise EdgeclsError(f"{json_path} already exists; choose another --json path or pass --force")
+    with tempfile.TemporaryDirectory(prefix="edgecls-remote-bench-") as tmp:
+        out = Path(json_path) if json_path else Path(tmp) / "bench.json"
+        report = bench_remote(remote, models, threads=threads, runs=runs, warmup=warmup, local_json=out,
+                              ssh_cfg=ssh_cfg, venv=venv)
+        click.echo(format_table(report))
     if json_path:
         click.echo(f"Wrote {json_path}")
 

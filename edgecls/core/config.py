@@ -338,3 +338,56 @@ def _field_docs(cls: type) -> dict[str, str]:
 
 
 _ = field  # re-exported for stage modules that add defaults with factories
+
+
+@dataclass(frozen=True)
+class SshConfig:
+    """How to reach a device over SSH (the system OpenSSH client; the user's config, agent and
+    known_hosts apply unless overridden here)."""
+
+    ssh_config: Optional[str] = None
+    """An ssh_config file to use instead of ~/.ssh/config (ssh -F)."""
+    identity: Optional[str] = None
+    """A private key file (ssh -i); by default the agent and ~/.ssh keys are tried."""
+    port: Optional[int] = None
+    """SSH port on the device (default: from the ssh config, else 22)."""
+    ssh_options: Tuple[str, ...] = ()
+    """Extra ssh -o options, e.g. UserKnownHostsFile=/path (repeatable)."""
+    connect_timeout: int = 10
+    """Seconds to wait for the device to answer before giving up."""
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """Copy a model bundle to a device, check it there, benchmark it, bring the results back."""
+
+    source: str = ""
+    """A .tflite model, or a run folder (its export/model_<mode>.tflite)."""
+    target: str = ""
+    """USER@HOST[:DIR] (DIR default: edgecls/model in the user's home)."""
+    mode: str = "int8"
+    """Which export of a run folder to deploy (model_<mode>.tflite)."""
+    install: bool = False
+    """Create or upgrade the device's venv with edgecls[device] (from a wheel of this host's edgecls)."""
+    wheel: Optional[str] = None
+    """An edgecls wheel to install instead of building one from this host's source."""
+    venv: Optional[str] = None
+    """The venv on the device (default: /opt/edgecls/venv if present, else ~/edgecls-venv)."""
+    python: str = "python3"
+    """The device's Python, used to create the venv."""
+    service: bool = False
+    """Deploy to the model the systemd unit reads (EDGECLS_MODEL in /etc/edgecls/camera.env) and restart it."""
+    unit: str = "edgecls-camera"
+    """The systemd unit --service restarts."""
+    service_env: str = "/etc/edgecls/camera.env"
+    """The unit's settings file on the device (where EDGECLS_MODEL is read)."""
+    verify: bool = True
+    """Run 'edgecls verify' on the device before the new model goes live."""
+    threads: Tuple[int, ...] = (1,)
+    """Thread counts to benchmark, on the device and on this host."""
+    runs: int = 50
+    """Timed invokes per thread count."""
+    warmup: int = 5
+    """Untimed invokes first."""
+    ssh: SshConfig = field(default_factory=SshConfig)
+    """How to reach the device."""

@@ -18,6 +18,8 @@ from edgecls.core.io import atomic_write_json
 from edgecls.runtime.classifier import Classifier
 from edgecls.runtime.machine import machine_info, peak_rss_mb
 
+# The JSON's layout; bump when a key changes meaning, so tables of several devices stay honest.
+BENCH_FORMAT = "edgecls-bench/1"
 MAX_BENCH_IMAGES = 64  # real images fed in turn; more adds load time, not information
 
 
@@ -137,6 +139,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                     images=cfg.images, seed=cfg.seed,
                 ))
     report = {
+        "format": BENCH_FORMAT,
         "results": results,
         "machine": machine_info(results[0]["runtime"], results[0]["runtime_version"]),
         "ratios": ratios(results, models),

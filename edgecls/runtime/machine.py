@@ -29,9 +29,47 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# /proc/cpuinfo flags that decide int8/float speed. Arm: asimddp is the dot-product (SDOT/UDOT)
+# XNNPACK's fast int8 kernels use (Cortex-A76 in the Pi 5 has it, the Pi 4's A72 does not);
+# i8mm the int8 matrix multiply. x86: AVX2/FMA, and VNNI (the x86 int8 dot-product).
+NOTABLE_CPU_FEATURES = (
+    "asimd", "asimddp", "asimdhp", "fphp", "i8mm", "bf16", "sve", "sve2",
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8",
+)
+DOT_PRODUCT_FEATURES = frozenset({"asimddp", "avx512_vnni", "avx_vnni"})
+
+
+def board_model() -> Optional[str]:
+    """The board's name from the device tree ("Raspberry Pi 5 Model B Rev 1.0"), None off a Pi."""
+    try:
+        name = Path("/proc/device-tree/model").read_text(errors="replace").strip("\x00\n ")
+    except OSError:
+        return None
+    return name or None
+
+
+def cpu_features(cpuinfo: Optional[str] = None) -> list[str]:
+    """The notable CPU flags present on every core ("Features" on Arm, "flags" on x86)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return []
+    per_core = []
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("features", "flags"):
+            per_core.append(set(value.split()))
+    if not per_core:
+        return []
+    common = set.intersection(*per_core)
+    return [f for f in NOTABLE_CPU_FEATURES if f in common]
+
+
 def machine_info(runtime: Optional[str] = None, runtime_version: Optional[str] = None) -> dict[str, Any]:
     import numpy
 
+    features = cpu_features()
     info: dict[str, Any] = {
         "os": platform.platform(),
         "arch": platform.machine(),
@@ -42,6 +80,11 @@ def machine_info(runtime: Optional[str] = None, runtime_version: Optional[str] =
         "runtime_version": runtime_version,
         "numpy": numpy.__version__,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        # So several devices' bench JSONs compare in one table: which board, which int8 instructions.
+        "board": board_model(),
+        "cpu_features": features,
+        "dot_product": any(f in DOT_PRODUCT_FEATURES for f in features),
+        "hostname": platform.node(),
     }
     try:
         import cv2
