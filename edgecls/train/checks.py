@@ -13,6 +13,7 @@ from edgecls.core.errors import EdgeclsError
 CLASS_WEIGHT_MODES = ("auto", "none")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 PRECISIONS = ("auto", "on", "off")
+MAX_SIZE_PX = 1024  # beyond this a CPU/GPU run of these backbones is out of memory long before it helps
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -31,6 +32,8 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise EdgeclsError("no image folder given (DATA/<class>/*.jpg)")
     if not cfg.out:
         raise EdgeclsError("no run folder given (--out RUN)")
+    if isinstance(cfg.size, int) and cfg.size > MAX_SIZE_PX:
+        raise EdgeclsError(f"size must be <= {MAX_SIZE_PX} pixels, got {cfg.size} (the backbones use 96-600)")
     check_backbone_options(
         cfg.backbone, size=cfg.size, alpha=cfg.alpha, minimalistic=cfg.minimalistic, weights=cfg.weights
     )
@@ -87,8 +90,16 @@ def check_run_dir(out: str, *, force: bool = False, resume: bool = False) -> Non
                                "start again with --force")
         import json
 
-        if json.loads((path / "checkpoints" / "state.json").read_text()).get("phase") == "done":
+        try:
+            state = json.loads((path / "checkpoints" / "state.json").read_text())
+        except ValueError:
+            raise EdgeclsError(f"cannot resume: {path / 'checkpoints' / 'state.json'} is not valid JSON; "
+                               "start again with --force") from None
+        if state.get("phase") == "done":
             raise EdgeclsError(f"run {path} is already complete; nothing to resume")
+        if not (path / "checkpoints" / "last.weights.npz").is_file():
+            raise EdgeclsError(f"cannot resume: {path / 'checkpoints' / 'last.weights.npz'} is missing, so the run "
+                               "cannot continue where it stopped; start again with --force")
         return
     if not path.exists():
         return
