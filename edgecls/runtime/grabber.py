@@ -30,6 +30,7 @@ log = logging.getLogger("edgecls.camera")
 FILE_QUEUE_FRAMES = 4  # read-ahead for files/folders: enough to absorb jitter, little memory
 REOPEN_ATTEMPTS = 5
 REOPEN_BACKOFF_S = 0.5  # doubled on each failed attempt: 0.5, 1, 2, 4, 8 s
+STOP_TIMEOUT_S = 5.0  # how long shutdown() waits for a read in progress before handing the close to the thread
 
 
 @dataclass
@@ -84,6 +85,11 @@ class InlineReader:
     def stop(self) -> None:
         pass
 
+    def shutdown(self) -> None:
+        """Stop, then close the source (same order as :meth:`FrameGrabber.shutdown`)."""
+        self.stop()
+        self.source.close()
+
 
 class FrameGrabber:
     """A background reader; ``get()`` returns the next frame to process, or None at the end."""
@@ -114,6 +120,11 @@ class FrameGrabber:
         self._stop = threading.Event()
         self._done = False
         self._error: Optional[BaseException] = None
+        self.stop_timeout_s = STOP_TIMEOUT_S
+        # Set by shutdown() when the thread outlives its timeout: the thread closes the source
+        # itself after its last read, so close() never runs while read() is in progress.
+        self._close_on_exit = False
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="edgecls-grabber", daemon=True)
 
     def start(self) -> "FrameGrabber":
@@ -141,7 +152,11 @@ class FrameGrabber:
         finally:
             with self._cond:
                 self._done = True
+                close_now = self._close_on_exit and not self._closed
+                self._closed = self._closed or close_now
                 self._cond.notify_all()
+            if close_now:
+                self._close_source()
 
     def _put(self, frame: Frame) -> None:
         with self._cond:
@@ -194,9 +209,35 @@ class FrameGrabber:
             self._cond.notify_all()
             return frame
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Ask the thread to stop and wait for it; True when it has ended."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
+            self._thread.join(timeout=self.stop_timeout_s)
+        return not self._thread.is_alive()
+
+    def shutdown(self) -> None:
+        """Stop the thread, then close the source: never close a source the thread may still be reading.
+
+        A read that blocks past the timeout (a hung camera) keeps the source open until it
+        returns; the thread then closes it itself, and this returns without waiting for it.
+        """
+        ended = self.stop()
+        with self._cond:
+            if self._closed:
+                return
+            if not ended and not self._done:
+                self._close_on_exit = True
+                log.warning("%s did not return from a read within %.0fs; it is closed when the read returns",
+                            self.source.name, self.stop_timeout_s)
+                return
+            self._closed = True
+        self._close_source()
+
+    def _close_source(self) -> None:
+        try:
+            self.source.close()
+        except Exception as e:  # noqa: BLE001 - closing must not hide the reason the loop ended
+            log.warning("closing %s failed: %s", self.source.name, e)

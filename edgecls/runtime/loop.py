@@ -258,8 +258,7 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
         stats.stop_reason = "interrupted"
     finally:
         t_end = time.perf_counter()
-        reader.stop()
-        source.close()
+        reader.shutdown()  # stops the grabber thread before the source is closed
         cv2.setNumThreads(cv2_threads)
         if outputs is not None:
             outputs.close()

@@ -154,15 +154,30 @@ def _datasets(cfg: TrainConfig, root: Path, split: dict, n_classes: int, cache_r
     return out
 
 
+def _float32_config(obj: Any) -> Any:
+    """A model config with every layer's dtype policy (``mixed_float16``) replaced by float32."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") in ("Policy", "DTypePolicy"):
+            return "float32"
+        return {k: _float32_config(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_float32_config(v) for v in obj]
+    return obj
+
+
 def float32_copy(model: "keras.Model", cfg: TrainConfig, n_classes: int) -> "keras.Model":
-    """The same weights in a float32 graph: a mixed-precision model must not leak float16 into export."""
+    """The same model and weights in a float32 graph: a mixed-precision model must not leak float16 into export.
+
+    Rebuilt from the model's own config, not from the backbone builder, so every layer it has
+    is kept (EfficientNet's extra ImageNet-only Rescaling exists only when built with ImageNet
+    weights); weights are copied by structure (the copy gets new automatic layer names).
+    """
     if keras.mixed_precision.global_policy().name == "float32":
         return model
     prev = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        clean = build_classifier(cfg.backbone, num_classes=n_classes, size=cfg.size, alpha=cfg.alpha,
-                                 minimalistic=cfg.minimalistic, weights="none", dropout=cfg.dropout)
+        clean = keras.Model.from_config(_float32_config(model.get_config()))
     finally:
         keras.mixed_precision.set_global_policy(prev)
     copy_weights(model, clean)
