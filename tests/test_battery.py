@@ -115,6 +115,8 @@ CASES = [
     (["prune", "{w}/missing"], None, "{w}/missing"),
     # -- export / camera / verify: bad paths
     (["export", "{w}/photos", "--int8"], 1, "{w}/photos is not an edgecls run"),
+    (["export", RUN, "--int8", "--float16"], 2, "--int8 and --float16 exclude each other"),
+    (["export", RUN, "--float32", "--dynamic", "--float32"], 2, "--float32 and --dynamic exclude each other"),
     (["camera", "-m", "{w}/missing.tflite", "--source", "{w}/photos"], None, "missing.tflite"),
     (["camera", "-m", "{w}/fake.tflite", "--threads", "1000"], 2, "Invalid value for '--threads'"),
     (["camera", "--source", "{w}/photos"], 2, "Missing option '--model'"),

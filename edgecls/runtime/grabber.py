@@ -47,6 +47,22 @@ class Frame:
 Transform = Callable[[np.ndarray], np.ndarray]
 
 
+# A file that ends this many frames short of its declared count is reported as truncated
+# (containers round their counts; a frame or two of slack avoids false alarms).
+TRUNCATION_SLACK_FRAMES = 2
+
+
+def warn_if_truncated(source: FrameSource, produced: int) -> Optional[str]:
+    """Log (and return) a warning when a video file ended well before the frame count it declares."""
+    expected = getattr(source, "expected_frames", lambda: None)()
+    if expected is None or produced + TRUNCATION_SLACK_FRAMES >= expected:
+        return None
+    msg = (f"{source.name} ended after {produced} of the {expected} frames its header declares: "
+           "the file looks truncated or damaged")
+    log.warning(msg)
+    return msg
+
+
 def _read_one(source: FrameSource, transform: Optional[Transform], index: int) -> Optional[Frame]:
     t0 = time.perf_counter()
     ok, rgb = source.read()
@@ -66,6 +82,7 @@ class InlineReader:
         self.dropped = 0
         self.reopens = 0
         self.produced = 0
+        self.truncated: Optional[str] = None
         self._t0: Optional[float] = None
 
     def start(self) -> "InlineReader":
@@ -80,6 +97,8 @@ class InlineReader:
         frame = _read_one(self.source, self.transform, self.produced)
         if frame is not None:
             self.produced += 1
+        elif not self.source.is_live:
+            self.truncated = warn_if_truncated(self.source, self.produced)
         return frame
 
     def stop(self) -> None:
@@ -121,6 +140,7 @@ class FrameGrabber:
         self._done = False
         self._error: Optional[BaseException] = None
         self.stop_timeout_s = STOP_TIMEOUT_S
+        self.truncated: Optional[str] = None
         # Set by shutdown() when the thread outlives its timeout: the thread closes the source
         # itself after its last read, so close() never runs while read() is in progress.
         self._close_on_exit = False
@@ -144,6 +164,8 @@ class FrameGrabber:
                 if frame is None:
                     if self.source.is_live and self._recover():
                         continue
+                    if not self.source.is_live and not self._stop.is_set():
+                        self.truncated = warn_if_truncated(self.source, self.produced)
                     break
                 self.produced += 1
                 self._put(frame)

@@ -23,6 +23,7 @@ from edgecls.core.config import CameraConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import atomic_write_json
 from edgecls.runtime.classifier import Classifier, read_labels_file
+from edgecls.core.io import ensure_writable
 from edgecls.runtime.grabber import FrameGrabber, InlineReader
 from edgecls.runtime.scores import ScoreSmoother, top_k
 from edgecls.runtime.sources import cv2_has, open_source
@@ -93,6 +94,8 @@ def _validate(cfg: CameraConfig) -> None:
             raise EdgeclsError(f"{p} already exists; choose another {flag} path or pass --force to overwrite it")
         if p and Path(p).is_dir():
             raise EdgeclsError(f"{flag} {p} is a folder; give a file path")
+        if p:
+            ensure_writable(p, flag)  # a read-only folder fails now, not after the whole run
 
 
 class _Outputs:
