@@ -163,3 +163,19 @@ def test_a_library_error_is_one_line_naming_its_type(monkeypatch, world):
     assert result.exit_code == 1
     assert result.output.strip() == ("Error: unexpected ValueError: Model provided has model identifier 'this', "
                                      "should be 'TFL3' (run with EDGECLS_DEBUG=1 for the traceback)")
+
+
+@pytest.mark.slow
+def test_a_class_with_one_image_is_warned_about(tmp_path, capsys):
+    from edgecls.core.config import TrainConfig
+    from edgecls.train.fit import _scan_and_split
+
+    rng = np.random.default_rng(1)
+    for cls, n in (("cat", 6), ("dog", 6), ("rare", 1)):
+        (tmp_path / cls).mkdir()
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (IMG_PX, IMG_PX, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    _scan_and_split(TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), weights="none"))
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["Warning: class 'rare' has 1 image: none in the val and test split, so its accuracy is never "
+                   "measured (add images)"]

@@ -11,8 +11,12 @@ import pytest
 from edgecls.core.config import PruneConfig, TrainConfig
 
 SIZE_PX = 32
-# float16 activations through ~80 layers: outputs agree to about 1e-2 (float16 has 11 bits of mantissa).
-FLOAT16_ATOL = 2e-2
+# A random-init EfficientNet's features reach ~1e4, where float16 steps are 8: the mixed model's
+# probabilities are float16-noisy, not the float32 copy's. Typical images agree to ~0.005; a few
+# near-ties flip. So: the median difference is small and most top-1s agree (the weights
+# themselves are compared exactly).
+MEDIAN_ATOL = 2e-2
+MIN_TOP1_AGREEMENT = 0.75
 
 
 class CaptureMixed:
@@ -26,6 +30,9 @@ class CaptureMixed:
                 self.policy = self.model.layers[-1].dtype_policy.name
                 self.layer_types = [type(l).__name__ for l in self.model._flatten_layers(include_self=False)]
                 self.probs = self.model(images, training=False).numpy().astype(np.float32)
+                from edgecls.train.checkpoint import _variables
+
+                self.weights = {k: np.array(v.numpy()) for k, v in _variables(self.model)}
 
         return _Cb()
 
@@ -36,8 +43,11 @@ def mixed_run(tmp_path_factory):
     from edgecls.train.fit import train
 
     root = tmp_path_factory.mktemp("mixed")
+    from edgecls import data
+
     write_synthetic_dataset(root / "data", classes=2, per_class=8, size=SIZE_PX, seed=2)
-    images = np.random.default_rng(0).integers(0, 256, (6, SIZE_PX, SIZE_PX, 3)).astype(np.float32)
+    scan = data.scan_dataset(root / "data", decode=False)
+    images = data.load_images(root / "data", scan.files["all"], SIZE_PX)[0].astype(np.float32)
     cb = CaptureMixed(images)
     cfg = TrainConfig(data=str(root / "data"), out=str(root / "run"), backbone="efficientnet_b0", size=SIZE_PX,
                       weights="none", epochs=1, fine_tune_epochs=0, batch_size=8, augment=False, dropout=0.0,
@@ -58,8 +68,15 @@ def test_mixed_precision_efficientnet_saves_a_float32_copy_with_the_same_layers_
     assert {l.dtype_policy.name for l in flat} == {"float32"}
     norm = next(l for l in flat if isinstance(l, keras.layers.Normalization))
     assert norm.get_weights()  # the stem's Normalization travels with its statistics
+    from edgecls.train.checkpoint import _variables
+
+    saved = {k: v.numpy() for k, v in _variables(model)}
+    assert saved.keys() == mixed_run.cb.weights.keys()
+    for key, value in saved.items():  # variables are float32 under mixed precision too: exact
+        np.testing.assert_array_equal(value, mixed_run.cb.weights[key], err_msg=key)
     probs = model.predict(mixed_run.images, verbose=0)
-    np.testing.assert_allclose(probs, mixed_run.cb.probs, atol=FLOAT16_ATOL)
+    assert np.median(np.abs(probs - mixed_run.cb.probs)) < MEDIAN_ATOL
+    assert np.mean(probs.argmax(1) == mixed_run.cb.probs.argmax(1)) >= MIN_TOP1_AGREEMENT
 
 
 @pytest.mark.slow

@@ -42,9 +42,11 @@ def _edgecls(*args: str) -> subprocess.CompletedProcess:
                           timeout=WAIT_S)
 
 
-def _start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, *args], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _start(log: Path, *args: str) -> subprocess.Popen:
+    with open(log, "wb") as f:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([*CLI, *args], env=_env(), stdout=f, stderr=subprocess.STDOUT)
+    proc.log_path = log  # type: ignore[attr-defined]
+    return proc
 
 
 def _kill_after_epochs(proc: subprocess.Popen, state_json: Path, epochs: int) -> dict:
@@ -52,7 +54,8 @@ def _kill_after_epochs(proc: subprocess.Popen, state_json: Path, epochs: int) ->
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"training ended (exit {proc.returncode}) before it could be killed")
+            pytest.fail(f"training ended (exit {proc.returncode}) before it could be killed:\n"
+                        f"{getattr(proc, 'log_path', Path('/dev/null')).read_text()[-3000:]}")
         try:
             state = json.loads(state_json.read_text())
         except (OSError, ValueError):
@@ -73,8 +76,9 @@ def _weights(run: Path) -> list[np.ndarray]:
 
 
 def _tree(folder: Path) -> dict[str, str]:
+    """Every file's hash, except the writer's lock file (edgecls' own, kept: deleting lock files races)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".edgecls.lock"}
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +96,7 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(data_
     r = _edgecls("train", str(data_dir), "-o", str(straight), "--epochs", str(HEAD_EPOCHS), *TINY)
     assert r.returncode == 0, r.stderr
 
-    proc = _start("train", str(data_dir), "-o", str(killed), "--epochs", str(HEAD_EPOCHS), *TINY)
+    proc = _start(tmp_path / "killed.log", "train", str(data_dir), "-o", str(killed), "--epochs", str(HEAD_EPOCHS), *TINY)
     state = _kill_after_epochs(proc, killed / "checkpoints" / "state.json", 2)
     assert state["phase"] == "head" and not (killed / "model.keras").exists()  # really interrupted mid-phase
     r = _edgecls("train", "--resume", "--out", str(killed))
@@ -118,7 +122,7 @@ def test_force_killed_midway_keeps_the_old_run_then_swaps_and_keeps_its_export(d
     (out / "export" / "model_int8.tflite").write_bytes(b"the old deployed model")
     before = _tree(out)
 
-    proc = _start("train", str(data_dir), "-o", str(out), "--force", "--epochs", "40", *TINY)
+    proc = _start(tmp_path / "force.log", "train", str(data_dir), "-o", str(out), "--force", "--epochs", "40", *TINY)
     staging = tmp_path / "my run.new"
     _kill_after_epochs(proc, staging / "checkpoints" / "state.json", 1)
     assert _tree(out) == before  # the kill cost nothing: the old run is intact, byte for byte

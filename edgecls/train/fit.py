@@ -35,7 +35,7 @@ from edgecls.core.io import atomic_write_json, read_json
 from edgecls.core.keras import keras, tf
 from edgecls.train.report import classification_metrics, plot_confusion_matrix, plot_learning_curves
 from edgecls.core.rundir import LOCK_NAME, RunDir, RunLock, staging_path, swap_in
-from edgecls.train.checks import check_run_dir, check_train_config
+from edgecls.train.checks import check_run_dir, check_train_config, split_warnings
 from edgecls.train.model_io import save_model
 
 PHASE_HEAD = "head"
@@ -193,6 +193,8 @@ def _scan_and_split(cfg: TrainConfig) -> tuple[Any, dict]:
     for name in ("train", "val"):
         if not split.get(name):
             raise EdgeclsError(f"the {name} split of {cfg.data} is empty; add images (a few per class at least)")
+    for warning in split_warnings(split, list(scan.classes)):
+        print(f"Warning: {warning}", file=sys.stderr, flush=True)
     return scan, split
 
 
