@@ -105,7 +105,7 @@ def check_run_dir(out: str, *, force: bool = False, resume: bool = False) -> Non
         return
     if not path.is_dir():
         raise EdgeclsError(f"{path} exists and is a file; choose another --out")
-    if not any(path.iterdir()):
+    if not any(p.name != ".edgecls.lock" for p in path.iterdir()):  # empty but for a writer's lock file
         return
     if not force:
         raise EdgeclsError(
