@@ -7,7 +7,6 @@ appended to the flatbuffer (the interpreter ignores the tail; ``labels_from_meta
 from __future__ import annotations
 
 import io
-import shutil
 import zipfile
 
 import pytest

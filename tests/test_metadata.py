@@ -23,7 +23,7 @@ from edgecls.optimize.metadata import add_image_classifier_metadata, embedded_la
 from edgecls.optimize.tflite_metadata import METADATA_NAME, MetadataUnavailable, model_metadata
 
 sys.path.insert(0, str(Path(__file__).parent))
-from isolated_venv import ROOT, isolated_venv  # noqa: E402
+from isolated_venv import isolated_venv  # noqa: E402
 
 MEDIAPIPE = ["mediapipe==1.2.2"]
 LABELS = ["cat", "dog", "bird"]

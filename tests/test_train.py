@@ -242,7 +242,7 @@ def test_augmentation_runs_in_the_training_wrapper_only():
     assert moved.min() >= 0.0 and moved.max() <= 255.0  # still the model's 0..255 input range
 
 
-def test_force_replaces_an_old_run_and_writes_the_small_files(tmp_path):
+def test_create_run_writes_the_small_files_into_the_staging_folder(tmp_path):
     from edgecls import data
     from edgecls.data.synth import write_synthetic_dataset
     from edgecls.train.fit import _create_run
@@ -255,8 +255,10 @@ def test_force_replaces_an_old_run_and_writes_the_small_files(tmp_path):
     (out / "config.json").write_text("{}")
     (out / "model.keras").write_bytes(b"old model")
     cfg = TrainConfig(data=str(tmp_path / "data"), out=str(out), weights="none")
-    run = _create_run(cfg, True, scan, split)
-    assert not (out / "model.keras").exists()  # the old run is gone, not mixed with the new one
+    staging = tmp_path / "run.new"
+    staging.mkdir()
+    run = _create_run(cfg, staging, scan, split)
+    assert (out / "model.keras").read_bytes() == b"old model"  # untouched until the new run is complete
     saved = run.read_config()
     assert saved["train"] == TrainConfig.from_dict(saved["train"]).__dict__ == cfg.__dict__
     assert run.read_labels() == scan.classes

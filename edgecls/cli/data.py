@@ -40,9 +40,12 @@ def check(data_dir: Path, json_path: Path | None, no_decode: bool, labels_csv: P
 
     # The report says why each file failed; TF's C++ decoder errors on stderr would only repeat it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from edgecls.core.io import atomic_write_json, ensure_writable
     from edgecls.data import class_weights, inspect_dataset, inspect_labels_csv, validate_scan
     from edgecls.data.labels_csv import validate_labels_csv
-    from edgecls.core.io import atomic_write_json
+
+    if json_path is not None:
+        ensure_writable(json_path, "--json")
 
     if labels_csv is not None:
         report = inspect_labels_csv(data_dir, labels_csv, decode=not no_decode)
@@ -50,7 +53,7 @@ def check(data_dir: Path, json_path: Path | None, no_decode: bool, labels_csv: P
         report = inspect_dataset(data_dir, decode=not no_decode)
     click.echo(_format_report(report))
     if json_path is not None:
-        atomic_write_json(json_path, report.to_dict())
+        atomic_write_json(json_path, report.to_dict())  # checked writable before the scan, above
         click.echo(f"Report written to {json_path}")
     # After printing, so the user sees which skipped files (or rows) emptied a class.
     (validate_labels_csv if labels_csv is not None else validate_scan)(report)
@@ -99,7 +102,7 @@ def _format_report(report) -> str:
               help="Number of classes (shape/texture families).")
 @click.option("--per-class", type=click.IntRange(1, 100_000), default=50, show_default=True, help="Images per class.")
 @click.option("--size", type=click.IntRange(16, 4096), default=128, show_default=True, help="Image side in pixels.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same files.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Same seed, same files.")
 @click.option("--layout", type=click.Choice(["classes", "splits"]), default="classes", show_default=True,
               help="OUT/<class>/ or OUT/train|val|test/<class>/ (70/15/15).")
 @click.option("--force", is_flag=True, help="Write into a non-empty OUT (same-named files are overwritten).")

@@ -58,7 +58,19 @@ def prune_cmd(run: Path, **options) -> None:
     )
 
 
-@click.command("export")
+class _OneModeCommand(click.Command):
+    """Refuses two export modes at once (click would silently keep the last of the shared flags)."""
+
+    MODE_FLAGS = ("--int8", "--float16", "--dynamic", "--float32")
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(dict.fromkeys(a for a in args if a in self.MODE_FLAGS))
+        if len(given) > 1:
+            raise click.UsageError(f"{' and '.join(given)} exclude each other; export one mode per command", ctx)
+        return super().parse_args(ctx, args)
+
+
+@click.command("export", cls=_OneModeCommand)
 @click.argument("run", type=_RUN)
 @click.option("--int8", "mode", flag_value="int8", help="Full integer (default): int8 weights and activations.")
 @click.option("--float16", "mode", flag_value="float16", help="float16 weights, float32 compute on most CPUs.")

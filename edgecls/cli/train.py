@@ -71,8 +71,10 @@ def _backbone_help() -> str:
               show_default=True, help=_h("strategy"))
 @click.option("--prune", "prune", type=float, default=None, metavar="SPARSITY", help=_h("prune"))
 @click.option("--prune-epochs", type=int, default=TRAIN_DEFAULTS.prune_epochs, show_default=True, help=_h("prune_epochs"))
-@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint (uses its saved config).")
-@click.option("--force", is_flag=True, help="Overwrite an existing run folder.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint (uses its saved config; "
+              "restores weights, optimizer state, epoch and data order, or refuses).")
+@click.option("--force", is_flag=True, help="Replace an existing run: the new run is built in OUT.new and swapped in only "
+              "when complete; an old run holding exports or other files is moved to OUT.replaced-<time>.")
 def train_cmd(data: Optional[Path], out: Path, no_augment: bool, patience: int, resume: bool, force: bool,
               **options) -> None:
     """Train a classifier on DATA (DATA/<class>/*, or DATA/train|val[|test]/<class>/*) into the run folder OUT.
@@ -109,8 +111,13 @@ def train_cmd(data: Optional[Path], out: Path, no_augment: bool, patience: int, 
     try:
         run = train(cfg, resume=resume, force=force)
     except KeyboardInterrupt:
-        if (Path(cfg.out) / "checkpoints" / "state.json").is_file():
-            click.echo(f"Stopped. Continue with: edgecls train --resume --out {shlex.quote(cfg.out)}", err=True)
+        from edgecls.core.rundir import staging_path
+
+        where = staging_path(cfg.out) if force and not resume else Path(cfg.out)
+        if (where / "checkpoints" / "state.json").is_file():
+            kept = f" ({cfg.out} is untouched until it finishes)" if where != Path(cfg.out) else ""
+            click.echo(f"Stopped. Continue with: edgecls train --resume --out {shlex.quote(str(where))}{kept}",
+                       err=True)
         raise
     saved = run.train_config()  # on --resume, --prune comes from the run's own config
     if saved.prune is not None and is_chief():

@@ -54,3 +54,49 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+# -- who is writing, and can they ----------------------------------------------------------------
+
+
+def current_user() -> str:
+    """``name (uid N)`` of the effective user: the systemd unit's user is often not the one who copied the files."""
+    uid = os.geteuid()
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for an OS error: what failed, on which file, as which user."""
+    where = err.filename if err.filename is not None else ""
+    if err.filename2 is not None:
+        where = f"{where} -> {err.filename2}"
+    if isinstance(err, PermissionError):
+        return (f"permission denied: {where or err} (running as user {current_user()}); "
+                "check the owner and mode of the file and its folders (ls -l)")
+    what = err.strerror or str(err)
+    return f"{what}: {where}" if where else what
+
+
+def ensure_writable(path: str | os.PathLike, what: str = "output") -> None:
+    """Fail now, not after the work: ``path`` is not a folder and its (nearest existing) folder is writable."""
+    from edgecls.core.errors import EdgeclsError
+
+    path = Path(path)
+    if path.is_dir():
+        raise EdgeclsError(f"{what} {path} is a folder; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    while not parent.exists():
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise EdgeclsError(f"cannot write {what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EdgeclsError(f"cannot write {what} {path}: folder {parent} is not writable by user {current_user()}")
+    if path.exists() and not os.access(path, os.W_OK) and not os.access(parent, os.W_OK):
+        raise EdgeclsError(f"cannot write {what} {path}: not writable by user {current_user()}")

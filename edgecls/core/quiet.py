@@ -45,3 +45,17 @@ def quiet_native_stderr(*, replay_on_error: bool = True) -> Iterator[None]:
         finally:
             os.dup2(saved, fd)
             os.close(saved)
+
+
+# FFmpeg (inside OpenCV) prints "[mjpeg @ 0x...] dht: invalid len" and the like straight to
+# stderr for every damaged frame. AV_LOG_QUIET (-8): edgecls reports what matters itself
+# (a truncated video, an unreadable image) in one line.
+VIDEO_LOG_ENV = {"OPENCV_FFMPEG_LOGLEVEL": "-8", "OPENCV_LOG_LEVEL": "ERROR"}
+
+
+def quiet_video_logs() -> None:
+    """Hold back OpenCV/FFmpeg's native log lines (read when the first capture opens); EDGECLS_TF_VERBOSE=1 keeps them."""
+    if os.environ.get("EDGECLS_TF_VERBOSE") == "1":
+        return
+    for key, value in VIDEO_LOG_ENV.items():
+        os.environ.setdefault(key, value)

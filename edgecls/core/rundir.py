@@ -160,3 +160,126 @@ def read_labels(path: str | os.PathLike) -> list[str]:
 
 def write_labels(path: str | os.PathLike, labels: list[str]) -> None:
     atomic_write_text(path, "".join(f"{name}\n" for name in labels))
+
+
+# -- one writer at a time, and replacing a run without losing it -------------------------------
+
+LOCK_NAME = ".edgecls.lock"
+# What `edgecls train` itself writes into a run. Anything else (export/, model_pruned.keras,
+# a user's own files) was made later or by hand, so --force moves the old run aside instead
+# of deleting it.
+TRAIN_OUTPUTS = frozenset({
+    "config.json", "labels.txt", "split.json", "scan.json", "model.keras", "checkpoints", "history.json",
+    "metrics.json", "plots", "logs", "cache", LOCK_NAME,
+})
+STAGING_SUFFIX = ".new"  # train --force builds OUT.new beside OUT and swaps it in on success
+REPLACED_INFIX = ".replaced-"  # OUT.replaced-YYYYmmdd-HHMMSS: an old run that held more than train's outputs
+
+
+class RunLock:
+    """An exclusive ``fcntl`` lock on ``FOLDER/.edgecls.lock``; a second writer gets one clear line.
+
+    The kernel drops the lock when the process dies (even by SIGKILL), so a stale lock file
+    never blocks anyone. The file holds the owner's pid and command, for the message.
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str) -> None:
+        self.folder, self.what = Path(folder), what
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+
+        lock = self.folder / LOCK_NAME
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise EdgeclsError(
+                f"{self.folder} is in use by another edgecls process ({holder}); "
+                "wait for it to finish, or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}: {self.what}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def staging_path(target: str | os.PathLike) -> Path:
+    """Where ``train --force`` builds the replacement of ``target``."""
+    target = Path(target)
+    return target.with_name(target.name + STAGING_SUFFIX)
+
+
+def has_foreign_files(folder: Path) -> bool:
+    """Whether ``folder`` holds anything `edgecls train` did not write (exports, pruned models, user files)."""
+    return any(p.name not in TRAIN_OUTPUTS for p in folder.iterdir())
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    rc = renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    import errno
+
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def swap_in(new: str | os.PathLike, target: str | os.PathLike) -> Path | None:
+    """Put the finished run ``new`` at ``target``; returns where the old run was kept, if it was.
+
+    The old run is deleted only when it holds nothing but train's own outputs; otherwise it is
+    moved to ``TARGET.replaced-<time>`` whole, export/ included. ``target`` names either the old
+    or the new complete run at every instant (one atomic exchange), so a kill cannot lose both.
+    """
+    import shutil
+    import time
+
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        os.rename(new, target)
+        return None
+    keep = has_foreign_files(target)
+    aside = target.with_name(f"{target.name}{REPLACED_INFIX}{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while aside.exists():
+        aside = aside.with_name(f"{target.name}{REPLACED_INFIX}{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+        n += 1
+    if _exchange(new, target):
+        old = new  # the exchange left the old run where the new one was built
+    else:
+        os.rename(target, aside)
+        os.rename(new, target)
+        old = aside
+    if keep:
+        if old != aside:
+            os.rename(old, aside)
+        return aside
+    shutil.rmtree(old)
+    return None

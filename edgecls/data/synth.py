@@ -217,6 +217,8 @@ def write_synthetic_dataset(
     Files of the same name are overwritten; callers that must not overwrite use ``check_out_dir``.
     Returns a summary dict (out, classes, per_class, size, seed, layout, files, counts, seconds).
     """
+    if not isinstance(seed, int) or seed < 0:
+        raise EdgeclsError(f"seed must be an integer >= 0, got {seed}")
     if not 2 <= classes <= MAX_CLASSES:
         raise EdgeclsError(f"classes must be between 2 and {MAX_CLASSES}, got {classes}")
     if per_class < 1 or size < 16:

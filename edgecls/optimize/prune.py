@@ -14,6 +14,10 @@ Two traps handled here:
   The pruning wrapper only updates its masks when ``training`` is true, so while pruning the
   backbone is called without that flag and its BatchNorm layers are frozen instead
   (``trainable=False`` also means inference mode in Keras 2). The saved model gets the flag back.
+  Dropout inside the backbone (EfficientNet's stochastic depth) would turn on without the flag,
+  so it is set to rate 0 while pruning and given its rate back after: the backbone trains
+  exactly as under ``edgecls train``. The fine-tune uses the run's label smoothing and class
+  weights, like ``train`` does.
 
 Pruning does not make XNNPACK faster; it makes the compressed file smaller (see BENCHMARKS.md).
 """
@@ -142,6 +146,10 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
         raise EdgeclsError(f"sparsity must be between 0 and 1 (e.g. 0.5), got {cfg.sparsity}")
     if cfg.epochs < 1:
         raise EdgeclsError(f"pruning needs at least 1 fine-tune epoch, got {cfg.epochs}")
+    if not cfg.learning_rate > 0:
+        raise EdgeclsError(f"learning rate must be > 0, got {cfg.learning_rate}")
+    if cfg.batch_size < 1:
+        raise EdgeclsError(f"batch size must be >= 1, got {cfg.batch_size}")
     run = RunDir.open(cfg.run)
     out = run.pruned_model_path
     if out.exists() and not cfg.force:
@@ -181,9 +189,16 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
         initial_sparsity=0.0, final_sparsity=cfg.sparsity, begin_step=0, end_step=end_step, frequency=frequency
     )
 
+    backbone_dropout = {id(layer): layer.rate for nested in model.layers if isinstance(nested, keras.Model)
+                        for layer in _all_layers(nested) if isinstance(layer, keras.layers.Dropout)}
+    quiet_dropouts: list[tuple[Any, float]] = []
+
     def wrap(layer: Any) -> Any:
         if is_prunable(layer):
             return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
+        if id(layer) in backbone_dropout:
+            quiet_dropouts.append((layer, layer.rate))  # clone_model reuses it (clone_function returned it)
+            layer.rate = 0.0
         return layer
 
     for layer in model.layers:
@@ -191,19 +206,28 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
     for layer in _all_layers(model):
         # Frozen BatchNorm runs in inference mode (Keras 2), as the backbone did with training=False.
         layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
-    pruning = _rebuild(model, wrap, keep_training_flag=False)
+    pruning = build_pruning_model(model, wrap)
+    n_classes = int(model.output_shape[-1])
     pruning.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate),
-        loss="sparse_categorical_crossentropy",
+        # As in train: one-hot labels so label smoothing applies.
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=tcfg.label_smoothing),
         metrics=["accuracy"],
     )
+    class_weight = (data.class_weights([lbl for _, lbl in split["train"]], n_classes)
+                    if tcfg.class_weights == "auto" else None)
     train_ds = data.build_dataset(
         root, split["train"], image_size=size, batch_size=cfg.batch_size, training=True, seed=tcfg.seed,
         cache="auto",
-    )
-    history = pruning.fit(
-        train_ds, epochs=cfg.epochs, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], verbose=0
-    )
+    ).map(lambda x, y: (x, tf.one_hot(y, n_classes)))
+    try:
+        history = pruning.fit(
+            train_ds, epochs=cfg.epochs, class_weight=class_weight,
+            callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], verbose=0,
+        )
+    finally:
+        for layer, rate in quiet_dropouts:
+            layer.rate = rate
 
     stripped = tfmot.sparsity.keras.strip_pruning(pruning)
     # Back to the trained model's shape: backbone called with training=False, original trainable flags.
@@ -231,6 +255,8 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
         "gzip_of": "all model weights as raw float32, concatenated, gzip level 9",
         "gzip_ratio": round(gzip_before / gzip_after, 3) if gzip_after else None,
         "fine_tune": {
+            "label_smoothing": tcfg.label_smoothing,
+            "class_weights": {str(k): v for k, v in class_weight.items()} if class_weight else None,
             "epochs": cfg.epochs,
             "steps": total_steps,
             "end_step": end_step,
@@ -246,6 +272,11 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
     }
     atomic_write_json(run.pruning_json, report)
     return report
+
+
+def build_pruning_model(model: Any, layer_fn: Callable[[Any], Any]) -> Any:
+    """The chain rebuilt for pruning: backbone called without ``training=False`` (masks update only in training)."""
+    return _rebuild(model, layer_fn, keep_training_flag=False)
 
 
 def _restore_training_flag(model: Any, original: Any) -> Any:

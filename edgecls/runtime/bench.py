@@ -14,13 +14,16 @@ import numpy as np
 
 from edgecls.core.config import BenchConfig
 from edgecls.core.errors import EdgeclsError
-from edgecls.core.io import atomic_write_json
+from edgecls.core.io import atomic_write_json, ensure_writable
 from edgecls.runtime.classifier import Classifier
 from edgecls.runtime.machine import machine_info, peak_rss_mb
 
 # The JSON's layout; bump when a key changes meaning, so tables of several devices stay honest.
 BENCH_FORMAT = "edgecls-bench/1"
 MAX_BENCH_IMAGES = 64  # real images fed in turn; more adds load time, not information
+# TFLite allocates a thread pool of this size; absurd counts crash inside the runtime (segfault at
+# 100000) instead of failing cleanly. The camera's --threads shares the limit.
+MAX_THREADS = 64
 
 
 def _validate(cfg: BenchConfig) -> None:
@@ -28,12 +31,19 @@ def _validate(cfg: BenchConfig) -> None:
         raise EdgeclsError("give at least one .tflite model to benchmark")
     if not cfg.threads or any(t < 1 for t in cfg.threads):
         raise EdgeclsError(f"--threads must be positive integers, got {list(cfg.threads)}")
+    if any(t > MAX_THREADS for t in cfg.threads):
+        raise EdgeclsError(f"--threads must be at most {MAX_THREADS}, got {max(cfg.threads)}")
     if cfg.runs < 1:
         raise EdgeclsError(f"--runs must be >= 1, got {cfg.runs}")
     if cfg.warmup < 0:
         raise EdgeclsError(f"--warmup must be >= 0, got {cfg.warmup}")
     if cfg.json and Path(cfg.json).exists() and not cfg.force:
         raise EdgeclsError(f"{cfg.json} already exists; choose another --json path or pass --force")
+    if cfg.json:
+        ensure_writable(cfg.json, "--json")  # before the benchmark, not after it
+    for model in cfg.models:
+        if not Path(model).is_file():
+            raise EdgeclsError(f"model not found: {model}")
     if cfg.images and not Path(cfg.images).is_dir():
         raise EdgeclsError(f"image folder not found: {cfg.images}")
 

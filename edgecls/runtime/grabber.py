@@ -30,6 +30,7 @@ log = logging.getLogger("edgecls.camera")
 FILE_QUEUE_FRAMES = 4  # read-ahead for files/folders: enough to absorb jitter, little memory
 REOPEN_ATTEMPTS = 5
 REOPEN_BACKOFF_S = 0.5  # doubled on each failed attempt: 0.5, 1, 2, 4, 8 s
+STOP_TIMEOUT_S = 5.0  # how long shutdown() waits for a read in progress before handing the close to the thread
 
 
 @dataclass
@@ -44,6 +45,22 @@ class Frame:
 
 
 Transform = Callable[[np.ndarray], np.ndarray]
+
+
+# A file that ends this many frames short of its declared count is reported as truncated
+# (containers round their counts; a frame or two of slack avoids false alarms).
+TRUNCATION_SLACK_FRAMES = 2
+
+
+def warn_if_truncated(source: FrameSource, produced: int) -> Optional[str]:
+    """Log (and return) a warning when a video file ended well before the frame count it declares."""
+    expected = getattr(source, "expected_frames", lambda: None)()
+    if expected is None or produced + TRUNCATION_SLACK_FRAMES >= expected:
+        return None
+    msg = (f"{source.name} ended after {produced} of the {expected} frames its header declares: "
+           "the file looks truncated or damaged")
+    log.warning(msg)
+    return msg
 
 
 def _read_one(source: FrameSource, transform: Optional[Transform], index: int) -> Optional[Frame]:
@@ -65,6 +82,7 @@ class InlineReader:
         self.dropped = 0
         self.reopens = 0
         self.produced = 0
+        self.truncated: Optional[str] = None
         self._t0: Optional[float] = None
 
     def start(self) -> "InlineReader":
@@ -79,10 +97,17 @@ class InlineReader:
         frame = _read_one(self.source, self.transform, self.produced)
         if frame is not None:
             self.produced += 1
+        elif not self.source.is_live:
+            self.truncated = warn_if_truncated(self.source, self.produced)
         return frame
 
     def stop(self) -> None:
         pass
+
+    def shutdown(self) -> None:
+        """Stop, then close the source (same order as :meth:`FrameGrabber.shutdown`)."""
+        self.stop()
+        self.source.close()
 
 
 class FrameGrabber:
@@ -114,6 +139,12 @@ class FrameGrabber:
         self._stop = threading.Event()
         self._done = False
         self._error: Optional[BaseException] = None
+        self.stop_timeout_s = STOP_TIMEOUT_S
+        self.truncated: Optional[str] = None
+        # Set by shutdown() when the thread outlives its timeout: the thread closes the source
+        # itself after its last read, so close() never runs while read() is in progress.
+        self._close_on_exit = False
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="edgecls-grabber", daemon=True)
 
     def start(self) -> "FrameGrabber":
@@ -133,6 +164,8 @@ class FrameGrabber:
                 if frame is None:
                     if self.source.is_live and self._recover():
                         continue
+                    if not self.source.is_live and not self._stop.is_set():
+                        self.truncated = warn_if_truncated(self.source, self.produced)
                     break
                 self.produced += 1
                 self._put(frame)
@@ -141,7 +174,11 @@ class FrameGrabber:
         finally:
             with self._cond:
                 self._done = True
+                close_now = self._close_on_exit and not self._closed
+                self._closed = self._closed or close_now
                 self._cond.notify_all()
+            if close_now:
+                self._close_source()
 
     def _put(self, frame: Frame) -> None:
         with self._cond:
@@ -194,9 +231,35 @@ class FrameGrabber:
             self._cond.notify_all()
             return frame
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Ask the thread to stop and wait for it; True when it has ended."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
+            self._thread.join(timeout=self.stop_timeout_s)
+        return not self._thread.is_alive()
+
+    def shutdown(self) -> None:
+        """Stop the thread, then close the source: never close a source the thread may still be reading.
+
+        A read that blocks past the timeout (a hung camera) keeps the source open until it
+        returns; the thread then closes it itself, and this returns without waiting for it.
+        """
+        ended = self.stop()
+        with self._cond:
+            if self._closed:
+                return
+            if not ended and not self._done:
+                self._close_on_exit = True
+                log.warning("%s did not return from a read within %.0fs; it is closed when the read returns",
+                            self.source.name, self.stop_timeout_s)
+                return
+            self._closed = True
+        self._close_source()
+
+    def _close_source(self) -> None:
+        try:
+            self.source.close()
+        except Exception as e:  # noqa: BLE001 - closing must not hide the reason the loop ended
+            log.warning("closing %s failed: %s", self.source.name, e)

@@ -23,7 +23,7 @@ import numpy as np
 
 from edgecls.core.config import CameraConfig
 from edgecls.core.errors import EdgeclsError
-from edgecls.core.io import atomic_write_json
+from edgecls.core.io import atomic_write_json, ensure_writable
 from edgecls.runtime.classifier import Classifier, read_labels_file
 from edgecls.runtime.jsonlog import BYTES_PER_MB, LOG_MODES, JsonlSink, RotatingJsonl
 from edgecls.runtime.latency import StampedSource, percentiles
@@ -120,6 +120,8 @@ def _validate(cfg: CameraConfig) -> None:
             raise EdgeclsError(f"{p} already exists; choose another {flag} path or pass --force to overwrite it")
         if p and Path(p).is_dir():
             raise EdgeclsError(f"{flag} {p} is a folder; give a file path")
+        if p:
+            ensure_writable(p, flag)  # a read-only folder fails now, not after the whole run
 
 
 class _Outputs:
@@ -334,8 +336,7 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
         stats.stop_reason = "interrupted"
     finally:
         t_end = time.perf_counter()
-        readers.stop()
-        src.close()
+        readers.shutdown()  # stops the reader thread before the source is closed
         cv2.setNumThreads(cv2_threads)
         for err in close_all(sinks):
             log.warning("closing an output failed: %s", err)

@@ -151,6 +151,13 @@ class CvCaptureSource(FrameSource):
         self.close()
         return self._open()
 
+    def expected_frames(self) -> Optional[int]:
+        """The frame count a video file's header declares (None for live sources or when unknown)."""
+        if self.is_live or self.cap is None:
+            return None
+        n = int(self.cap.get(_cv2().CAP_PROP_FRAME_COUNT) or 0)
+        return n if n > 0 else None
+
     def close(self) -> None:
         if self.cap is not None:
             self.cap.release()

@@ -55,6 +55,13 @@ class Readers:
         if self.current is not None:
             self.current.stop()
 
+    def shutdown(self) -> None:
+        """At the end of the run: stop the reader, then close the source (never during a read)."""
+        if self.current is not None:
+            self.current.shutdown()
+        else:
+            self.source.close()
+
     @property
     def timeout_s(self) -> Optional[float]:
         return self.cfg.stall_timeout_s if (self.source.is_live and self.cfg.stall_timeout_s > 0) else None

@@ -1,85 +1,170 @@
-"""Training checkpoints: weights keyed by layer (stable across freezing) and the per-epoch state.
+"""Training checkpoints: weights keyed by structure, plus what an exact resume needs.
 
-``RUN/checkpoints/last.weights.npz`` and ``best.weights.npz`` hold weights only (no optimizer);
-``state.json`` holds the phase, the epochs done in it, the best val_loss and the history so far.
+``RUN/checkpoints/last.weights.npz`` is one atomically written file holding the classifier's
+weights (``w/...``), the optimizer's variables (``opt/...``: Adam's step count and moments) and
+the training state (``state``: phase, epochs done, history, early-stopping counters) of the
+same moment, so a kill can never pair weights of one epoch with a state of another.
+``best.weights.npz`` holds the best weights only. ``state.json`` repeats the state for humans
+and for checks that run before TensorFlow loads.
+
+Weights are keyed by their position in the model's structure (layer index, layer type,
+weight index), never by generated names: a model rebuilt in the same process (the float32
+copy of a mixed-precision model) gets new automatic names (``normalization_1``), the same
+structure.
 """
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import atomic_write_bytes, atomic_write_json
 from edgecls.core.keras import keras
 
 LAST_WEIGHTS = "last.weights.npz"
 BEST_WEIGHTS = "best.weights.npz"
+STATE_JSON = "state.json"
+_W, _OPT, _STATE = "w/", "opt/", "state"
 
 
 def _variables(model: "keras.Model") -> list[tuple[str, Any]]:
-    """(key, variable) for every weight, keyed by layer name and creation order.
+    """(key, variable) for every weight, keyed by structure: ``<layer index>.<layer type>.<weight index>``.
 
     ``model.get_weights()`` orders a nested model's weights trainable-first, so its order
-    changes when layers are frozen or unfrozen; keys by layer keep a checkpoint valid across
-    the head and fine-tune phases and between mixed and float32 copies of the same model.
+    changes when layers are frozen or unfrozen; walking the layers keeps a key valid across
+    the head and fine-tune phases and between mixed and float32 builds of the same model.
     """
-    out, seen = [], {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        n = seen[layer.name] = seen.get(layer.name, -1) + 1  # same name twice: still a unique key
+    out = []
+    for n, layer in enumerate(model._flatten_layers(include_self=False, recursive=True)):
         own = list(layer._trainable_weights) + list(layer._non_trainable_weights)
-        out.extend((f"{layer.name}#{n}:{i}", w) for i, w in enumerate(own))
+        out.extend((f"{n:04d}.{type(layer).__name__}.{i}", w) for i, w in enumerate(own))
     return out
+
+
+def _optimizer_variables(optimizer: Any) -> list[Any]:
+    v = optimizer.variables
+    return list(v() if callable(v) else v)
+
+
+def save_checkpoint(path: Path, model: "keras.Model", *, optimizer: Any = None,
+                    state: Optional[dict[str, Any]] = None) -> None:
+    """Weights (+ optimizer variables, + state) in one atomically written .npz."""
+    arrays = {_W + k: np.asarray(w.numpy()) for k, w in _variables(model)}
+    if optimizer is not None:
+        arrays.update({f"{_OPT}{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(_optimizer_variables(optimizer))})
+    if state is not None:
+        arrays[_STATE] = np.array(json.dumps(state))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def save_weights_npz(model: "keras.Model", path: Path) -> None:
     """All weights (no optimizer state) in one atomically written .npz."""
-    import io
+    save_checkpoint(path, model)
 
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(w.numpy()) for k, w in _variables(model)})
-    atomic_write_bytes(path, buf.getvalue())
+
+def _assign(var: Any, value: np.ndarray, key: str, path: Path) -> None:
+    if tuple(var.shape) != value.shape:
+        raise EdgeclsError(f"checkpoint {path} does not fit this model ({key}: {value.shape} vs {tuple(var.shape)}); "
+                           "it was made by another model or edgecls version: start again with --force")
+    var.assign(value)
 
 
 def load_weights_npz(model: "keras.Model", path: Path) -> None:
     with np.load(path) as saved:
         for key, w in _variables(model):
-            w.assign(saved[key])
+            if _W + key not in saved:
+                raise EdgeclsError(f"checkpoint {path} does not fit this model (no {key}); start again with --force")
+            _assign(w, saved[_W + key], key, path)
+
+
+def read_checkpoint_state(path: Path) -> Optional[dict[str, Any]]:
+    """The training state stored with the weights, or None (a weights-only file)."""
+    with np.load(path) as saved:
+        return json.loads(str(saved[_STATE])) if _STATE in saved else None
+
+
+def has_optimizer_state(path: Path) -> bool:
+    with np.load(path) as saved:
+        return any(k.startswith(_OPT) for k in saved.files)
+
+
+def load_optimizer(optimizer: Any, trainable: list, path: Path) -> None:
+    """Build ``optimizer`` for ``trainable`` and load its variables (step count, moments) from ``path``."""
+    inner = getattr(optimizer, "inner_optimizer", None)  # mixed precision: LossScaleOptimizer
+    (inner if inner is not None else optimizer).build(trainable)
+    variables = _optimizer_variables(optimizer)
+    with np.load(path) as saved:
+        keys = sorted(k for k in saved.files if k.startswith(_OPT))
+        if len(keys) != len(variables):
+            raise EdgeclsError(
+                f"cannot resume exactly: the optimizer state in {path} has {len(keys)} variables, "
+                f"this model's optimizer {len(variables)}; start again with --force"
+            )
+        for key, var in zip(keys, variables):
+            _assign(var, saved[key], key, path)
 
 
 def copy_weights(src: "keras.Model", dst: "keras.Model") -> None:
     """Copy weights between two builds of the same architecture, whatever is frozen in each."""
-    values = {k: w.numpy() for k, w in _variables(src)}
-    for key, w in _variables(dst):
-        w.assign(values[key])
+    values = dict(_variables(src))
+    theirs = _variables(dst)
+    if set(values) != {k for k, _ in theirs}:
+        raise EdgeclsError("cannot copy weights: the two models differ in structure")
+    for key, w in theirs:
+        w.assign(values[key].numpy())
 
 
 class Checkpointer(keras.callbacks.Callback):
-    """After each epoch: last weights, best weights (by val_loss over both phases), state.json.
+    """After each epoch: last checkpoint (weights + optimizer + state), best weights, state.json.
 
-    Weights files are written atomically before ``state.json``, so a kill at any moment leaves
-    a loadable checkpoint (at worst one epoch ahead of the state, which then repeats an epoch).
-    Only weights are kept: a resumed phase starts a fresh Adam state.
+    Placed after EarlyStopping in the callback list, so the state carries its counters too.
+    The best weights are written before the last checkpoint that mentions them.
     """
 
-    def __init__(self, classifier: "keras.Model", folder: Path, state: dict[str, Any], phase: str):
+    def __init__(self, classifier: "keras.Model", folder: Path, state: dict[str, Any], phase: str,
+                 early_stopping: Optional["keras.callbacks.EarlyStopping"] = None):
         super().__init__()
         self.classifier, self.folder, self.state, self.phase = classifier, folder, state, phase
+        self.early_stopping = early_stopping
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         logs = dict(logs or {})
         row: dict[str, Any] = {"phase": self.phase, "epoch": len(self.state["rows"]) + 1, "phase_epoch": epoch + 1}
         row.update({k: float(v) for k, v in logs.items() if np.isscalar(v)})
         st = self.state
-        save_weights_npz(self.classifier, self.folder / LAST_WEIGHTS)
         val_loss = logs.get("val_loss", logs.get("loss"))
         if val_loss is not None and (st.get("best_val_loss") is None or val_loss < st["best_val_loss"]):
             save_weights_npz(self.classifier, self.folder / BEST_WEIGHTS)
             st.update(best_val_loss=float(val_loss), best_epoch=row["epoch"])
         st["rows"].append(row)
         st.update(phase=self.phase, phase_epochs_done=epoch + 1)
-        atomic_write_json(self.folder / "state.json", st)
+        es = self.early_stopping
+        if es is not None:
+            st["early_stopping"] = {"wait": int(es.wait), "best": float(es.best), "best_epoch": int(es.best_epoch)}
+        save_checkpoint(self.folder / LAST_WEIGHTS, self.classifier, optimizer=self.model.optimizer, state=st)
+        atomic_write_json(self.folder / STATE_JSON, st)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping that continues counting where an interrupted phase left off."""
+
+    def __init__(self, *args: Any, resume_from: Optional[dict[str, Any]] = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.resume_from = resume_from
+
+    def on_train_begin(self, logs: Optional[dict] = None) -> None:
+        super().on_train_begin(logs)
+        if self.resume_from:
+            self.wait = self.resume_from["wait"]
+            self.best = self.resume_from["best"]
+            self.best_epoch = self.resume_from["best_epoch"]
 
 
 def restore(classifier: "keras.Model", folder: Path, name: str) -> None:

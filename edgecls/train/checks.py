@@ -13,6 +13,7 @@ from edgecls.core.errors import EdgeclsError
 CLASS_WEIGHT_MODES = ("auto", "none")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 PRECISIONS = ("auto", "on", "off")
+MAX_SIZE_PX = 1024  # beyond this a CPU/GPU run of these backbones is out of memory long before it helps
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -31,6 +32,8 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise EdgeclsError("no image folder given (DATA/<class>/*.jpg)")
     if not cfg.out:
         raise EdgeclsError("no run folder given (--out RUN)")
+    if isinstance(cfg.size, int) and cfg.size > MAX_SIZE_PX:
+        raise EdgeclsError(f"size must be <= {MAX_SIZE_PX} pixels, got {cfg.size} (the backbones use 96-600)")
     check_backbone_options(
         cfg.backbone, size=cfg.size, alpha=cfg.alpha, minimalistic=cfg.minimalistic, weights=cfg.weights
     )
@@ -88,14 +91,22 @@ def check_run_dir(out: str, *, force: bool = False, resume: bool = False) -> Non
                                "start again with --force")
         import json
 
-        if json.loads((path / "checkpoints" / "state.json").read_text()).get("phase") == "done":
+        try:
+            state = json.loads((path / "checkpoints" / "state.json").read_text())
+        except ValueError:
+            raise EdgeclsError(f"cannot resume: {path / 'checkpoints' / 'state.json'} is not valid JSON; "
+                               "start again with --force") from None
+        if state.get("phase") == "done":
             raise EdgeclsError(f"run {path} is already complete; nothing to resume")
+        if not (path / "checkpoints" / "last.weights.npz").is_file():
+            raise EdgeclsError(f"cannot resume: {path / 'checkpoints' / 'last.weights.npz'} is missing, so the run "
+                               "cannot continue where it stopped; start again with --force")
         return
     if not path.exists():
         return
     if not path.is_dir():
         raise EdgeclsError(f"{path} exists and is a file; choose another --out")
-    if not any(path.iterdir()):
+    if not any(p.name != ".edgecls.lock" for p in path.iterdir()):  # empty but for a writer's lock file
         return
     if not force:
         raise EdgeclsError(
@@ -105,3 +116,16 @@ def check_run_dir(out: str, *, force: bool = False, resume: bool = False) -> Non
         raise EdgeclsError(
             f"{path} exists and is not an edgecls run; refusing to delete it even with --force (choose another --out)"
         )
+
+
+def split_warnings(split: dict, labels: list[str]) -> list[str]:
+    """Classes the split leaves out of val or test (too few images): their accuracy is never measured."""
+    out = []
+    for i, name in enumerate(labels):
+        counts = {s: sum(1 for _, lbl in split.get(s) or [] if lbl == i) for s in ("train", "val", "test")}
+        missing = [s for s in ("val", "test") if split.get(s) and counts[s] == 0]
+        if missing:
+            total = sum(counts.values())
+            out.append(f"class {name!r} has {total} image{'s' if total != 1 else ''}: none in the "
+                       f"{' and '.join(missing)} split, so its accuracy is never measured (add images)")
+    return out

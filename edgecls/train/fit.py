@@ -13,6 +13,7 @@ with phase, epoch and history) so ``--resume`` continues an interrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import sys
@@ -26,12 +27,15 @@ from edgecls import __version__
 from edgecls.train.backbones import build_classifier, calibrate_batchnorm, get_backbone, is_pretrained
 from edgecls.core.config import TrainConfig
 from edgecls.core.errors import EdgeclsError
-from edgecls.train.checkpoint import BEST_WEIGHTS, LAST_WEIGHTS, Checkpointer, copy_weights, restore, save_weights_npz
+from edgecls.train.checkpoint import (
+    BEST_WEIGHTS, LAST_WEIGHTS, STATE_JSON, Checkpointer, ResumableEarlyStopping, copy_weights, has_optimizer_state,
+    load_optimizer, read_checkpoint_state, restore, save_checkpoint,
+)
 from edgecls.core.io import atomic_write_json, read_json
 from edgecls.core.keras import keras, tf
 from edgecls.train.report import classification_metrics, plot_confusion_matrix, plot_learning_curves
-from edgecls.core.rundir import RunDir
-from edgecls.train.checks import check_run_dir, check_train_config
+from edgecls.core.rundir import LOCK_NAME, RunDir, RunLock, staging_path, swap_in
+from edgecls.train.checks import check_run_dir, check_train_config, split_warnings
 from edgecls.train.model_io import save_model
 
 PHASE_HEAD = "head"
@@ -158,15 +162,30 @@ def balance_mode(cfg: TrainConfig) -> str:
     return data.balance_mode(cfg.balance, cfg.class_weights)
 
 
+def _float32_config(obj: Any) -> Any:
+    """A model config with every layer's dtype policy (``mixed_float16``) replaced by float32."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") in ("Policy", "DTypePolicy"):
+            return "float32"
+        return {k: _float32_config(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_float32_config(v) for v in obj]
+    return obj
+
+
 def float32_copy(model: "keras.Model", cfg: TrainConfig, n_classes: int) -> "keras.Model":
-    """The same weights in a float32 graph: a mixed-precision model must not leak float16 into export."""
+    """The same model and weights in a float32 graph: a mixed-precision model must not leak float16 into export.
+
+    Rebuilt from the model's own config, not from the backbone builder, so every layer it has
+    is kept (EfficientNet's extra ImageNet-only Rescaling exists only when built with ImageNet
+    weights); weights are copied by structure (the copy gets new automatic layer names).
+    """
     if keras.mixed_precision.global_policy().name == "float32":
         return model
     prev = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        clean = build_classifier(cfg.backbone, num_classes=n_classes, size=cfg.size, alpha=cfg.alpha,
-                                 minimalistic=cfg.minimalistic, weights="none", dropout=cfg.dropout)
+        clean = keras.Model.from_config(_float32_config(model.get_config()))
     finally:
         keras.mixed_precision.set_global_policy(prev)
     copy_weights(model, clean)
@@ -185,22 +204,55 @@ def _scan_and_split(cfg: TrainConfig) -> tuple[Any, dict]:
     for name in ("train", "val"):
         if not split.get(name):
             raise EdgeclsError(f"the {name} split of {cfg.data} is empty; add images (a few per class at least)")
+    for warning in split_warnings(split, list(scan.classes)):
+        print(f"Warning: {warning}", file=sys.stderr, flush=True)
     return scan, split
 
 
-def _create_run(cfg: TrainConfig, force: bool, scan: Any, split: dict) -> RunDir:
-    """Create the run folder (replacing an old run only with ``force``) and its small files."""
+def _create_run(cfg: TrainConfig, folder: Path, scan: Any, split: dict) -> RunDir:
+    """Write the run's small files into ``folder`` (the run itself, or its staging copy under --force)."""
     from edgecls import data
 
-    out = Path(cfg.out)
-    if force and (out / "config.json").is_file():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    run = RunDir(out)
+    run = RunDir(folder)
     run.write_json(run.config_json, {"train": dataclasses.asdict(cfg), "edgecls_version": __version__})
     run.write_labels(list(scan.classes))
     data.save_split(run, scan, split, cfg.seed)
     return run
+
+
+def _prepare_staging(target: Path) -> Path:
+    """OUT.new for ``train --force``: a stale one from a killed --force is replaced, anything else refused."""
+    staging = staging_path(target)
+    if not staging.exists():
+        return staging
+    state_file = staging / "checkpoints" / STATE_JSON
+    try:
+        state = read_json(state_file) if state_file.is_file() else {}
+    except ValueError:
+        state = {}
+    is_partial = (staging / "config.json").is_file() and state.get("replaces") == str(target) \
+        and state.get("phase") != PHASE_DONE
+    only_lock = staging.is_dir() and {p.name for p in staging.iterdir()} <= {LOCK_NAME}
+    if not (is_partial or only_lock):
+        raise EdgeclsError(
+            f"{staging} exists (train --force builds the new run there); move it away or delete it first"
+        )
+    with RunLock(staging, "train --force (cleanup)"):
+        shutil.rmtree(staging)  # an unfinished replacement that a kill left behind
+    return staging
+
+
+def _resume_state(run: RunDir) -> dict[str, Any]:
+    """The state saved with the last weights (authoritative), or a clear refusal."""
+    last = run.checkpoints / LAST_WEIGHTS
+    if not last.is_file():
+        raise EdgeclsError(f"cannot resume: {last} is missing, so the run cannot continue where it stopped; "
+                           "start again with --force")
+    state = read_checkpoint_state(last)
+    if state is None:
+        raise EdgeclsError(f"cannot resume: {last} holds no training state (made by an older edgecls); "
+                           "start again with --force")
+    return state
 
 
 def train(
@@ -214,20 +266,56 @@ def train(
     """Train a classifier and write its run folder; returns the :class:`RunDir`.
 
     ``resume=True`` continues ``cfg.out`` from its last checkpoint with the run's *saved*
-    config (other fields of ``cfg`` are ignored). ``callbacks`` are extra Keras callbacks
-    (run after the checkpointer). Only the chief writes the run under a multi-worker cluster.
+    config (other fields of ``cfg`` are ignored): weights, optimizer state, epoch, history,
+    early-stopping counters and the data order are restored, or it refuses with a reason.
+    ``force=True`` over an existing run builds the new run in ``OUT.new`` and swaps it in only
+    when it is complete (see :func:`edgecls.core.rundir.swap_in`). The run folder is locked
+    for the whole run: a second writer gets an error. ``callbacks`` are extra Keras callbacks.
+    Only the chief writes the run under a multi-worker cluster.
     """
+    check_run_dir(cfg.out, force=force, resume=resume)
+    with contextlib.ExitStack() as locks:
+        if resume:
+            locks.enter_context(RunLock(cfg.out, "edgecls train --resume"))
+            run = RunDir.open(cfg.out)
+            state = _resume_state(run)
+            replaces = state.get("replaces")
+            if replaces and Path(replaces).is_dir():
+                locks.enter_context(RunLock(replaces, f"edgecls train --resume --out {run.path}"))
+            return _train(dataclasses.replace(run.train_config(), out=str(run.path)), run, state,
+                          callbacks=callbacks, verbose=verbose)
+        target = Path(cfg.out)
+        if force and target.is_dir() and any(target.iterdir()):
+            locks.enter_context(RunLock(target, "edgecls train --force"))
+            folder = _prepare_staging(target)
+        else:
+            folder = target
+        created = not folder.exists()
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            locks.enter_context(RunLock(folder, f"edgecls train --out {target}"))
+        except BaseException:
+            if created:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        state = {"phase": PHASE_HEAD, "phase_epochs_done": 0, "rows": []}
+        if folder != target:
+            state["replaces"] = str(target)
+        try:
+            return _train(cfg, None, state, folder=folder, callbacks=callbacks, verbose=verbose)
+        except BaseException:
+            # Nothing trained yet (a data or model error): leave no half-made run behind.
+            if created and not (folder / "checkpoints" / STATE_JSON).is_file():
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+
+def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, folder: Optional[Path] = None,
+           callbacks: Sequence["keras.callbacks.Callback"] = (), verbose: Optional[int] = None) -> RunDir:
     from edgecls import data
     from edgecls.train.distribute import is_chief, make_strategy, precision
 
-    check_run_dir(cfg.out, force=force, resume=resume)
-    run: Optional[RunDir] = None
-    if resume:
-        run = RunDir.open(cfg.out)
-        cfg = dataclasses.replace(run.train_config(), out=str(run.path))
-        state = read_json(run.checkpoints / "state.json")
-    else:
-        state = {"phase": PHASE_HEAD, "phase_epochs_done": 0, "rows": []}
+    resume = run is not None
     check_train_config(cfg)
     # Before any other TF op: multi-worker collectives must be configured at start-up.
     strategy = make_strategy(cfg.strategy)
@@ -243,12 +331,12 @@ def train(
     keras.utils.set_random_seed(cfg.seed)
     with precision(cfg.mixed_precision) as policy:
         with strategy.scope():
-            # Built before the run folder exists: a weights file that does not fit leaves nothing behind.
+            # Built before the run's files exist: a weights file that does not fit leaves nothing behind.
             classifier = build_classifier(cfg.backbone, num_classes=n_classes, size=cfg.size, alpha=cfg.alpha,
                                           minimalistic=cfg.minimalistic, weights=cfg.weights, dropout=cfg.dropout)
             trainer = make_trainer(classifier, augment=cfg.augment, seed=cfg.seed)
         if run is None:
-            run = _create_run(cfg, force, scan, split)
+            run = _create_run(cfg, folder, scan, split)
         ckpt = run.checkpoints
         ckpt.mkdir(parents=True, exist_ok=True)
         if not is_chief():  # other cluster workers must save too (collectives), but somewhere private
@@ -261,21 +349,33 @@ def train(
         state["balance"] = data.balance_record(balance_mode(cfg), weights, split["train"])
         if resume:
             restore(classifier, ckpt, LAST_WEIGHTS)
+            # The shuffle order of epoch k comes from the k-th iterator over the training set:
+            # replay the iterators the interrupted run made (BatchNorm calibration + each epoch).
+            for _ in range((0 if is_pretrained(cfg.weights) else 1) + len(state["rows"])):
+                iter(ds["train"])
         elif not is_pretrained(cfg.weights):
             images, _ = next(iter(ds["train"]))
             calibrate_batchnorm(get_backbone(classifier), images)
-        _run_phases(cfg, strategy, classifier, trainer, ds, weights, state, ckpt, run, verbose, callbacks)
+        _run_phases(cfg, strategy, classifier, trainer, ds, weights, state, ckpt, run, verbose, callbacks,
+                    resume=resume)
         final = float32_copy(classifier, cfg, n_classes)
 
     if is_chief():
         _finish(run, cfg, final, ds, state, labels, policy, strategy.num_replicas_in_sync)
+        target = state.get("replaces")
+        if target:
+            aside = swap_in(run.path, target)
+            run = RunDir(Path(target))
+            kept = f"; the old run (with its export/ and other files) is now {aside}" if aside else \
+                "; the old run held only training outputs and was removed"
+            print(f"Replaced {target} with the new run{kept}", flush=True)
     else:
         shutil.rmtree(ckpt, ignore_errors=True)
     return run
 
 
 def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weights, state: dict, ckpt: Path,
-                run: RunDir, verbose: int, callbacks: Sequence) -> None:
+                run: RunDir, verbose: int, callbacks: Sequence, *, resume: bool = False) -> None:
     """Head then fine-tune, skipping what a resumed run already finished."""
     phases = [(PHASE_HEAD, cfg.epochs, cfg.learning_rate)]
     if cfg.fine_tune_epochs > 0:
@@ -289,32 +389,42 @@ def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weigh
         with strategy.scope():
             set_phase(classifier, phase, cfg.fine_tune_fraction)
             compile_for(trainer, lr, cfg.label_smoothing)
+            mid_phase = resume and i == current and start > 0
+            if mid_phase:
+                # Adam's moments and step count: without them the resumed epochs take different steps.
+                if not has_optimizer_state(ckpt / LAST_WEIGHTS):
+                    raise EdgeclsError(f"cannot resume exactly: {ckpt / LAST_WEIGHTS} has no optimizer state; "
+                                       "start again with --force")
+                load_optimizer(trainer.optimizer, trainer.trainable_variables, ckpt / LAST_WEIGHTS)
         if start < epochs and verbose:
             what = "new head, backbone frozen" if phase == PHASE_HEAD else (
                 f"top {cfg.fine_tune_fraction:.0%} of the backbone unfrozen, BatchNorm frozen")
             print(f"Phase {i + 1}/{len(phases)}: {phase} ({what}), epochs {start + 1}-{epochs} at lr {lr:g}",
                   flush=True)
         if start < epochs:
+            early = ResumableEarlyStopping(
+                monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True,
+                resume_from=state.get("early_stopping") if mid_phase else None,
+            )
             trainer.fit(
                 ds["train"], validation_data=ds["val"], epochs=epochs, initial_epoch=start,
                 class_weight=weights, verbose=verbose,
                 callbacks=[
-                    Checkpointer(classifier, ckpt, state, phase),
-                    keras.callbacks.EarlyStopping(
-                        monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True
-                    ),
+                    early,
+                    Checkpointer(classifier, ckpt, state, phase, early_stopping=early),
                     *_tensorboard(run.logs / phase),
                     *callbacks,
                 ],
             )
         # The next phase starts from the best weights so far, and a crash right here resumes there.
         restore(classifier, ckpt, BEST_WEIGHTS)
+        state.pop("early_stopping", None)
         if i + 1 < len(order):
-            save_weights_npz(classifier, ckpt / LAST_WEIGHTS)
             state.update(phase=order[i + 1], phase_epochs_done=0)
         else:
             state.update(phase=phase, phase_epochs_done=epochs)
-        atomic_write_json(ckpt / "state.json", state)
+        save_checkpoint(ckpt / LAST_WEIGHTS, classifier, state=state)
+        atomic_write_json(ckpt / STATE_JSON, state)
 
 
 def _finish(run: RunDir, cfg: TrainConfig, model: "keras.Model", ds: dict, state: dict, labels: list[str],
@@ -365,6 +475,8 @@ def _recall_line(m: dict) -> list[str]:
 
 def summary(run: RunDir) -> str:
     """A few lines for the end of ``edgecls train``."""
+    from shlex import quote as q
+
     m = read_json(run.metrics_json)
     where = m["evaluated_on"]
     acc = m["test_accuracy"] if where == "test" else m["val_accuracy"]
@@ -373,7 +485,7 @@ def summary(run: RunDir) -> str:
         f"{where} accuracy: {acc:.3f} on {n} images (best epoch {m.get('best_epoch')})",
         *_recall_line(m),
         f"model:   {run.model_path}",
-        f"metrics: {run.metrics_json}  plots: {run.plots}/  TensorBoard: tensorboard --logdir {run.logs}",
-        f"next:    edgecls export {run.path} --int8",
+        f"metrics: {run.metrics_json}  plots: {run.plots}/  TensorBoard: tensorboard --logdir {q(str(run.logs))}",
+        f"next:    edgecls export {q(str(run.path))} --int8",
     ]
     return "\n".join(lines)
