@@ -22,7 +22,9 @@ import pytest
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd") or not shutil.which("runuser"),
                                 reason="needs root, useradd and runuser to create a second OS user")
 
-PREIMPORT = ("import json, pwd, edgecls.cli, edgecls.train.checks, edgecls.core.io, edgecls.runtime.classifier, "
+# The interpreter here lives under /root, which the second user cannot read: everything it needs
+# (the cp437 codec zipfile uses to read labels embedded in a model included) is imported first.
+PREIMPORT = ("import json, pwd, zipfile, encodings.cp437, edgecls.cli, edgecls.train.checks, edgecls.core.io, edgecls.runtime.classifier, "
              "edgecls.runtime.interpreter, edgecls.data.synth, edgecls.runtime.bench; from PIL import Image; Image.init()")
 
 

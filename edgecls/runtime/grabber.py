@@ -54,7 +54,7 @@ TRUNCATION_SLACK_FRAMES = 2
 
 def warn_if_truncated(source: FrameSource, produced: int) -> Optional[str]:
     """Log (and return) a warning when a video file ended well before the frame count it declares."""
-    expected = getattr(source, "expected_frames", lambda: None)()
+    expected = source.expected_frames()
     if expected is None or produced + TRUNCATION_SLACK_FRAMES >= expected:
         return None
     msg = (f"{source.name} ended after {produced} of the {expected} frames its header declares: "

@@ -44,6 +44,9 @@ class StampedSource(FrameSource):
     def reopen(self) -> bool:
         return self.inner.reopen()
 
+    def expected_frames(self) -> Optional[int]:
+        return self.inner.expected_frames()
+
     def close(self) -> None:
         self.inner.close()
 

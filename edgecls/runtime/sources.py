@@ -47,6 +47,10 @@ class FrameSource:
         """Try to open a live source again after it failed; True when it works again."""
         return False
 
+    def expected_frames(self) -> Optional[int]:
+        """Frames a file declares it holds (None: unknown or live), to notice a truncated file."""
+        return None
+
     def __enter__(self) -> "FrameSource":
         return self
 
