@@ -348,6 +348,7 @@ def _int8_attempts(ex: _Exporter, cfg: ExportConfig, float_names: Optional[list[
 
     diagnosis = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES])
     summary = diagnosis.summary()
+    explicit = qdebug.resolve_float_layers(float_names, diagnosis.layers) if float_names else []
     tried: list[Candidate] = []
 
     def selective(tensors: list[str]) -> Candidate:
@@ -366,10 +367,9 @@ def _int8_attempts(ex: _Exporter, cfg: ExportConfig, float_names: Optional[list[
         return ex.gate(cand, None, size)
 
     if not cfg.parity:
-        if float_names:
-            return ex.stage("selective-float", qdebug.selective_int8(
-                diagnosis.calibrated, qdebug.resolve_float_layers(float_names, diagnosis.layers), io=cfg.io),
-                size, qdebug.resolve_float_layers(float_names, diagnosis.layers)), tried, diagnosis
+        if explicit:
+            return ex.stage("selective-float", qdebug.selective_int8(diagnosis.calibrated, explicit, io=cfg.io),
+                            size, explicit), tried, diagnosis
         return ptq, tried, diagnosis
 
     ex.gate(ptq, summary, size)
@@ -378,7 +378,7 @@ def _int8_attempts(ex: _Exporter, cfg: ExportConfig, float_names: Optional[list[
     if cfg.qat:
         plan = [qat]
     elif float_names:
-        plan = [lambda: selective(qdebug.resolve_float_layers(float_names, diagnosis.layers))]
+        plan = [lambda: selective(explicit)]
         if cfg.repair:
             plan.append(qat)
     else:
