@@ -95,8 +95,9 @@ def quantize_aware(model: Any) -> Any:
         if isinstance(layer, keras.layers.Rescaling):
             return qk.quantize_annotate_layer(layer.__class__.from_config(layer.get_config()), no_op())
         new = layer.__class__.from_config(layer.get_config())
-        if isinstance(new, keras.layers.BatchNormalization):
-            new.trainable = False
+        # The trained classifier's backbone is frozen (trainable=False in its config): QAT must be
+        # able to move the weights, except BatchNorm (frozen = inference mode, as in training).
+        new.trainable = not isinstance(new, keras.layers.BatchNormalization)
         return qk.quantize_annotate_layer(new)
 
     flat = flatten(model)
