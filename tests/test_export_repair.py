@@ -147,7 +147,8 @@ def test_failed_gate_tries_repairs_then_keeps_the_old_set_and_rejects(tiny_run, 
     before = {p.name: p.read_bytes() for p in exp.iterdir()}
     result = CliRunner().invoke(cli, ["export", str(run), "--force", "--qat-epochs", "1"])
     assert result.exit_code == 1, result.output
-    assert result.output.count("Error:") == 1 and "Traceback" not in result.output
+    assert sum(line.startswith("Error:") for line in result.output.splitlines()) == 1
+    assert "Traceback" not in result.output
     assert "Error: int8 parity failed: " in result.output and "tried ptq (agreement" in result.output
     assert ", qat (agreement" in result.output and "model_int8.REJECTED.tflite (do not ship it)" in result.output
     after = {p.name: p.read_bytes() for p in exp.iterdir() if "REJECTED" not in p.name}
