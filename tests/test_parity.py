@@ -31,6 +31,55 @@ def test_compare_figures_and_gates():
     assert "more representative samples" in r["failure"] and "backbone that quantizes better" in r["failure"]
     ok = compare(p_float, p_float, y, LABELS, max_drop=0.0, min_agreement=1.0)
     assert ok["passed"] is True and ok["failure"] is None and ok["mean_abs_prob_diff"] == 0.0
+    # 5 images cannot decide anything: the intervals are wide and cross the gates.
+    assert r["conclusive"] is False and ok["conclusive"] is False
+    lo, hi = r["agreement_ci95"]
+    assert lo < 0.5 < 0.8 < hi < 1.0
+    dlo, dhi = r["accuracy_drop_ci95_points"]
+    assert dlo < 0.0 < 20.0 < dhi
+
+
+@pytest.mark.parametrize("k, n, lo, hi", [
+    (0, 10, 0.0, 0.2775),      # the textbook "0 of 10" upper bound
+    (8, 10, 0.4902, 0.9433),   # Wilson (1927) score interval, as tabulated
+    (10, 10, 0.7225, 1.0),
+    (98, 100, 0.9300, 0.9945),
+])
+def test_wilson_interval_matches_published_values(k, n, lo, hi):
+    from edgecls.optimize.parity import wilson_interval
+
+    got = wilson_interval(k, n)
+    assert got[0] == pytest.approx(lo, abs=5e-4) and got[1] == pytest.approx(hi, abs=5e-4)
+
+
+def test_paired_drop_interval_shrinks_with_n_and_respects_pairing():
+    from edgecls.optimize.parity import paired_difference_interval, wilson_interval
+
+    # Same proportions (2% of images lose their right answer), 100 vs 10 000 images.
+    small = paired_difference_interval(80, 2, 0, 18)
+    large = paired_difference_interval(8000, 200, 0, 1800)
+    assert small[0] < 0.02 < small[1] and large[0] < 0.02 < large[1]
+    assert (large[1] - large[0]) < (small[1] - small[0]) / 5
+    assert large[0] > 0.0  # 10 000 images prove the drop; 100 do not
+    assert small[0] < 0.005
+    # Identical predictions: a paired interval is far narrower than two unpaired Wilson intervals.
+    lo, hi = paired_difference_interval(900, 0, 0, 100)
+    w = wilson_interval(900, 1000)
+    assert lo <= 0.0 <= hi and (hi - lo) < (w[1] - w[0])
+
+
+@pytest.mark.parametrize("n, conclusive", [(12, False), (400, True)])
+def test_gate_is_conclusive_only_with_enough_images(n, conclusive):
+    """All top-1s agree: 12 images cannot show agreement >= 0.98, 400 can (Wilson lower bound 0.9905)."""
+    from edgecls.optimize.parity import compare, format_parity
+
+    y = np.arange(n) % 3
+    p = np.eye(3)[y] * 0.9 + 0.05
+    r = compare(p, p, y, LABELS, max_drop=1.0, min_agreement=0.98)
+    assert r["passed"] is True and r["conclusive"] is conclusive
+    table = format_parity(r)
+    assert "95% CI" in table
+    assert ("inconclusive" in table) is (not conclusive)
 
 
 @pytest.mark.slow
@@ -39,9 +88,18 @@ def test_int8_parity_on_the_test_split(exported_run, tmp_path):
 
     out = tmp_path / "parity.json"
     model = exported_run.path / "export" / "model_int8.tflite"
-    r = run_parity(ParityConfig(run=str(exported_run.path), model=str(model), json=str(out), threads=1,
-                                max_drop=100.0, min_agreement=0.0))
+    r = run_parity(ParityConfig(run=str(exported_run.path), model=str(model), json=str(out), threads=1),
+                   raise_on_fail=False)
     split = json.loads((exported_run.path / "split.json").read_text())
+    # The default gates decide on the point estimate; 12 test images can never be conclusive.
+    assert r["gates"] == {"max_drop": 1.0, "min_agreement": 0.98}
+    assert r["passed"] is (r["agreement"] >= 0.98 and r["accuracy_drop_points"] <= 1.0)
+    assert r["conclusive"] is False and r["agreement_ci95"][0] < 0.98
+    # The int8 file was diagnosed: worst tensors first, rmse/scale near rounding noise (0.29) or above.
+    qe = r["quant_error"]
+    worst = [e["rmse_scale"] for e in qe["worst"]]
+    assert worst == sorted(worst, reverse=True) and len(worst) == 5 and qe["n_tensors"] > 50
+    assert 0.25 < worst[-1] <= worst[0] < 5.0
     assert r["n_images"] == len(split["test"]) == sum(c["n"] for c in r["per_class"].values())
     assert r["float_model"].endswith("model.keras") and r["runtime"]
     # Exact input quantization + calibration on every training image keep probabilities close
@@ -49,7 +107,21 @@ def test_int8_parity_on_the_test_split(exported_run, tmp_path):
     assert r["mean_abs_prob_diff"] < 0.1
     assert json.loads(out.read_text()) == r
     table = format_parity(r)
-    assert "agreement" in table and "PASSED" in table
+    assert "agreement" in table and ("PASSED" in table or "FAILED" in table) and "worst int8 tensors" in table
+    assert qe["worst"][0]["tensor"].split(";")[0][-40:] in table
+
+
+@pytest.mark.slow
+def test_a_float32_file_passes_the_default_gates(exported_run, tmp_path):
+    """A real gate that must pass: the float32 .tflite classifies like its Keras model."""
+    from edgecls.core.config import ExportConfig
+    from edgecls.optimize.export import export_run
+    from edgecls.optimize.parity import run_parity
+
+    export_run(ExportConfig(run=str(exported_run.path), mode="float32", out=str(tmp_path)))
+    r = run_parity(ParityConfig(run=str(exported_run.path), model=str(tmp_path / "model_float32.tflite")))
+    assert r["passed"] is True and r["agreement"] == 1.0 and r["mean_abs_prob_diff"] < 1e-4
+    assert r["quant_error"] is None  # nothing quantized, nothing to diagnose
 
 
 @pytest.mark.slow
@@ -57,7 +129,7 @@ def test_parity_takes_the_pruned_float_reference_from_the_card(exported_run):
     from edgecls.optimize.parity import run_parity
 
     model = exported_run.path / "export" / "model_pruned_int8.tflite"
-    r = run_parity(ParityConfig(run=str(exported_run.path), model=str(model), max_drop=100.0, min_agreement=0.0))
+    r = run_parity(ParityConfig(run=str(exported_run.path), model=str(model), diagnose=False), raise_on_fail=False)
     assert r["float_model"].endswith("model_pruned.keras")
     saved = json.loads((exported_run.path / "export" / "parity_pruned_int8.json").read_text())
     assert saved["float_model"] == r["float_model"] and saved["agreement"] == r["agreement"]
@@ -94,7 +166,7 @@ def test_parity_on_a_data_folder_with_the_run_classes(exported_run):
 
     root = json.loads((exported_run.path / "split.json").read_text())["root"]
     r = run_parity(ParityConfig(run=str(exported_run.path), model=str(exported_run.path / "export" / "model_int8.tflite"),
-                                data=root, max_drop=100.0, min_agreement=0.0))
+                                data=root, diagnose=False), raise_on_fail=False)
     split = json.loads((exported_run.path / "split.json").read_text())
     assert r["n_images"] == sum(len(split[s]) for s in ("train", "val", "test"))
     assert r["source"].startswith("folder")

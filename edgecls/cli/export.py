@@ -90,18 +90,30 @@ class _OneModeCommand(click.Command):
               help=field_help(ExportConfig, "max_drop"))
 @click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=EXPORT_DEFAULTS.min_agreement, show_default=True,
               help=field_help(ExportConfig, "min_agreement"))
-def export_cmd(run: Path, mode: Optional[str], out: Optional[Path], no_parity: bool, **options) -> None:
+@click.option("--float-layers", default=EXPORT_DEFAULTS.float_layers, show_default=True, metavar="auto|none|NAME,...",
+              help=field_help(ExportConfig, "float_layers"))
+@click.option("--qat", is_flag=True, help=field_help(ExportConfig, "qat"))
+@click.option("--no-repair", is_flag=True, help="Ship plain post-training int8 or fail: no float layers, no QAT.")
+@click.option("--qat-epochs", type=click.IntRange(min=1), default=EXPORT_DEFAULTS.qat_epochs, show_default=True,
+              help=field_help(ExportConfig, "qat_epochs"))
+@click.option("--qat-learning-rate", type=click.FloatRange(min=0.0, min_open=True), default=EXPORT_DEFAULTS.qat_learning_rate,
+              show_default=True, help=field_help(ExportConfig, "qat_learning_rate"))
+@click.option("--golden-images", type=click.IntRange(min=0), default=EXPORT_DEFAULTS.golden_images, show_default=True,
+              help=field_help(ExportConfig, "golden_images"))
+def export_cmd(run: Path, mode: Optional[str], out: Optional[Path], no_parity: bool, no_repair: bool, **options) -> None:
     """Convert RUN's model to TFLite in RUN/export/ (one file set per mode).
 
-    Writes model_<mode>.tflite (with labels and normalisation metadata), model_<mode>.card.json
-    and labels.txt. --int8 then checks parity against the float model (parity_int8.json) and
-    exits 1 when a gate fails; the files are kept and the card says "parity_passed": false.
+    Writes model_<mode>.tflite (with labels and normalisation metadata), model_<mode>.card.json,
+    model_<mode>.golden.npz and labels.txt, all replaced together or not at all. --int8 checks
+    parity against the float model (parity_int8.json); when the gate fails it tries float layers,
+    then QAT, and ships the first that passes. If none passes it exits 1, replaces nothing and
+    keeps the best candidate as model_<mode>.REJECTED.tflite.
     """
     from edgecls.optimize.export import ExportFailed, export_run
     from edgecls.optimize.parity import format_parity
 
     cfg = ExportConfig(run=str(run), mode=mode or "int8", out=str(out) if out else None, parity=not no_parity,
-                       **options)
+                       repair=not no_repair, **options)
     try:
         card = export_run(cfg)
     except ExportFailed as e:
@@ -116,6 +128,25 @@ def export_cmd(run: Path, mode: Optional[str], out: Optional[Path], no_parity: b
     if card.get("parity"):
         report_path = model.with_name(card["parity"]["report"])
         click.echo(format_parity(json.loads(report_path.read_text())))
+    if card.get("quantization"):
+        click.echo(describe_quantization(card["quantization"]))
+
+
+def describe_quantization(q: dict) -> str:
+    """One line: which int8 path shipped, and what it cost against plain PTQ."""
+    what = {"ptq": "plain post-training quantization",
+            "selective-float": f"selective float layers ({len(q['float_layers'])} tensor(s) kept in float)",
+            "qat": "quantization-aware training"}[q["path"]]
+    line = f"int8 path: {q['path']} ({what})"
+    tried = [a["path"] for a in q.get("attempts") or []]
+    if len(tried) > 1:
+        line += f"; tried {' -> '.join(tried)}"
+    cost = q.get("cost_vs_ptq")
+    if cost:
+        lat, size = cost["latency_ms_1thread"], cost["file_bytes"]
+        line += (f"; cost vs PTQ: latency {lat['ptq']:.2f} -> {lat['shipped']:.2f} ms (1 thread), "
+                 f"size {size['difference']:+d} bytes")
+    return line + "."
 
 
 def _model_path(out: Path, card: dict) -> Path:

@@ -136,6 +136,18 @@ class ExportConfig:
     """Parity gate: largest accepted accuracy drop, in points."""
     min_agreement: float = 0.98
     """Parity gate: smallest accepted top-1 agreement rate."""
+    float_layers: str = "auto"
+    """int8 tensors kept in float: auto (as a repair, those far above rounding noise), none, or NAME,... (always)."""
+    qat: bool = False
+    """Quantization-aware training (short tfmot fine-tune) instead of post-training quantization."""
+    repair: bool = True
+    """When the int8 gate fails, try selective float layers, then QAT, and ship the first that passes."""
+    qat_epochs: int = 2
+    """Epochs of the QAT fine-tune (on the training split, distilled from the float model)."""
+    qat_learning_rate: float = 1e-5
+    """Adam learning rate of the QAT fine-tune."""
+    golden_images: int = 32
+    """Held-out images in the golden set written beside the model (test split, else val; stratified)."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExportConfig":
@@ -164,6 +176,8 @@ class ParityConfig:
     """Float Keras reference (default: the one named in the model's card, else RUN/model.keras)."""
     labels_csv: Optional[str] = None
     """CSV of path,label[,split] rows labelling the images in data (instead of class folders)."""
+    diagnose: bool = True
+    """Measure per-tensor int8 error with TF's QuantizationDebugger (int8 models made by PTQ)."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ParityConfig":

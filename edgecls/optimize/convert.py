@@ -85,10 +85,33 @@ def convert_model(
     concrete function converted without that detour (``experimental_lower_to_saved_model =
     False``) gives the same graph in about 1 s.
     """
-    from edgecls.core.keras import quiet_native_stderr, tf
+    from edgecls.core.keras import quiet_native_stderr
 
     if mode not in MODES:
         raise EdgeclsError(f"unknown export mode {mode!r}; use one of {', '.join(MODES)}")
+    conv = make_converter(model, mode, representative=representative, io=io,
+                          allow_float_fallback=allow_float_fallback)
+    try:
+        with quiet_native_stderr(), warnings_module.catch_warnings():
+            # Our inputs carry their own range (0-255, pinned by calibration), so the converter's
+            # "statistics for quantized inputs were expected" warning does not apply.
+            warnings_module.filterwarnings("ignore", message="Statistics for quantized inputs")
+            return bytes(conv.convert())
+    except Exception as e:  # noqa: BLE001 - ConverterError and friends
+        raise EdgeclsError(_conversion_error(str(e), mode, allow_float_fallback)) from None
+
+
+def make_converter(
+    model: Any,
+    mode: str,
+    *,
+    representative: Optional[np.ndarray] = None,
+    io: str = "uint8",
+    allow_float_fallback: bool = False,
+) -> Any:
+    """A configured ``TFLiteConverter`` for ``model`` (shared by export and the quantization debugger)."""
+    from edgecls.core.keras import tf
+
     shape = [1, *[int(d) for d in model.input_shape[1:]]]
     fn = tf.function(lambda x: model(x, training=False))
     concrete = fn.get_concrete_function(tf.TensorSpec(shape, tf.float32, name=INPUT_NAME))
@@ -112,14 +135,7 @@ def convert_model(
         conv.target_spec.supported_ops = ops
         conv.inference_input_type = tf.uint8 if io == "uint8" else tf.int8
         conv.inference_output_type = tf.uint8 if io == "uint8" else tf.int8
-    try:
-        with quiet_native_stderr(), warnings_module.catch_warnings():
-            # Our inputs carry their own range (0-255, pinned by calibration), so the converter's
-            # "statistics for quantized inputs were expected" warning does not apply.
-            warnings_module.filterwarnings("ignore", message="Statistics for quantized inputs")
-            return bytes(conv.convert())
-    except Exception as e:  # noqa: BLE001 - ConverterError and friends
-        raise EdgeclsError(_conversion_error(str(e), mode, allow_float_fallback)) from None
+    return conv
 
 
 def _conversion_error(message: str, mode: str, allow_float_fallback: bool) -> str:

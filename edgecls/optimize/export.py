@@ -5,7 +5,18 @@
     model_<mode>.tflite          model_pruned_<mode>.tflite with --pruned
     model_<mode>.card.json       what the file is, where it came from, how it did in parity
     parity_<mode>.json           int8 (parity runs automatically after an int8 export)
+    model_<mode>.golden.npz      held-out images + this host runtime's outputs (edgecls verify)
     labels.txt
+
+The set is a transaction (:mod:`edgecls.optimize.transaction`): candidates are built, checked
+and gated in a staging folder and the set is moved into place only when it passed.
+
+int8 repair: plain post-training quantization (PTQ) is tried first; when its parity gate fails
+export tries (a) selective quantization, keeping the tensors whose error is far above rounding
+noise in float (:mod:`edgecls.optimize.qdebug`), then (b) quantization-aware training
+(:mod:`edgecls.optimize.qat`). The first candidate that passes ships; the card says which path,
+which tensors stayed float, and the latency/size cost against PTQ. When none passes, the best
+candidate is kept as ``model_<mode>.REJECTED.tflite`` (+ card and report) and export fails.
 
 Conversion itself lives in :mod:`edgecls.optimize.convert`, the file names in
 :class:`edgecls.core.rundir.RunDir`.
@@ -15,19 +26,27 @@ from __future__ import annotations
 
 import datetime as _dt
 import gzip
+import hashlib
 import os
 import sys
-import tempfile
-from dataclasses import asdict
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from edgecls import __version__
 from edgecls.core.config import ExportConfig, ParityConfig
 from edgecls.core.errors import EdgeclsError
-from edgecls.core.io import apply_default_mode, atomic_write_json, read_json
-from edgecls.core.rundir import RunDir, write_labels
+from edgecls.core.io import atomic_write_bytes, atomic_write_json, read_json
+from edgecls.core.rundir import ExportFiles, RunDir, write_labels
 from edgecls.optimize.convert import IO_TYPES, MODES, convert_model, representative_images
+from edgecls.optimize.transaction import ExportTransaction, recover
+
+PATHS = ("ptq", "selective-float", "qat")
+"""How an int8 file was made: post-training quantization, PTQ with some tensors in float, QAT."""
+LATENCY_WARMUP = 5
+LATENCY_RUNS = 30
+"""Invokes timed (1 thread, after warm-up) for the card's latency cost of a repair."""
 
 # Measured (DESIGN.md, ai-edge-litert 2.3 + XNNPACK, 2-core x86, 1 thread, 224 px).
 POOR_INT8_BACKBONES = {
@@ -76,14 +95,155 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def export_run(cfg: ExportConfig) -> dict[str, Any]:
-    """Convert, check, add metadata, write the file set; int8 then runs parity. Returns the card."""
+def _parse_float_layers(value: str) -> Optional[list[str]]:
+    """'auto' -> None (decided by the diagnosis), 'none' -> [], 'a,b' -> ['a', 'b']."""
+    v = (value or "").strip()
+    if v.lower() == "auto":
+        return None
+    if v.lower() == "none":
+        return []
+    names = [n.strip() for n in v.split(",") if n.strip()]
+    if not names:
+        raise EdgeclsError(f"--float-layers takes auto, none or NAME,...; got {value!r}")
+    return names
+
+
+def _validate(cfg: ExportConfig) -> Optional[list[str]]:
     if cfg.mode not in MODES:
         raise EdgeclsError(f"unknown export mode {cfg.mode!r}; use one of {', '.join(MODES)}")
     if cfg.io not in IO_TYPES:
         raise EdgeclsError(f"--io must be uint8 or int8, got {cfg.io!r}")
     if cfg.mode == "int8" and cfg.representative_samples < 1:
         raise EdgeclsError(f"--representative-samples must be >= 1, got {cfg.representative_samples}")
+    names = _parse_float_layers(cfg.float_layers)
+    if cfg.mode != "int8" and (cfg.qat or names):
+        raise EdgeclsError(f"--qat and --float-layers apply to --int8 exports, not {cfg.mode}")
+    if cfg.qat and names:
+        raise EdgeclsError("--qat and --float-layers NAME,... are two different repairs; pass one of them")
+    if cfg.qat_epochs < 1:
+        raise EdgeclsError(f"--qat-epochs must be >= 1, got {cfg.qat_epochs}")
+    if cfg.qat_learning_rate <= 0:
+        raise EdgeclsError(f"--qat-learning-rate must be > 0, got {cfg.qat_learning_rate}")
+    if cfg.golden_images < 0:
+        raise EdgeclsError(f"--golden-images must be >= 0, got {cfg.golden_images}")
+    return names
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def measure_latency_ms(path: Path, size: int, threads: int = 1) -> float:
+    """Median invoke time (ms) of ``path`` on one seeded image, after warm-up (the card's cost figure)."""
+    import numpy as np
+
+    from edgecls.runtime.classifier import Classifier
+
+    clf = Classifier(path, labels=None, num_threads=threads)
+    img = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    tensor = clf.preprocess(img)
+    for _ in range(LATENCY_WARMUP):
+        clf.invoke(tensor)
+    times = []
+    for _ in range(LATENCY_RUNS):
+        t = time.perf_counter()
+        clf.invoke(tensor)
+        times.append(time.perf_counter() - t)
+    return round(1000.0 * float(np.median(times)), 4)
+
+
+@dataclass
+class Candidate:
+    """One int8 (or float) file tried by export, with its gate figures."""
+
+    path: str
+    data: bytes
+    file: Path
+    float_layers: list[str] = field(default_factory=list)
+    info: Any = None
+    warnings: list[str] = field(default_factory=list)
+    report: Optional[dict[str, Any]] = None
+    latency_ms: Optional[float] = None
+    qat: Optional[dict[str, Any]] = None
+
+    @property
+    def passed(self) -> bool:
+        return self.report is None or bool(self.report["passed"])
+
+    def summary(self) -> dict[str, Any]:
+        r = self.report or {}
+        return {"path": self.path, "float_layers": len(self.float_layers), "file_bytes": len(self.data),
+                "latency_ms_1thread": self.latency_ms, "agreement": r.get("agreement"),
+                "accuracy_drop_points": r.get("accuracy_drop_points"),
+                "mean_abs_prob_diff": r.get("mean_abs_prob_diff"), "passed": r.get("passed")}
+
+
+class _Exporter:
+    """The stage's state: run, model, staging transaction, and the candidates tried."""
+
+    def __init__(self, cfg: ExportConfig, run: RunDir, source: Path, paths: ExportFiles, tx: ExportTransaction):
+        self.cfg, self.run, self.source, self.paths, self.tx = cfg, run, source, paths, tx
+        self.tcfg = run.train_config()
+        self.labels = run.read_labels()
+        self.warnings: list[str] = []
+        self.metadata_reason: Optional[str] = None
+
+    def note(self, message: str) -> None:
+        self.warnings.append(message)
+        warn(message)
+
+    def with_metadata(self, tflite: bytes, size: int) -> bytes:
+        from edgecls.optimize.metadata import MetadataUnavailable, add_image_classifier_metadata
+
+        try:
+            return add_image_classifier_metadata(
+                tflite, self.labels, name=f"edgecls {self.tcfg.backbone} {self.cfg.mode}",
+                description=f"{self.tcfg.backbone} alpha {self.tcfg.alpha} {size}px, {len(self.labels)} classes, "
+                f"exported by edgecls {__version__}; input raw RGB 0..255",
+            )
+        except MetadataUnavailable as e:
+            if self.metadata_reason is None:
+                self.metadata_reason = str(e)
+                self.note(f"the model has no metadata (labels/normalisation): {e}")
+            return tflite
+
+    def stage(self, path: str, tflite: bytes, size: int, float_layers: list[str] = ()) -> Candidate:
+        """Write a candidate into the staging folder and check it against its promise."""
+        from edgecls.optimize.checks import check_tflite, inspect_tflite
+
+        data = self.with_metadata(tflite, size)
+        file = self.tx.path(f"candidate-{path}.tflite")
+        atomic_write_bytes(file, data)
+        info = inspect_tflite(file)
+        # Float tensors a selective model keeps on purpose are not a broken promise.
+        allow = self.cfg.allow_float_fallback or bool(float_layers)
+        warnings = check_tflite(info, mode=self.cfg.mode, size=size, io=self.cfg.io,
+                                allow_float_fallback=allow, path=self.paths.model.name)
+        if float_layers:
+            warnings = [w for w in warnings if not w.startswith("mixed model")]
+        return Candidate(path=path, data=data, file=file, float_layers=list(float_layers), info=info,
+                         warnings=warnings)
+
+    def gate(self, cand: Candidate, quant_error: Optional[dict[str, Any]], size: int) -> Candidate:
+        from edgecls.core.config import ParityConfig
+        from edgecls.optimize.parity import run_parity
+
+        cand.report = run_parity(
+            ParityConfig(run=str(self.run.path), model=str(cand.file), max_drop=self.cfg.max_drop,
+                         min_agreement=self.cfg.min_agreement, float_model=str(self.source), diagnose=False),
+            raise_on_fail=False, quant_error=quant_error)
+        cand.report["model"] = str(self.paths.model.resolve())
+        cand.report["quantization_path"] = cand.path
+        cand.latency_ms = measure_latency_ms(cand.file, size)
+        print(f"int8 {cand.path}: agreement {cand.report['agreement']:.4f}, accuracy drop "
+              f"{cand.report['accuracy_drop_points']:.2f} points -> {'passed' if cand.passed else 'failed'}",
+              file=sys.stderr)
+        return cand
+
+
+def export_run(cfg: ExportConfig) -> dict[str, Any]:
+    """Convert, check, gate (int8: with repairs), write the file set as one transaction. Returns the card."""
+    float_names = _validate(cfg)
     run = RunDir.open(cfg.run)
     source = run.pruned_model_path if cfg.pruned else run.model_path
     if not source.is_file():
@@ -91,19 +251,38 @@ def export_run(cfg: ExportConfig) -> dict[str, Any]:
             raise EdgeclsError(f"no pruned model in {run.path} ({source.name}); run 'edgecls prune {run.path}' first")
         raise EdgeclsError(f"{source} is missing; train the run first ('edgecls train')")
     paths = run.export_files(cfg.mode, cfg.pruned, cfg.out)
+    if paths.model.parent.exists() and not paths.model.parent.is_dir():
+        raise EdgeclsError(f"{paths.model.parent} is a file; --out takes a folder or a .tflite path")
+    if paths.model.is_dir():
+        raise EdgeclsError(f"{paths.model} is a folder; --out takes a folder or a .tflite path")
+    names = [paths.parity.name, paths.golden.name, paths.labels.name, paths.card.name, paths.model.name]
+    stem = paths.model.name[: -len(".tflite")]
+    # An export killed after its commit point is finished first, so "exists" sees the truth.
+    for line in recover(paths.model.parent, stem, names):
+        warn(line)
     existing = [p for p in (paths.model, paths.card) if p.exists()]
     if existing and not cfg.force:
         raise EdgeclsError(f"{existing[0]} exists; pass --force to export {cfg.mode} again and replace it")
 
-    tcfg = run.train_config()
-    labels = run.read_labels()
-    warnings: list[str] = []
+    tx = ExportTransaction(paths.model.parent, stem, names)
+    try:
+        tx.begin()
+    except OSError as e:
+        raise EdgeclsError(f"cannot write into {paths.model.parent}: {e.strerror or e}") from None
+    try:
+        return _export(cfg, float_names, run, source, paths, tx)
+    finally:
+        tx.abort()  # a no-op after commit/reject (the staging folder is gone)
+
+
+def _export(cfg: ExportConfig, float_names: Optional[list[str]], run: RunDir, source: Path, paths: ExportFiles,
+            tx: ExportTransaction) -> dict[str, Any]:
+    ex = _Exporter(cfg, run, source, paths, tx)
+    tcfg = ex.tcfg
     backbone_warning = int8_backbone_warning(tcfg.backbone, tcfg.minimalistic) if cfg.mode == "int8" else None
     if backbone_warning:
-        warnings.append(backbone_warning)
-        warn(backbone_warning)
+        ex.note(backbone_warning)
 
-    from edgecls.optimize.checks import check_tflite, inspect_tflite
     from edgecls.train.model_io import load_model
 
     model = load_model(source)
@@ -113,44 +292,153 @@ def export_run(cfg: ExportConfig) -> dict[str, Any]:
     rep = None
     if cfg.mode == "int8":
         rep = representative_images(run, size, cfg.representative_samples, tcfg.seed)
-    tflite = convert_model(model, cfg.mode, representative=rep, io=cfg.io, allow_float_fallback=cfg.allow_float_fallback)
+    ptq = ex.stage("ptq", convert_model(model, cfg.mode, representative=rep, io=cfg.io,
+                                         allow_float_fallback=cfg.allow_float_fallback), size)
+    tried: list[Candidate] = []
+    diagnosis = None
+    if cfg.mode == "int8":
+        chosen, tried, diagnosis = _int8_attempts(ex, cfg, float_names, model, rep, size, ptq)
+    else:
+        chosen = ptq
+    for w in chosen.warnings:
+        ex.note(w)
 
-    from edgecls.optimize.metadata import MetadataUnavailable, add_image_classifier_metadata
+    card = _card(ex, chosen, ptq, tried, size, rep)
+    shipped = chosen.passed
+    report = chosen.report
+    if report is not None:
+        atomic_write_json(tx.path(paths.parity.name), report)
+    write_labels(tx.path(paths.labels.name), ex.labels)
 
-    metadata_reason = None
-    try:
-        tflite = add_image_classifier_metadata(
-            tflite, labels, name=f"edgecls {tcfg.backbone} {cfg.mode}",
-            description=f"{tcfg.backbone} alpha {tcfg.alpha} {size}px, {len(labels)} classes, exported by edgecls "
-            f"{__version__}; input raw RGB 0..255",
-        )
-    except MetadataUnavailable as e:
-        metadata_reason = str(e)
-        warnings.append(f"the model has no metadata (labels/normalisation): {e}")
-        warn(warnings[-1])
+    os.replace(chosen.file, tx.path(paths.model.name))
+    publish = [paths.labels.name] + ([paths.parity.name] if report is not None else [])
+    if shipped:
+        golden = _write_golden(ex, tx.path(paths.model.name), size)
+        if golden:
+            publish.append(paths.golden.name)
+        card["golden"] = paths.golden.name if golden else None
+        atomic_write_json(tx.path(paths.card.name), card)
+        tx.commit(publish + [paths.card.name, paths.model.name])
+        return card
+    from edgecls.optimize.transaction import rejected_name
 
-    # Check a temp copy in the destination folder, then rename it into place (atomic, and a
-    # model that breaks its promise never appears under the final name).
-    paths.model.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{paths.model.name}.", suffix=".tmp", dir=paths.model.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(tflite)
-        apply_default_mode(tmp)
-        info = inspect_tflite(tmp)
-        for w in check_tflite(info, mode=cfg.mode, size=size, io=cfg.io,
-                              allow_float_fallback=cfg.allow_float_fallback, path=paths.model.name):
-            warnings.append(w)
-            warn(w)
-        os.replace(tmp, paths.model)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    write_labels(paths.labels, labels)
+    card["golden"] = None
+    card["model"] = rejected_name(paths.model.name)
+    if report is not None:
+        card["parity"]["report"] = rejected_name(paths.parity.name)
+        report["model"] = str(paths.model.with_name(card["model"]).resolve())
+        atomic_write_json(tx.path(paths.parity.name), report)
+    atomic_write_json(tx.path(paths.card.name), card)
+    rejected = tx.reject([n for n in publish if n != paths.labels.name] + [paths.card.name, paths.model.name])
+    kept = paths.model.with_name(rejected[-1])
+    tries = ", ".join(f"{c.path} (agreement {c.report['agreement']:.4f})" for c in tried if c.report)
+    gates = report["failure"].split("; ")[0][len("parity failed: "):] if report else "?"
+    advice = ("repairs were off (--no-repair)" if not cfg.repair else
+              "try more --representative-samples, more --qat-epochs, or a backbone that quantizes better "
+              "(mobilenet_v2)")
+    raise ExportFailed(
+        f"int8 parity failed: {gates}; tried {tries}; {advice}. Nothing was replaced; the best candidate is "
+        f"kept as {kept} (do not ship it)", card, report)
 
+
+def _int8_attempts(ex: _Exporter, cfg: ExportConfig, float_names: Optional[list[str]], model: Any, rep: Any,
+                   size: int, ptq: Candidate) -> tuple[Candidate, list[Candidate], Any]:
+    """Try PTQ, then the repairs, in order; return (chosen, all tried, diagnosis)."""
+    from edgecls.optimize import qdebug
+
+    diagnosis = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES])
+    summary = diagnosis.summary()
+    explicit = qdebug.resolve_float_layers(float_names, diagnosis.layers) if float_names else []
+    tried: list[Candidate] = []
+
+    def selective(tensors: list[str]) -> Candidate:
+        data = qdebug.selective_int8(diagnosis.calibrated, tensors, io=cfg.io)
+        sel_summary = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES], denylisted=tensors).summary()
+        return ex.gate(ex.stage("selective-float", data, size, tensors), sel_summary, size)
+
+    def qat() -> Candidate:
+        from edgecls.optimize.qat import qat_finetune
+
+        q, info = qat_finetune(model, rep, epochs=cfg.qat_epochs, learning_rate=cfg.qat_learning_rate,
+                               seed=ex.tcfg.seed)
+        cand = ex.stage("qat", convert_model(q, "int8", representative=rep, io=cfg.io,
+                                             allow_float_fallback=cfg.allow_float_fallback), size)
+        cand.qat = info
+        return ex.gate(cand, None, size)
+
+    if not cfg.parity:
+        if explicit:
+            return ex.stage("selective-float", qdebug.selective_int8(diagnosis.calibrated, explicit, io=cfg.io),
+                            size, explicit), tried, diagnosis
+        return ptq, tried, diagnosis
+
+    ex.gate(ptq, summary, size)
+    tried.append(ptq)
+    plan: list[Any] = []
+    if cfg.qat:
+        plan = [qat]
+    elif float_names:
+        plan = [lambda: selective(explicit)]
+        if cfg.repair:
+            plan.append(qat)
+    else:
+        if ptq.passed or not cfg.repair:
+            return ptq, tried, diagnosis
+        auto = qdebug.auto_float_layers(diagnosis.layers) if float_names is None else []
+        if auto:
+            plan.append(lambda: selective(auto))
+        else:
+            ex.note("no int8 tensor is far above rounding noise "
+                    f"(worst rmse/scale {diagnosis.layers[0].rmse_scale:.2f}); skipping selective float layers")
+        plan.append(qat)
+    planned: list[Candidate] = []
+    for step in plan:
+        cand = step()
+        tried.append(cand)
+        planned.append(cand)
+        if cand.passed:
+            return cand, tried, diagnosis
+    # Nothing passed: the best of what the user asked for (--qat / --float-layers), else of all.
+    pool = planned if (cfg.qat or float_names) else tried
+    best = max(pool, key=lambda c: (c.report["agreement"], -c.report["accuracy_drop_points"]))
+    return best, tried, diagnosis
+
+
+def _write_golden(ex: _Exporter, model_file: Path, size: int) -> Optional[Path]:
+    """~N held-out images (test split, else val; stratified) and this runtime's outputs."""
+    if ex.cfg.golden_images == 0:
+        return None
+    from edgecls import data
+    from edgecls.runtime.golden import write_golden_set
+
+    root, split = data.load_split(ex.run)
+    items = split.get("test") or split.get("val") or []
+    if not items:
+        ex.note("no test or validation images in the run: no golden set written (edgecls verify needs one)")
+        return None
+    x, y = data.load_images(root, data.stratified_sample(items, ex.cfg.golden_images, ex.tcfg.seed), size)
+    return write_golden_set(model_file, x, y, ex.labels, out=ex.tx.path(ex.paths.golden.name))
+
+
+def _card(ex: _Exporter, chosen: Candidate, ptq: Candidate, tried: list[Candidate], size: int, rep: Any) -> dict[str, Any]:
+    cfg, run, tcfg, paths = ex.cfg, ex.run, ex.tcfg, ex.paths
+    info = chosen.info
     sparsity = None
     if cfg.pruned and run.pruning_json.is_file():
         pj = read_json(run.pruning_json)
         sparsity = {"measured": pj.get("sparsity"), "target": pj.get("target_sparsity")}
+    quantization = None
+    if cfg.mode == "int8":
+        cost = None
+        if chosen is not ptq and chosen.latency_ms is not None:
+            if ptq.latency_ms is None:
+                ptq.latency_ms = measure_latency_ms(ptq.file, size)
+            cost = {"latency_ms_1thread": {"ptq": ptq.latency_ms, "shipped": chosen.latency_ms,
+                                           "ratio": round(chosen.latency_ms / ptq.latency_ms, 3) if ptq.latency_ms else None},
+                    "file_bytes": {"ptq": len(ptq.data), "shipped": len(chosen.data),
+                                   "difference": len(chosen.data) - len(ptq.data)}}
+        quantization = {"path": chosen.path, "float_layers": chosen.float_layers, "qat": chosen.qat,
+                        "attempts": [c.summary() for c in tried], "cost_vs_ptq": cost, "repair": cfg.repair}
     card: dict[str, Any] = {
         "model": paths.model.name,
         "mode": cfg.mode,
@@ -159,39 +447,32 @@ def export_run(cfg: ExportConfig) -> dict[str, Any]:
         "minimalistic": tcfg.minimalistic,
         "input": {"size": size, **asdict(info.input)},
         "output": asdict(info.output),
-        "labels": labels,
+        "labels": ex.labels,
         "mixed": bool(info.float_ops) if cfg.mode == "int8" else None,
         "float_ops": info.float_ops if cfg.mode == "int8" else [],
         "pruned": cfg.pruned,
         "sparsity": sparsity,
-        "file_bytes": len(tflite),
-        "gzip_bytes": len(gzip.compress(tflite, compresslevel=9)),
-        "metadata": metadata_reason is None,
-        "metadata_missing_reason": metadata_reason,
+        "file_bytes": len(chosen.data),
+        "gzip_bytes": len(gzip.compress(chosen.data, compresslevel=9)),
+        "sha256": _sha256(chosen.data),
+        "metadata": ex.metadata_reason is None,
+        "metadata_missing_reason": ex.metadata_reason,
         "representative_samples": int(len(rep)) if rep is not None else None,
         "run": str(run.path.resolve()),
-        "float_model": source.name,
+        "float_model": ex.source.name,
+        "quantization": quantization,
         "parity": None,
         "parity_passed": None,
-        "warnings": warnings,
+        "warnings": ex.warnings,
         "export_config": asdict(cfg),
         "versions": _versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_json(paths.card, card)
-    if cfg.mode != "int8" or not cfg.parity:
-        return card
-
-    from edgecls.optimize.parity import run_parity
-
-    report = run_parity(ParityConfig(run=str(run.path), model=str(paths.model), max_drop=cfg.max_drop,
-                                     min_agreement=cfg.min_agreement, json=str(paths.parity),
-                                     float_model=str(source)), raise_on_fail=False)
-    card["parity"] = {k: report[k] for k in ("float_accuracy", "tflite_accuracy", "accuracy_drop_points",
-                                             "agreement", "n_images", "mean_abs_prob_diff", "max_abs_prob_diff")}
-    card["parity"]["report"] = paths.parity.name
-    card["parity_passed"] = bool(report["passed"])
-    atomic_write_json(paths.card, card)
-    if not report["passed"]:
-        raise ExportFailed(f"exported {paths.model} but {report['failure']}", card, report)
+    r = chosen.report
+    if r is not None:
+        card["parity"] = {k: r.get(k) for k in (
+            "float_accuracy", "tflite_accuracy", "accuracy_drop_points", "accuracy_drop_ci95_points", "agreement",
+            "agreement_ci95", "conclusive", "n_images", "mean_abs_prob_diff", "max_abs_prob_diff")}
+        card["parity"]["report"] = paths.parity.name
+        card["parity_passed"] = bool(r["passed"])
     return card

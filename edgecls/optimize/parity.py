@@ -5,12 +5,17 @@ The float model gets them as 0..255 float32; the .tflite goes through the device
 ``Classifier`` at batch 1 — the very code a Pi runs — so parity measures what ships.
 
 Gates: accuracy drop (float minus tflite, in points) <= ``max_drop`` and top-1 agreement
->= ``min_agreement``. The float reference is the model named in the .tflite's card
+>= ``min_agreement``. Both figures come with 95% confidence intervals (Wilson for agreement,
+Newcombe's paired hybrid score interval for the drop): the gates decide on the point estimate,
+and a report whose interval crosses a gate says the set is too small to be sure (``conclusive``).
+For int8 models the report also names the tensors with the largest quantization error
+(:mod:`edgecls.optimize.qdebug`). The float reference is the model named in the .tflite's card
 (``model_pruned.keras`` for a pruned export), unless ``float_model`` overrides it.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,6 +27,8 @@ from edgecls.core.io import atomic_write_json, read_json
 from edgecls.core.rundir import RunDir, card_path_for
 
 FLOAT_BATCH = 32
+Z95 = 1.959963984540054
+"""Two-sided 95% normal quantile."""
 
 
 class ParityFailed(EdgeclsError):
@@ -76,8 +83,29 @@ def _images(run: RunDir, data_dir: Optional[str], labels: list[str], size: int,
     return x, y, f"folder {data_dir}"
 
 
-def run_parity(cfg: ParityConfig, *, raise_on_fail: bool = True) -> dict[str, Any]:
-    """Compare the float model and ``cfg.model`` on the same images; write ``cfg.json`` if set."""
+def _diagnose_here(run: RunDir, model_path: Path, model: Any, size: int) -> Optional[dict[str, Any]]:
+    """Per-tensor error of the PTQ model this .tflite came from; None for a QAT model (its float
+    twin is not the run's model, so the debugger would describe something else)."""
+    card_path = card_path_for(model_path)
+    card = read_json(card_path) if card_path.is_file() else {}
+    quant = card.get("quantization") or {}
+    if quant.get("path") == "qat":
+        return None
+    from edgecls.optimize.convert import representative_images
+    from edgecls.optimize.qdebug import DEBUG_IMAGES, diagnose
+
+    tcfg = run.train_config()
+    rep = representative_images(run, size, int(card.get("representative_samples") or 300), tcfg.seed)
+    return diagnose(model, rep, rep[:DEBUG_IMAGES], denylisted=quant.get("float_layers") or ()).summary()
+
+
+def run_parity(cfg: ParityConfig, *, raise_on_fail: bool = True,
+               quant_error: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Compare the float model and ``cfg.model`` on the same images; write ``cfg.json`` if set.
+
+    ``quant_error`` (export passes the diagnosis it already made) goes into the report as is;
+    otherwise an int8 model that came from post-training quantization is diagnosed here
+    (``cfg.diagnose``)."""
     from edgecls.runtime.classifier import Classifier
 
     if not 0.0 <= cfg.min_agreement <= 1.0:
@@ -103,6 +131,9 @@ def run_parity(cfg: ParityConfig, *, raise_on_fail: bool = True) -> dict[str, An
     p_float = np.asarray(model.predict(x.astype(np.float32), batch_size=FLOAT_BATCH, verbose=0), dtype=np.float32)
     p_lite = np.stack([clf.probabilities(img) for img in x]).astype(np.float32)
     report = compare(p_float, p_lite, y, labels, max_drop=cfg.max_drop, min_agreement=cfg.min_agreement)
+    if quant_error is None and cfg.diagnose and clf.input_dtype != np.float32:
+        quant_error = _diagnose_here(run, model_path, model, size)
+    report["quant_error"] = quant_error
     report.update({
         "source": source,
         "model": str(model_path.resolve()),
@@ -141,11 +172,21 @@ def compare(
         failures.append(f"accuracy drop {drop:.2f} points > --max-drop {max_drop:g}")
     if agreement < min_agreement:
         failures.append(f"top-1 agreement {agreement:.4f} < --min-agreement {min_agreement:g}")
+    agree_ci = wilson_interval(int(np.sum(top_f == top_l)), n)
+    right_f, right_l = top_f == y, top_l == y
+    drop_ci = paired_difference_interval(
+        int(np.sum(right_f & right_l)), int(np.sum(right_f & ~right_l)),
+        int(np.sum(~right_f & right_l)), int(np.sum(~right_f & ~right_l)))
+    drop_ci_points = [round(100.0 * drop_ci[0], 4), round(100.0 * drop_ci[1], 4)]
+    # Conclusive: the whole interval is on one side of each gate.
+    agree_sure = agree_ci[0] >= min_agreement or agree_ci[1] < min_agreement
+    drop_sure = drop_ci_points[1] <= max_drop or drop_ci_points[0] > max_drop
+    conclusive = bool(n) and agree_sure and drop_sure
     failure = None
     if failures:
         failure = ("parity failed: " + " and ".join(failures)
-                   + "; try more representative samples (--representative-samples), or a backbone that "
-                   "quantizes better (mobilenet_v2)")
+                   + "; try more representative samples (--representative-samples), 'edgecls export --int8' "
+                   "(it repairs: float layers, QAT), or a backbone that quantizes better (mobilenet_v2)")
     return {
         "float_accuracy": acc_f,
         "tflite_accuracy": acc_l,
@@ -155,6 +196,9 @@ def compare(
         "per_class": per_class,
         "mean_abs_prob_diff": float(diff.mean()) if n else 0.0,
         "max_abs_prob_diff": float(diff.max()) if n else 0.0,
+        "agreement_ci95": [round(agree_ci[0], 4), round(agree_ci[1], 4)],
+        "accuracy_drop_ci95_points": drop_ci_points,
+        "conclusive": conclusive,
         "passed": not failures,
         "failure": failure,
         "gates": {"max_drop": max_drop, "min_agreement": min_agreement},
@@ -181,9 +225,59 @@ def format_parity(report: dict[str, Any]) -> str:
         f"  {'all':<20} {report['n_images']:>5} {100 * report['float_accuracy']:>7.1f}% "
         f"{100 * report['tflite_accuracy']:>7.1f}% {0.0 - report['accuracy_drop_points']:>+8.1f}",
         "",
-        f"  accuracy drop : {report['accuracy_drop_points']:.2f} points (gate <= {g['max_drop']:g})",
-        f"  agreement     : {report['agreement']:.4f} (gate >= {g['min_agreement']:g})",
+        f"  accuracy drop : {report['accuracy_drop_points']:.2f} points{_ci(report, 'accuracy_drop_ci95_points', '.2f')}"
+        f" (gate <= {g['max_drop']:g})",
+        f"  agreement     : {report['agreement']:.4f}{_ci(report, 'agreement_ci95', '.4f')} (gate >= {g['min_agreement']:g})",
         f"  |prob diff|   : mean {report['mean_abs_prob_diff']:.4f}, max {report['max_abs_prob_diff']:.4f}",
-        f"  result        : {'PASSED' if report['passed'] else 'FAILED'}",
     ]
+    from edgecls.optimize.qdebug import format_quant_error
+
+    lines += format_quant_error(report.get("quant_error"))
+    result = "PASSED" if report["passed"] else "FAILED"
+    if report.get("conclusive") is False:
+        result += (f" (inconclusive: a 95% interval crosses a gate; {report['n_images']} images are too few "
+                   "to decide: more held-out images (a larger test split or --data DIR) would)")
+    lines.append(f"  result        : {result}")
     return "\n".join(lines)
+
+
+def _ci(report: dict[str, Any], key: str, fmt: str) -> str:
+    ci = report.get(key)
+    return f" [95% CI {format(ci[0], fmt)} .. {format(ci[1], fmt)}]" if ci else ""
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a rate k/n (good near 0 and 1, where the plain one is not)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_difference_interval(a: int, b: int, c: int, d: int, z: float = Z95) -> tuple[float, float]:
+    """95% interval of p1 - p2 for paired outcomes (Newcombe 1998, method 10).
+
+    a: both right, b: only the first (float) right, c: only the second (tflite) right, d: both
+    wrong. The same images are scored twice, so the two accuracies are correlated and an
+    unpaired interval would be far too wide.
+    """
+    n = a + b + c + d
+    if n == 0:
+        return -1.0, 1.0
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson_interval(a + b, n, z)
+    l2, u2 = wilson_interval(a + c, n, z)
+    den = (a + b) * (c + d) * (a + c) * (b + d)
+    phi = 0.0
+    if den > 0:
+        num = a * d - b * c
+        # Newcombe's continuity correction of the correlation estimate.
+        num = max(num - n / 2, 0.0) if num > 0 else num
+        phi = num / math.sqrt(den)
+    diff = p1 - p2
+    lower = diff - math.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
+    upper = diff + math.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
+    return max(-1.0, lower), min(1.0, upper)

@@ -1,0 +1,171 @@
+"""Where int8 error comes from: per-tensor quantization error with TF's QuantizationDebugger.
+
+For every quantized tensor the debugger runs the float op and the int8 op on the same
+(quantized) input and records the difference. ``rmse/scale`` is that difference's RMS in units
+of the tensor's quantization step: pure rounding of a uniformly spread value gives
+1/sqrt(12) ~= 0.29, so a tensor far above that loses information beyond rounding (a clipped
+range, a few huge outliers in a depthwise kernel, ...). Measured on real photos (DESIGN.md):
+0.94 at the first depthwise conv and 0.81 at the classifier's FULLY_CONNECTED, the rest <= 0.57.
+
+:class:`Diagnosis` keeps the calibrated model, so a *selective* model (the named tensors left
+in float, still uint8 in/out) is one ``mlir_quantize`` call away, with the same calibration.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from edgecls.core.errors import EdgeclsError
+
+ROUNDING_NOISE = 1.0 / math.sqrt(12.0)
+"""rmse/scale of pure rounding (uniform error over one quantization step)."""
+AUTO_FLOAT_THRESHOLD = 2.0 * ROUNDING_NOISE
+"""--float-layers auto keeps tensors above this rmse/scale (twice rounding noise) in float."""
+AUTO_MAX_FLOAT_LAYERS = 8
+"""At most this many tensors stay float with --float-layers auto (worst first): a mostly-int8 model."""
+DEBUG_IMAGES = 64
+"""Images the debugger runs (it invokes an instrumented model per image: cost grows with N)."""
+WORST_SHOWN = 5
+
+
+@dataclass
+class LayerError:
+    """Quantization error of one tensor (the output of one op)."""
+
+    tensor: str
+    op: str
+    rmse_scale: float
+    scale: float
+    max_abs_error: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tensor": self.tensor, "op": self.op, "rmse_scale": round(self.rmse_scale, 4),
+                "scale": self.scale, "max_abs_error": round(self.max_abs_error, 6)}
+
+
+@dataclass
+class Diagnosis:
+    """Per-tensor errors (worst first) and the calibrated model they were measured on."""
+
+    layers: list[LayerError]
+    calibrated: bytes
+    denylisted: list[str]
+
+    def worst(self, n: int = WORST_SHOWN) -> list[dict[str, Any]]:
+        return [e.as_dict() for e in self.layers[:n]]
+
+    def summary(self, n: int = WORST_SHOWN) -> dict[str, Any]:
+        """What parity reports: the worst tensors, how many exceed the auto threshold, the noise floor."""
+        return {
+            "worst": self.worst(n),
+            "n_tensors": len(self.layers),
+            "rounding_noise": round(ROUNDING_NOISE, 4),
+            "auto_threshold": round(AUTO_FLOAT_THRESHOLD, 4),
+            "above_threshold": sum(e.rmse_scale > AUTO_FLOAT_THRESHOLD for e in self.layers),
+            "float_layers": list(self.denylisted),
+        }
+
+
+def _gen(images: np.ndarray):
+    def gen():
+        for img in images:
+            yield [np.asarray(img, dtype=np.float32)[None]]
+
+    return gen
+
+
+def diagnose(
+    model: Any, representative: np.ndarray, debug_images: np.ndarray, *, denylisted: Sequence[str] = ()
+) -> Diagnosis:
+    """Calibrate ``model`` on ``representative`` as export does, then measure every int8 tensor's
+    error on ``debug_images`` (uint8 or float [N,H,W,3], 0..255). ``denylisted`` tensors stay float
+    and are not measured (a selective model's own figures)."""
+    from edgecls.core.keras import quiet_native_stderr, tf
+    from edgecls.optimize.convert import make_converter
+
+    if len(debug_images) == 0:
+        raise EdgeclsError("the quantization debugger needs at least one image")
+    conv = make_converter(model, "int8", representative=representative)
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(denylisted) or None)
+    try:
+        with quiet_native_stderr():
+            dbg = tf.lite.experimental.QuantizationDebugger(
+                converter=conv, debug_dataset=_gen(debug_images[:DEBUG_IMAGES]), debug_options=options)
+            dbg.run()
+    except Exception as e:  # noqa: BLE001 - the debugger raises ValueError/RuntimeError of many kinds
+        raise EdgeclsError(f"the quantization debugger failed: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}") from None
+    buf = io.StringIO()
+    dbg.layer_statistics_dump(buf)
+    layers = []
+    for row in csv.DictReader(io.StringIO(buf.getvalue())):
+        scale = float(row["scale"])
+        rmse = math.sqrt(max(float(row["mean_squared_error"]), 0.0))
+        layers.append(LayerError(tensor=row["tensor_name"], op=row["op_name"],
+                                 rmse_scale=rmse / scale if scale > 0 else float("inf"),
+                                 scale=scale, max_abs_error=float(row["max_abs_error"])))
+    layers.sort(key=lambda e: -e.rmse_scale)
+    return Diagnosis(layers=layers, calibrated=bytes(dbg.calibrated_model), denylisted=list(denylisted))
+
+
+def auto_float_layers(layers: Sequence[LayerError], *, threshold: float = AUTO_FLOAT_THRESHOLD,
+                      limit: int = AUTO_MAX_FLOAT_LAYERS) -> list[str]:
+    """Tensors far above rounding noise, worst first, at most ``limit``."""
+    worst = sorted(layers, key=lambda e: -e.rmse_scale)
+    return [e.tensor for e in worst if e.rmse_scale > threshold][:limit]
+
+
+def _components(tensor: str) -> set[str]:
+    return {p for p in re.split(r"[/;]", tensor) if p}
+
+
+def resolve_float_layers(names: Sequence[str], layers: Sequence[LayerError]) -> list[str]:
+    """Map user names (a tensor name, or a Keras layer name such as ``block_1_depthwise``) to tensors."""
+    chosen: list[str] = []
+    for name in names:
+        hits = [e.tensor for e in layers if e.tensor == name or name in _components(e.tensor)]
+        if not hits:
+            known = ", ".join(e.tensor.split(";")[0].split("/")[-2] if "/" in e.tensor else e.tensor
+                              for e in layers[:WORST_SHOWN])
+            raise EdgeclsError(
+                f"--float-layers: no quantized tensor is named {name!r}; the worst layers are: {known} "
+                "(see parity_int8.json 'quant_error' for full names)"
+            )
+        chosen += [h for h in hits if h not in chosen]
+    return chosen
+
+
+def selective_int8(calibrated: bytes, float_tensors: Sequence[str], *, io: str = "uint8") -> bytes:
+    """Quantize a calibrated model with ``float_tensors`` left in float; input/output stay ``io``."""
+    from edgecls.core.keras import quiet_native_stderr, tf
+    from tensorflow.lite.python import convert as tfl_convert  # the converter's own quantize step
+
+    dtype = tf.uint8 if io == "uint8" else tf.int8
+    try:
+        with quiet_native_stderr():
+            return bytes(tfl_convert.mlir_quantize(calibrated, input_data_type=dtype, output_data_type=dtype,
+                                                   denylisted_nodes=list(float_tensors)))
+    except Exception as e:  # noqa: BLE001
+        raise EdgeclsError(f"selective int8 quantization failed: {str(e).strip()[:300]}") from None
+
+
+def format_quant_error(summary: Optional[dict[str, Any]]) -> list[str]:
+    """Table lines of the worst tensors (for the parity table)."""
+    if not summary:
+        return []
+    lines = [f"  worst int8 tensors (rmse/scale; rounding noise {summary['rounding_noise']:.2f}, "
+             f"auto keeps > {summary['auto_threshold']:.2f} in float):"]
+    for e in summary["worst"]:
+        short = e["tensor"].split(";")[0]
+        if len(short) > 60:
+            short = "..." + short[-57:]
+        lines.append(f"    {e['rmse_scale']:>6.3f}  {e['op']:<18} {short}")
+    if summary.get("float_layers"):
+        lines.append(f"  kept in float: {len(summary['float_layers'])} tensor(s)")
+    return lines

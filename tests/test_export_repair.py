@@ -1,0 +1,199 @@
+"""int8 diagnosis and repair: what export ships, what it records, and what it refuses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgecls.core.config import ExportConfig
+from edgecls.core.errors import EdgeclsError
+from edgecls.optimize.qdebug import AUTO_FLOAT_THRESHOLD, ROUNDING_NOISE, LayerError
+
+# Made-up tensor names in the converter's style (Keras layer path; fused op names after ';').
+LAYERS = [
+    LayerError("m/backbone/expanded_conv_depthwise_BN/FusedBatchNormV3;m/backbone/expanded_conv_depthwise/depthwise",
+               "DEPTHWISE_CONV_2D", 0.94, 0.1, 1.0),
+    LayerError("m/predictions/MatMul;m/predictions/BiasAdd", "FULLY_CONNECTED", 0.81, 0.2, 1.0),
+    LayerError("m/backbone/block_1_project_BN/FusedBatchNormV3", "CONV_2D", 0.57, 0.1, 1.0),
+    LayerError("Identity", "SOFTMAX", 0.30, 1 / 256, 0.01),
+]
+
+
+def test_rounding_noise_and_auto_threshold():
+    assert ROUNDING_NOISE == pytest.approx(0.2887, abs=1e-4) and AUTO_FLOAT_THRESHOLD == pytest.approx(0.577, abs=1e-3)
+
+
+@pytest.mark.parametrize("threshold, limit, expected", [
+    (AUTO_FLOAT_THRESHOLD, 8, [0, 1]),   # the two layers measured on real photos (DESIGN.md)
+    (0.5, 8, [0, 1, 2]),
+    (0.5, 1, [0]),
+    (1.0, 8, []),
+])
+def test_auto_float_layers_keeps_the_worst_above_rounding_noise(threshold, limit, expected):
+    from edgecls.optimize.qdebug import auto_float_layers
+
+    shuffled = [LAYERS[i] for i in (3, 1, 2, 0)]
+    assert auto_float_layers(shuffled, threshold=threshold, limit=limit) == [LAYERS[i].tensor for i in expected]
+
+
+@pytest.mark.parametrize("names, expected", [
+    (["predictions"], [1]),
+    (["expanded_conv_depthwise", "Identity"], [0, 3]),
+    ([LAYERS[2].tensor], [2]),
+])
+def test_float_layers_by_keras_or_tensor_name(names, expected):
+    from edgecls.optimize.qdebug import resolve_float_layers
+
+    assert resolve_float_layers(names, LAYERS) == [LAYERS[i].tensor for i in expected]
+
+
+def test_unknown_float_layer_lists_the_worst():
+    from edgecls.optimize.qdebug import resolve_float_layers
+
+    with pytest.raises(EdgeclsError, match=r"no quantized tensor is named 'block_99'; the worst layers are: "
+                                           r"expanded_conv_depthwise_BN, predictions"):
+        resolve_float_layers(["block_99"], LAYERS)
+
+
+# -- the real path ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def decisive_run(tiny_run, tmp_path_factory):
+    """tiny_run with a classifier whose decision does not hang on near-tied features (tiny weights, a
+    clear bias: every image is class 0 at ~0.98), so plain int8 genuinely passes the default gates.
+    (Scaling the logits alone does not help: the int8 error of the random backbone's features
+    flips the same near-ties.)"""
+    from edgecls.train.model_io import load_model, save_model
+
+    run = tmp_path_factory.mktemp("decisive") / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints", "logs", "cache", "plots", "export"))
+    model = load_model(run / "model.keras")
+    head = model.get_layer("predictions")
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel * 0.01, np.array([4.0, 0.0, 0.0], np.float32)])
+    save_model(model, run / "model.keras")
+    return run
+
+
+@pytest.mark.slow
+def test_default_int8_passes_real_gates_and_writes_a_verified_golden_set(decisive_run, tmp_path):
+    from edgecls.optimize.export import export_run
+    from edgecls.runtime.golden import read_golden_set, sha256_of, verify_model
+
+    out = tmp_path / "exp"
+    card = export_run(ExportConfig(run=str(decisive_run), out=str(out)))
+    assert card["parity_passed"] is True and card["quantization"]["path"] == "ptq"
+    assert card["quantization"]["float_layers"] == [] and card["quantization"]["cost_vs_ptq"] is None
+    assert card["parity"]["agreement"] >= 0.98 and len(card["parity"]["agreement_ci95"]) == 2
+    assert card["sha256"] == sha256_of(out / "model_int8.tflite")
+    report = json.loads((out / "parity_int8.json").read_text())
+    assert report["quant_error"]["worst"][0]["rmse_scale"] >= report["quant_error"]["worst"][-1]["rmse_scale"]
+    assert report["model"] == str((out / "model_int8.tflite").resolve())
+    # The golden set: held-out images of the shipped file, and this runtime reproduces them.
+    g = read_golden_set(out / "model_int8.golden.npz")
+    split = json.loads((decisive_run / "split.json").read_text())
+    assert len(g["images"]) == min(32, len(split["test"])) and g["meta"]["model_sha256"] == card["sha256"]
+    assert set(g["labels"].tolist()) == {0, 1, 2}  # stratified over the classes
+    assert card["parity"]["agreement"] == 1.0 and card["parity"]["accuracy_drop_points"] == 0.0
+    v = verify_model(out / "model_int8.tflite")
+    assert v["passed"] and v["max_abs_raw_diff"] == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "labels.txt", "model_int8.card.json", "model_int8.golden.npz", "model_int8.tflite", "parity_int8.json"]
+
+
+@pytest.mark.slow
+def test_float_layers_by_name_ship_a_selective_model_with_its_cost(decisive_run, tmp_path):
+    from edgecls.cli import cli
+    from edgecls.optimize.checks import inspect_tflite
+
+    out = tmp_path / "exp"
+    result = CliRunner().invoke(cli, ["export", str(decisive_run), "--out", str(out), "--float-layers", "predictions"])
+    assert result.exit_code == 0, result.output
+    assert "int8 path: selective-float (selective float layers (1 tensor(s) kept in float)); tried ptq -> selective-float" \
+        in result.output
+    card = json.loads((out / "model_int8.card.json").read_text())
+    q = card["quantization"]
+    assert q["path"] == "selective-float" and len(q["float_layers"]) == 1 and "predictions" in q["float_layers"][0]
+    info = inspect_tflite(out / "model_int8.tflite")
+    # Still uint8 in and out with exact input quantization; the classifier runs in float.
+    assert (info.input.dtype, info.output.dtype, info.input.scale, info.input.zero_point) == ("uint8", "uint8", 1.0, 0)
+    assert "FULLY_CONNECTED" in info.float_ops and card["mixed"] is True
+    cost = q["cost_vs_ptq"]
+    assert cost["latency_ms_1thread"]["ptq"] > 0 and cost["latency_ms_1thread"]["shipped"] > 0
+    assert cost["file_bytes"]["shipped"] == card["file_bytes"] and cost["file_bytes"]["ptq"] != card["file_bytes"]
+    report = json.loads((out / "parity_int8.json").read_text())
+    assert report["quantization_path"] == "selective-float"
+    assert report["quant_error"]["float_layers"] == q["float_layers"]
+    assert all("predictions" not in e["tensor"] for e in report["quant_error"]["worst"])  # float: not measured
+
+
+@pytest.mark.slow
+def test_failed_gate_tries_repairs_then_keeps_the_old_set_and_rejects(tiny_run, tmp_path):
+    """tiny_run (near-tied scores on 12 test images) fails the default gates with plain int8; no tensor
+    is far above rounding noise, so export goes straight to QAT; when that fails too, nothing is
+    replaced and the best candidate is kept under a REJECTED name."""
+    from edgecls.cli import cli
+    from edgecls.optimize.export import export_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints", "logs", "cache", "plots", "export"))
+    export_run(ExportConfig(run=str(run), parity=False, golden_images=0))  # the "old", unchecked set
+    exp = run / "export"
+    before = {p.name: p.read_bytes() for p in exp.iterdir()}
+    result = CliRunner().invoke(cli, ["export", str(run), "--force", "--qat-epochs", "1"])
+    assert result.exit_code == 1, result.output
+    assert sum(line.startswith("Error:") for line in result.output.splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert "Error: int8 parity failed: " in result.output and "tried ptq (agreement" in result.output
+    assert ", qat (agreement" in result.output and "model_int8.REJECTED.tflite (do not ship it)" in result.output
+    after = {p.name: p.read_bytes() for p in exp.iterdir() if "REJECTED" not in p.name}
+    assert after == before
+    card = json.loads((exp / "model_int8.REJECTED.card.json").read_text())
+    assert card["parity_passed"] is False and card["model"] == "model_int8.REJECTED.tflite"
+    assert [a["path"] for a in card["quantization"]["attempts"]] == ["ptq", "qat"]
+    assert card["quantization"]["path"] in ("ptq", "qat") and card["parity"]["report"] == "parity_int8.REJECTED.json"
+    assert (exp / "parity_int8.REJECTED.json").is_file() and not (exp / "model_int8.REJECTED.golden.npz").exists()
+    assert not any(p.name.startswith(".") for p in exp.iterdir())
+
+
+@pytest.mark.slow
+def test_no_repair_fails_fast_without_qat(tiny_run, tmp_path):
+    from edgecls.optimize.export import ExportFailed, export_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints", "logs", "cache", "plots", "export"))
+    with pytest.raises(ExportFailed, match=r"tried ptq \(agreement [0-9.]+\); repairs were off \(--no-repair\)"):
+        export_run(ExportConfig(run=str(run), repair=False, golden_images=0))
+    assert sorted(p.name for p in (run / "export").iterdir()) == [
+        "model_int8.REJECTED.card.json", "model_int8.REJECTED.tflite", "parity_int8.REJECTED.json"]
+
+
+@pytest.mark.slow
+def test_qat_model_is_flat_and_starts_where_the_float_model_is(tiny_run):
+    """quantize_apply accepts the flattened classifier (nested backbone + Rescaling); the flattened
+    float model computes exactly what the nested one does."""
+    from edgecls import data
+    from edgecls.core.keras import keras
+    from edgecls.core.rundir import RunDir
+    from edgecls.optimize.qat import flatten, quantize_aware
+    from edgecls.train.model_io import load_model
+
+    model = load_model(tiny_run / "model.keras")
+    flat = flatten(model)
+    assert not any(isinstance(layer, keras.Model) for layer in flat.layers)
+    root, split = data.load_split(RunDir.open(tiny_run))
+    x, _ = data.load_images(root, split["test"], 64)
+    x = x.astype(np.float32)
+    p = model.predict(x, verbose=0)
+    np.testing.assert_allclose(flat.predict(x, verbose=0), p, atol=1e-5)
+    q = quantize_aware(model)
+    assert any(type(layer).__name__ == "QuantizeWrapperV2" for layer in q.layers)
+    pq = q.predict(x, verbose=0)
+    assert pq.shape == p.shape and np.allclose(pq.sum(1), 1.0, atol=1e-3)
+    wrapped = {layer.layer.name for layer in q.layers if type(layer).__name__ == "QuantizeWrapperV2"}
+    assert {"Conv1", "expanded_conv_depthwise", "predictions", "preprocess"} <= wrapped
