@@ -225,7 +225,6 @@ class _Exporter:
                          warnings=warnings)
 
     def gate(self, cand: Candidate, quant_error: Optional[dict[str, Any]], size: int) -> Candidate:
-        from edgecls.core.config import ParityConfig
         from edgecls.optimize.parity import run_parity
 
         cand.report = run_parity(
