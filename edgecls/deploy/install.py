@@ -7,7 +7,9 @@ runs the very code that made the golden set), copied over; pip on the device res
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -37,8 +39,26 @@ def source_root() -> Path:
     return root
 
 
+def source_digest(package_dir: Path) -> str:
+    """A short hash of every file of the package: same code, same digest."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in package_dir.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(package_dir)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def _local_version(pyproject: Path, digest: str) -> None:
+    """Give the wheel a PEP 440 local version (0.1.0+src.<digest>): between two releases, changed
+    code is a different version, so pip on the device upgrades it like any other package."""
+    text = pyproject.read_text(encoding="utf-8")
+    new, n = re.subn(r'^(version\s*=\s*")([^"+]+)(")', rf"\g<1>\g<2>+src.{digest}\g<3>", text, count=1, flags=re.M)
+    if n != 1:
+        raise EdgeclsError(f"cannot find the version in {pyproject}; pass --wheel edgecls-X.whl")
+    pyproject.write_text(new, encoding="utf-8")
+
+
 def build_wheel(out_dir: Path, root: Optional[Path] = None) -> Path:
-    """``pip wheel --no-deps`` of this host's edgecls source; returns the .whl path."""
+    """``pip wheel`` (this package only) of this host's edgecls source; returns the .whl path."""
     root = root or source_root()
     with tempfile.TemporaryDirectory(prefix="edgecls-wheel-") as tmp:
         src = Path(tmp) / "src"
@@ -47,6 +67,7 @@ def build_wheel(out_dir: Path, root: Optional[Path] = None) -> Path:
             if (root / name).is_file():
                 shutil.copy2(root / name, src / name)
         shutil.copytree(root / "edgecls", src / "edgecls", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        _local_version(src / "pyproject.toml", source_digest(src / "edgecls"))
         argv = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
                 "-w", str(out_dir), str(src)]
         if importlib.util.find_spec("setuptools") is not None:
@@ -71,10 +92,8 @@ def install_script(python: str, venv: str, wheel: str) -> str:
         f'  {py} -m venv --system-site-packages {v} || {{ echo "EDGECLS: no venv module" >&2; exit 3; }}',
         "fi",
         f"{v}/bin/python -m pip install -q --disable-pip-version-check --upgrade pip",
+        # Changed code carries another local version (see build_wheel), so this upgrades it too.
         f'{v}/bin/python -m pip install -q --disable-pip-version-check --upgrade "{w}[device]"',
-        # Same version number, newer code (a checkout between releases): replace the package
-        # itself; its dependencies were resolved by the line above.
-        f"{v}/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps {w}",
         f"{v}/bin/edgecls --version",
     ])
 
