@@ -67,8 +67,11 @@ def test_oversampling_draws_every_class_equally_each_epoch(imbalanced):
         assert _draws_per_image(seen) == {0: {1}, 1: {4}, 2: {2}}
     # Re-drawn every epoch, and the minority images are spread over the epoch, not bunched.
     assert epochs[0][0] != epochs[1][0]
-    first_half = Counter(epochs[0][0][:18])
-    assert all(first_half[c] >= 3 for c in COUNTS), first_half
+    # (A random mix: the exact count per half varies with TF's seed state, so only "every class in
+    # both halves of both epochs" is asserted; bunching would put a class in one half only.)
+    for labels, _ in epochs:
+        for half in (labels[:18], labels[18:]):
+            assert set(half) == set(COUNTS), Counter(half)
     # Seeded: a fresh pipeline with the same seed replays the same epochs; another seed does not.
     again = build_dataset(root, items, image_size=SIZE_PX, batch_size=5, training=True, seed=1, cache="memory",
                           oversample=True)
