@@ -7,12 +7,11 @@ stage writes is either complete under its final name or not there at all.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from edgecls.core.errors import EdgeclsError
-from edgecls.core.io import apply_default_mode
+from edgecls.core.io import atomic_path
 from edgecls.core.keras import keras
 
 
@@ -29,15 +28,6 @@ def load_model(path: str | os.PathLike) -> Any:
 
 def save_model(model: Any, path: str | os.PathLike) -> Path:
     """Save atomically: Keras writes a temp ``.keras`` beside the target, which is then renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
-        apply_default_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
