@@ -146,6 +146,12 @@ class MqttPublisher:
         self.connected.clear()
         if self._closing:
             return
+        if self.connects == 0:
+            # Mosquitto closes the socket right after a "not authorized" CONNACK; paho may see the
+            # close first, so a drop before any accepted connection is reported as a refusal.
+            log.warning("MQTT broker %s:%d refused the connection before accepting it (%s): check the URL, "
+                        "user and password; retrying with backoff", self.target.host, self.target.port, reason)
+            return
         log.warning("MQTT disconnected from %s:%d (%s); reconnecting with backoff", self.target.host,
                     self.target.port, reason)
 
