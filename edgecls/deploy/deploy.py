@@ -130,9 +130,20 @@ def fetch_json(ssh: Ssh, remote_path: str, local_path: Path) -> dict[str, Any]:
     return read_json(local_path)
 
 
-def bench_args(model: str, threads: tuple[int, ...], runs: int, warmup: int, json_path: str) -> str:
-    return (f"bench {q(model)} --threads {','.join(map(str, threads))} --runs {int(runs)} --warmup {int(warmup)} "
+def bench_args(models: str | list[str], threads: tuple[int, ...], runs: int, warmup: int, json_path: str) -> str:
+    """The arguments of ``edgecls bench`` on the device (one place for both deploy and bench --remote)."""
+    names = " ".join(q(m) for m in ([models] if isinstance(models, str) else models))
+    return (f"bench {names} --threads {','.join(map(str, threads))} --runs {int(runs)} --warmup {int(warmup)} "
             f"--json {q(json_path)} --force")
+
+
+def run_remote_bench(ssh: Ssh, edgecls: str, args: str, remote_json: str, local_json: Path) -> dict[str, Any]:
+    """Run ``edgecls ARGS`` on the device and copy its bench JSON home; one clear line if it fails."""
+    proc = ssh.run(f"{q(edgecls)} {args}", what="edgecls bench", check=False)
+    if proc.returncode != 0:
+        why = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no message"]
+        raise EdgeclsError(f"edgecls bench on {ssh.target.host} failed: {why[0]}")
+    return fetch_json(ssh, remote_json, local_json)
 
 
 def remote_bench(ssh: Ssh, edgecls: str, model: str, *, threads: tuple[int, ...], runs: int, warmup: int,
@@ -140,12 +151,8 @@ def remote_bench(ssh: Ssh, edgecls: str, model: str, *, threads: tuple[int, ...]
     """``edgecls bench --json`` on the device; the JSON copied to ``local_json``."""
     remote_json = posixpath.join(remote_dir, f".edgecls-bench-{_stamp()}-{id(local_json) % 10000}.json")
     try:
-        proc = ssh.run(f"{q(edgecls)} {bench_args(model, threads, runs, warmup, remote_json)}",
-                       what="edgecls bench", check=False)
-        if proc.returncode != 0:
-            why = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no message"]
-            raise EdgeclsError(f"edgecls bench on {ssh.target.host} failed: {why[0]}")
-        return fetch_json(ssh, remote_json, local_json)
+        return run_remote_bench(ssh, edgecls, bench_args(model, threads, runs, warmup, remote_json), remote_json,
+                                local_json)
     finally:
         ssh.run(f"rm -f {q(remote_json)}", what="cleaning up", check=False)
 
@@ -319,14 +326,8 @@ def bench_remote(target_text: str, models: tuple[str, ...], *, threads: tuple[in
     tmp = ssh.run("mktemp -d /tmp/edgecls-bench.XXXXXX", what="creating a temp folder").stdout.strip()
     try:
         ssh.put(files, tmp)
-        joined = " ".join(q(posixpath.join(tmp, f.name)) for f in files)
         remote_json = posixpath.join(tmp, "bench.json")
-        cmd = (f"{q(edgecls)} bench {joined} --threads {','.join(map(str, threads))} --runs {int(runs)} "
-               f"--warmup {int(warmup)} --json {q(remote_json)} --force")
-        proc = ssh.run(cmd, what="edgecls bench", check=False)
-        if proc.returncode != 0:
-            why = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no message"]
-            raise EdgeclsError(f"edgecls bench on {target.host} failed: {why[0]}")
-        return fetch_json(ssh, remote_json, local_json)
+        args = bench_args([posixpath.join(tmp, f.name) for f in files], threads, runs, warmup, remote_json)
+        return run_remote_bench(ssh, edgecls, args, remote_json, local_json)
     finally:
         ssh.run(f"rm -rf {q(tmp)}", what="cleaning up", check=False)
