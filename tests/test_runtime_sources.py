@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -230,3 +231,42 @@ def test_picamera_source_with_a_fake_picamera2(monkeypatch):
     assert ok and rgb.shape == (240, 320, 3) and rgb[0, 0].tolist() == [3, 2, 1]
     src.close()
     assert calls["stopped"] and calls["closed"]
+
+
+def test_folder_source_skips_what_training_skips_without_libjpeg_noise(tmp_path):
+    """A truncated JPEG: training's scan refuses it, so the device skips it too, in one log line of its own."""
+    import json
+    import subprocess
+    import sys
+
+    from edgecls.data import scan_dataset
+
+    cls = tmp_path / "data" / "a"
+    cls.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(cls / f"{i}.jpg"), rng.integers(0, 255, (32, 32, 3), np.uint8))
+    whole = (cls / "0.jpg").read_bytes()
+    (cls / "0.jpg").write_bytes(whole[: len(whole) // 2])  # cut mid-scan: libjpeg would grey the rest
+    (cls / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)  # a signature and nothing else
+    (tmp_path / "data" / "b").mkdir()
+    cv2.imwrite(str(tmp_path / "data" / "b" / "x.jpg"), np.zeros((32, 32, 3), np.uint8))
+
+    # In its own process: the device's stderr is a real file descriptor there, as on the Pi.
+    device = subprocess.run([sys.executable, "-c", """
+import json, sys
+from pathlib import Path
+from edgecls.runtime.sources import ImageFolderSource
+source = ImageFolderSource(sorted(Path(sys.argv[1]).iterdir()), name="f")
+shapes = []
+while (got := source.read())[0]:
+    shapes.append(list(got[1].shape))
+print(json.dumps({"shapes": shapes, "skipped": [Path(p).name for p in source.skipped]}))
+""", str(cls)], capture_output=True, text=True, timeout=120)
+    assert device.returncode == 0, device.stderr
+    out = json.loads(device.stdout)
+    training_skips = {Path(p).name for p, _ in scan_dataset(tmp_path / "data").skipped}
+    assert out["shapes"] == [[32, 32, 3]] * 2
+    assert set(out["skipped"]) == training_skips == {"0.jpg", "3.png"}
+    assert "Premature end" not in device.stderr and "IHDR" not in device.stderr, device.stderr
+    assert "skipping truncated image" in device.stderr and "skipping unreadable image" in device.stderr

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.orientation import apply_orientation, exif_orientation
+from edgecls.core.quiet import quiet_native_stderr
 
 log = logging.getLogger("edgecls.camera")
 
@@ -181,11 +182,9 @@ class ImageFolderSource(FrameSource):
         while self._i < len(self.files):
             path = self.files[self._i]
             self._i += 1
-            # OpenCV's own EXIF handling differs by version (4.x ignores it for WebP), so it is
-            # turned off and the project's one rule (core.orientation, as in training) applied.
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+            bgr, problem = _decode_image_file(path)
             if bgr is None:
-                log.warning("skipping unreadable image %s", path)
+                log.warning("skipping %s image %s", problem, path)
                 self.skipped.append(str(path))
                 continue
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -194,6 +193,30 @@ class ImageFolderSource(FrameSource):
 
     def close(self) -> None:
         self._i = len(self.files)
+
+
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
+
+def _decode_image_file(path: Path) -> tuple[Optional[np.ndarray], str]:
+    """BGR pixels of one image file, or (None, why): the same files training skips are skipped here.
+
+    libjpeg decodes a truncated JPEG into a grey lower half and says so only on stderr
+    ("Premature end of JPEG file"); training's decoder refuses the file, so the device does too,
+    with one log line of its own instead of libjpeg's.
+    """
+    cv2 = _cv2()
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None, "unreadable"
+    if raw.startswith(JPEG_START) and not raw.rstrip(b"\x00\r\n ").endswith(JPEG_END):
+        return None, "truncated"
+    with quiet_native_stderr(replay_on_error=False):
+        # OpenCV's own EXIF handling differs by version (4.x ignores it for WebP), so it is
+        # turned off and the project's one rule (core.orientation, as in training) applied.
+        bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    return bgr, "unreadable"
 
 
 class PicameraSource(FrameSource):
