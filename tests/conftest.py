@@ -14,6 +14,13 @@ import pytest  # noqa: E402
 
 
 # -- cold builds in the background (tests/prebuild.py): downloads overlap the CPU-bound tests ---
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+if str(Path(__file__).parent) not in sys.path:  # tests' helper modules; --import-mode=importlib does not add it
+    sys.path.insert(0, str(Path(__file__).parent))
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "prebuild(name): needs tests/prebuild.py's build NAME (started in the "
                                        "background when the session starts)")

@@ -129,8 +129,10 @@ class Prebuilder:
             try:
                 proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
+                pass
+            # Whatever is left of the group (the leader, or a child that ignored SIGTERM) ends now.
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
         for t in self._threads:
             t.join(STOP_GRACE_S)
 
