@@ -142,8 +142,8 @@ class Prebuilder:
             if o.stopped:
                 lines.append(f"background build {o.name}: stopped unfinished at the end of the session (log: {o.log})")
             elif o.returncode not in (0, None):
-                lines.append(f"background build {o.name} FAILED (exit {o.returncode}); its tests built it again "
-                             f"themselves. Log: {o.log}")
+                lines.append(f"background build {o.name} FAILED (exit {o.returncode}); the tests that need it try again "
+                             f"in the foreground. Log: {o.log}")
             elif o.returncode == 0 and o.seconds is not None:
                 lines.append(f"background build {o.name}: ready after {o.seconds:.0f} s")
         return lines

@@ -56,7 +56,8 @@ def test_builds_run_in_lanes_and_a_failure_names_its_log(builds, tmp_path):
     lines = b.summary()
     log = tmp_path / "venvs" / "prebuild" / "broken.log"
     assert lines[0].startswith("background build ok: ready after ")
-    assert lines[1] == (f"background build broken FAILED (exit 3); its tests built it again themselves. Log: {log}")
+    assert lines[1] == (f"background build broken FAILED (exit 3); the tests that need it try again in the foreground. "
+                        f"Log: {log}")
     assert log.read_text() == "pip: no matching distribution\n"
 
 
