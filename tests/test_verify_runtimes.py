@@ -12,9 +12,7 @@ import importlib.util
 import json
 import re
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
