@@ -38,3 +38,11 @@ clean-venv:
 .PHONY: pi-check
 pi-check: $(STAMP) system-deps
 	PYTHON=$(CURDIR)/$(PY) bash tools/pi_userland.sh
+
+# The test suite's network-bound caches in .venv-test (the emulated Pi userland; the MediaPipe, TFLite
+# Support and tflite-runtime venvs), filled now without running a test. `make test` needs no such
+# step: its session starts these same builds in the background (tests/prebuild.py, docs/testing.md).
+.PHONY: test-caches
+test-caches: $(STAMP) system-deps
+	PYTHON=$(CURDIR)/$(PY) bash tools/pi_userland.sh --build-only
+	$(PY) tests/isolated_venv.py mediapipe tflite-support tflite-runtime

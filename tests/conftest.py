@@ -13,6 +13,48 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 
+# -- cold builds in the background (tests/prebuild.py): downloads overlap the CPU-bound tests ---
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+if str(Path(__file__).parent) not in sys.path:  # tests' helper modules; --import-mode=importlib does not add it
+    sys.path.insert(0, str(Path(__file__).parent))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "prebuild(name): needs tests/prebuild.py's build NAME (started in the "
+                                       "background when the session starts)")
+
+
+def pytest_collection_finish(session):
+    import prebuild
+
+    if session.config.option.collectonly or not prebuild.enabled():
+        return
+    names = prebuild.wanted([m.args[0] for item in session.items for m in item.iter_markers("prebuild")])
+    if not names:
+        return
+    builder = prebuild.Prebuilder(names)
+    session.config._edgecls_prebuilder = builder
+    builder.start()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"edgecls: building {', '.join(sorted(names))} in the background "
+                            f"(logs: {builder.logs}/)")
+
+
+def pytest_sessionfinish(session):
+    builder = getattr(session.config, "_edgecls_prebuilder", None)
+    if builder is not None:
+        builder.stop()  # no builder outlives the session
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    builder = getattr(config, "_edgecls_prebuilder", None)
+    for line in builder.summary() if builder is not None else []:
+        terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def tiny_tflite(tmp_path_factory):
     """A 32x32 3-class Keras model exported to float32 and full-int8 (uint8 io) .tflite files.

@@ -3,6 +3,11 @@
 Each is built once under ``.venv-test/<name>-<hash of its requirements>`` (git-ignored) and reused
 while its requirements stay the same; a lock keeps two test processes from building one at once.
 Only package registries are used, as a user's own ``pip install`` would.
+
+The venvs the suite needs are named in ``SPECS``, so the background builds a session starts
+(tests/prebuild.py) make exactly the venvs the tests then open:
+
+    python tests/isolated_venv.py mediapipe tflite-support   # build (or find) them now
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ import fcntl
 import hashlib
 import os
 import subprocess
+import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 VENVS = Path(os.environ.get("EDGECLS_TEST_VENVS", ROOT / ".venv-test"))
@@ -35,3 +42,59 @@ def isolated_venv(name: str, requirements: Sequence[str], *, python: str = sys.e
                        check=True, timeout=timeout_s)
         (home / ".complete").write_text("\n".join(requirements) + "\n")
     return exe
+
+
+def python_at_most_311() -> Optional[str]:
+    """A CPython <= 3.11 (tflite-runtime 2.14 has no wheel past 3.11), or None."""
+    if sys.version_info[:2] <= (3, 11):
+        return sys.executable
+    for name in ("python3.11", "python3.10"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@dataclass(frozen=True)
+class VenvSpec:
+    requirements: tuple[str, ...]
+    python: Callable[[], Optional[str]] = lambda: sys.executable
+    """The interpreter the venv is made from; None when this machine has none that fits."""
+
+
+SPECS: dict[str, VenvSpec] = {
+    "mediapipe": VenvSpec(("mediapipe==1.2.2",)),
+    # Its compiled helpers need libusb-1.0-0 (tools/system-packages.txt).
+    "tflite-support": VenvSpec(("tflite-support==0.4.4",)),
+    # Editable, so the venv (cached by its requirements) always runs this tree's current code.
+    "tflite-runtime": VenvSpec(("tflite-runtime==2.14.0", "numpy<2", "opencv-python-headless", "-e", str(ROOT)),
+                               python=python_at_most_311),
+}
+
+
+def named_venv(name: str) -> Path:
+    """The python executable of ``SPECS[name]``'s venv (built on first use); LookupError when this
+    machine has no interpreter for it."""
+    spec = SPECS[name]
+    python = spec.python()
+    if python is None:
+        raise LookupError(f"{name}: no suitable Python interpreter on this machine")
+    return isolated_venv(name, spec.requirements, python=python)
+
+
+def main(argv: Sequence[str]) -> int:
+    unknown = [n for n in argv if n not in SPECS]
+    if not argv or unknown:
+        print(f"Error: usage: isolated_venv.py NAME... (names: {', '.join(SPECS)}; unknown: {' '.join(unknown)})",
+              file=sys.stderr)
+        return 2
+    for name in argv:
+        try:
+            print(f"{name}: {named_venv(name)}", flush=True)
+        except LookupError as e:
+            print(f"{e}: skipped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -23,9 +23,8 @@ from edgecls.optimize.metadata import add_image_classifier_metadata, embedded_la
 from edgecls.optimize.tflite_metadata import METADATA_NAME, MetadataUnavailable, model_metadata
 
 sys.path.insert(0, str(Path(__file__).parent))
-from isolated_venv import isolated_venv  # noqa: E402
+from isolated_venv import named_venv  # noqa: E402
 
-MEDIAPIPE = ["mediapipe==1.2.2"]
 LABELS = ["cat", "dog", "bird"]
 # Unequal, so a reader that swapped or ignored them would be caught. One value each: MediaPipe
 # 1.2.2 refuses per-channel normalisation ("Per-channel image normalization is not available").
@@ -98,12 +97,11 @@ for path, image in zip(sys.argv[1::2], sys.argv[2::2]):
                 "needed_version": _pywrap_metadata_version.GetMinimumMetadataParserVersion(bytes(buf))})
 print(json.dumps(out))
 """
-TFLITE_SUPPORT = ["tflite-support==0.4.4"]  # its compiled helpers need libusb-1.0-0 (tools/system-packages.txt)
 
 
 def _mediapipe_python() -> Path:
     # No skip when it cannot be built: a MediaPipe that cannot be installed is a finding, not a pass.
-    return isolated_venv("mediapipe", MEDIAPIPE)
+    return named_venv("mediapipe")  # mediapipe==1.2.2 (tests/isolated_venv.py SPECS)
 
 
 def _probe(python: Path, pairs: list[tuple[Path, Path]], tmp_path: Path, probe: str = _PROBE) -> list[dict]:
@@ -199,6 +197,7 @@ def test_models_the_writer_cannot_extend_are_metadata_unavailable(tiny_tflite, m
 
 # -- MediaPipe's real reader, in its own venv ---------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.prebuild("mediapipe")
 def test_mediapipe_image_classifier_reads_our_labels_and_normalisation(tiny_tflite, unscaled_float_model, tmp_path):
     """uint8 and float32 models from our writer: MediaPipe names our labels and its scores are
     our runtime's; a model whose metadata asks for (x - mean) / std gets exactly that."""
@@ -237,12 +236,13 @@ def test_mediapipe_image_classifier_reads_our_labels_and_normalisation(tiny_tfli
 
 
 @pytest.mark.slow
+@pytest.mark.prebuild("tflite-support")
 def test_tflite_support_reads_our_metadata(tiny_tflite, tmp_path):
     """The TFLite Support library: its displayer finds labels.txt packed, its own compiled helper
     says the fields we wrote need parser 1.0.0 (what we claim), its ImageClassifier names our labels."""
     from edgecls.runtime.classifier import Classifier
 
-    python = isolated_venv("tflite-support", TFLITE_SUPPORT)
+    python = named_venv("tflite-support")  # tflite-support==0.4.4
     rgb, image = _image(tmp_path)
     uint8 = _with_metadata(tiny_tflite["int8"], tmp_path / "uint8" / "model.tflite")
     float32 = _with_metadata(tiny_tflite["float32"], tmp_path / "float32" / "model.tflite")
@@ -294,6 +294,7 @@ def _user_env() -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.prebuild("mediapipe")
 def test_pip_install_train_exports_a_model_mediapipe_names(tiny_run, tmp_path):
     """The product's own venv is a plain `pip install -e ".[dev]"` ([train] + test tools; no Makefile
     tricks, no --no-deps) that CI builds fresh: pip check is clean, mediapipe is not in it, and its

@@ -12,37 +12,25 @@ import importlib.util
 import json
 import re
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgecls.runtime.golden import verify_model, write_golden_set
-from isolated_venv import isolated_venv
+from isolated_venv import named_venv, python_at_most_311
 
 ROOT = Path(__file__).resolve().parents[1]
-TFLITE_RUNTIME_REQS = ["tflite-runtime==2.14.0", "numpy<2", "opencv-python-headless"]
 N_GOLDEN = 48
-
-
-def _python_for_tflite_runtime() -> str:
-    """A CPython <= 3.11 (tflite-runtime 2.14 has no wheel past 3.11)."""
-    if sys.version_info[:2] <= (3, 11):
-        return sys.executable
-    for name in ("python3.11", "python3.10"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip("tflite-runtime 2.14 needs CPython <= 3.11 and none is installed")
 
 
 @pytest.fixture(scope="module")
 def tflite_runtime_venv() -> Path:
-    # Editable, so the venv (cached by its requirements) always runs this tree's current code.
-    exe = isolated_venv("tflite-runtime", [*TFLITE_RUNTIME_REQS, "-e", str(ROOT)], python=_python_for_tflite_runtime())
+    # tflite-runtime==2.14.0, numpy<2, opencv-python-headless and this tree, editable (tests/isolated_venv.py).
+    if python_at_most_311() is None:
+        pytest.skip("tflite-runtime 2.14 needs CPython <= 3.11 and none is installed")
+    exe = named_venv("tflite-runtime")
     return exe.parent
 
 
@@ -106,6 +94,7 @@ def test_ai_edge_litert_reproduces_the_golden_set_bit_for_bit(golden_models, whi
     assert r["passed"] and r["bit_identical"] and r["top1_agreement"] == 1.0 and r["runtime_notice"] is None
 
 
+@pytest.mark.prebuild("tflite-runtime")
 def test_the_venv_has_tflite_runtime_and_neither_tensorflow_nor_ai_edge_litert(tflite_runtime_venv):
     code = ("import importlib.util as u, numpy, json; print(json.dumps({m: u.find_spec(m) is not None for m in "
             "('tflite_runtime', 'ai_edge_litert', 'tensorflow')} | {'numpy': numpy.__version__}))")
@@ -116,6 +105,7 @@ def test_the_venv_has_tflite_runtime_and_neither_tensorflow_nor_ai_edge_litert(t
     assert found["numpy"].startswith("1.")
 
 
+@pytest.mark.prebuild("tflite-runtime")
 def test_tflite_runtime_differences_are_reported_and_clear_flips_fail(tflite_runtime_venv, golden_models, tmp_path):
     report = tmp_path / "v.json"
     proc = _device(tflite_runtime_venv, "verify", str(golden_models["mobilenet"]), "--json", str(report))
@@ -131,6 +121,7 @@ def test_tflite_runtime_differences_are_reported_and_clear_flips_fail(tflite_run
     assert "pip install ai-edge-litert" in out
 
 
+@pytest.mark.prebuild("tflite-runtime")
 def test_tflite_runtime_small_differences_are_reported_but_pass(tflite_runtime_venv, golden_models, tmp_path):
     report = tmp_path / "v.json"
     proc = _device(tflite_runtime_venv, "verify", str(golden_models["tiny"]), "--json", str(report))
@@ -142,6 +133,7 @@ def test_tflite_runtime_small_differences_are_reported_but_pass(tflite_runtime_v
     assert "Note: tflite-runtime 2.14.0" in proc.stdout
 
 
+@pytest.mark.prebuild("tflite-runtime")
 def test_doctor_on_tflite_runtime_tells_the_user_and_runs_verify(tflite_runtime_venv, golden_models):
     proc = _device(tflite_runtime_venv, "doctor", "--model", str(golden_models["mobilenet"]))
     assert proc.returncode == 1

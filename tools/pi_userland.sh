@@ -4,6 +4,7 @@
 # `doctor` and a short `bench`, as a Cortex-A72 (Pi 4) and a Cortex-A76 (Pi 5).
 #
 #   bash tools/pi_userland.sh            # or: make pi-check
+#   bash tools/pi_userland.sh --build-only   # only fill the cache (rootfs + wheels), run nothing
 #
 # It checks CORRECTNESS (the aarch64 runtime reproduces the host's golden outputs, the loop runs,
 # the bench JSON names the CPU and its dot-product support). Emulated timings mean nothing:
@@ -15,6 +16,12 @@
 # keyed by their inputs; a warm re-run only installs the fresh edgecls wheel and runs the checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BUILD_ONLY=0
+case "${1:-}" in
+  "") ;;
+  --build-only) BUILD_ONLY=1 ;;  # the test session starts this in the background (tests/prebuild.py)
+  *) echo "Error: unknown option '$1' (usage: bash tools/pi_userland.sh [--build-only])" >&2; exit 2 ;;
+esac
 REPO=$PWD
 PY=${PYTHON:-$REPO/.venv/bin/python}
 CACHE=${EDGECLS_PI_CACHE:-$REPO/.venv-test/pi-userland}
@@ -56,22 +63,32 @@ fi
 
 # 2. wheels: edgecls[device]'s dependencies, aarch64 / CPython 3.11, resolved from a wheel of this checkout.
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-# Built from a copy so setuptools leaves no build/ or egg-info in the checkout.
-mkdir -p "$work/src" && cp -r pyproject.toml README.md edgecls "$work/src/"
-NO_ISOLATION=$("$PY" -c 'import setuptools' 2>/dev/null && echo --no-build-isolation || true)  # offline when it can
-"$PY" -m pip wheel -q --no-deps $NO_ISOLATION -w "$work/dist" "$work/src" >"$work/wheel.log" 2>&1 \
-  || { cat "$work/wheel.log" >&2; die "building the edgecls wheel failed"; }
-WHEEL=$(ls "$work"/dist/edgecls-*.whl)
 PIP_TARGET_ARGS=(--only-binary=:all: --python-version 311 --implementation cp --abi cp311)
 for p in $PLATFORMS; do PIP_TARGET_ARGS+=(--platform "$p"); done
 SITE="$CACHE/site-$(key_of "$(sha256sum pyproject.toml)" "$PLATFORMS" v1)"
+WHEEL=
+build_wheel() {
+  # Built from a copy so setuptools leaves no build/ or egg-info in the checkout.
+  mkdir -p "$work/src" && cp -r pyproject.toml README.md edgecls "$work/src/"
+  local no_isolation
+  no_isolation=$("$PY" -c 'import setuptools' 2>/dev/null && echo --no-build-isolation || true)  # offline when it can
+  "$PY" -m pip wheel -q --no-deps $no_isolation -w "$work/dist" "$work/src" >"$work/wheel.log" 2>&1 \
+    || { cat "$work/wheel.log" >&2; die "building the edgecls wheel failed"; }
+  WHEEL=$(ls "$work"/dist/edgecls-*.whl)
+}
 if [ ! -f "$SITE/.complete" ]; then
   say "installing edgecls[device] aarch64 wheels into $SITE"
   rm -rf "$SITE"
+  build_wheel
   "$PY" -m pip install -q --disable-pip-version-check --target "$SITE" "${PIP_TARGET_ARGS[@]}" "$WHEEL[device]" \
     2>&1 | { grep -v "dependency resolver\|^mediapipe \|^WARNING: Location" >&2 || true; }
   touch "$SITE/.complete"
 fi
+if [ "$BUILD_ONLY" = 1 ]; then
+  say "cache ready in $CACHE ($(( $(date +%s) - t_start )) s); nothing run (--build-only)"
+  exit 0
+fi
+[ -n "$WHEEL" ] || build_wheel
 # This checkout's edgecls on top of the cached dependencies (they were resolved from the same
 # pyproject.toml, which keys the cache), so a code change needs no new download.
 "$PY" -m pip install -q --disable-pip-version-check --no-deps --target "$work/edgecls" "${PIP_TARGET_ARGS[@]}" "$WHEEL" \
