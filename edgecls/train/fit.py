@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -34,7 +33,7 @@ from edgecls.train.report import classification_metrics, plot_confusion_matrix, 
 from edgecls.core.rundir import RunDir
 from edgecls.train.checks import check_train_config
 from edgecls.train.model_io import save_model
-from edgecls.train import runfolder
+from edgecls.train import cluster, runfolder
 from edgecls.train.runfolder import PHASE_DONE, PHASE_FINE_TUNE, PHASE_HEAD
 
 
@@ -187,6 +186,14 @@ def float32_copy(model: "keras.Model", cfg: TrainConfig, n_classes: int) -> "ker
     return clean
 
 
+def local_copy(model: "keras.Model") -> "keras.Model":
+    """The model with plain variables: calling a cluster-trained model reads its BatchNorm statistics
+    through a collective every worker must join, so the chief evaluates and saves a copy."""
+    clean = keras.Model.from_config(model.get_config())
+    copy_weights(model, clean)
+    return clean
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -194,6 +201,7 @@ def train(
     force: bool = False,
     callbacks: Sequence["keras.callbacks.Callback"] = (),
     verbose: Optional[int] = None,
+    worker_dir: Optional[str] = None,
 ) -> RunDir:
     """Train a classifier and write its run folder; returns the :class:`RunDir`.
 
@@ -203,16 +211,20 @@ def train(
     ``force=True`` over an existing run builds the new run in ``OUT.new`` and swaps it in only
     when it is complete (see :func:`edgecls.core.rundir.swap_in`). The run folder is locked
     for the whole run: a second writer gets an error. ``callbacks`` are extra Keras callbacks.
-    Only the chief writes the run under a multi-worker cluster.
+    Only the chief writes the run under a multi-worker cluster; every other worker keeps its
+    checkpoints and cache in its own worker folder under ``worker_dir`` (default and naming:
+    :mod:`edgecls.train.cluster`) and returns the run's path, which it never opens.
     """
-    with runfolder.opened(cfg, resume=resume, force=force) as start:
-        return _train(start.cfg, start.run, start.state, folder=start.folder, callbacks=callbacks, verbose=verbose)
+    with runfolder.opened(cfg, resume=resume, force=force, worker_dir=worker_dir) as start:
+        return _train(start.cfg, start.run, start.state, folder=start.folder, worker=start.worker,
+                      callbacks=callbacks, verbose=verbose)
 
 
 def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, folder: Optional[Path] = None,
-           callbacks: Sequence["keras.callbacks.Callback"] = (), verbose: Optional[int] = None) -> RunDir:
+           worker: Optional[cluster.Task] = None, callbacks: Sequence["keras.callbacks.Callback"] = (),
+           verbose: Optional[int] = None) -> RunDir:
     from edgecls import data
-    from edgecls.train.distribute import is_chief, make_strategy, precision
+    from edgecls.train.distribute import make_strategy, precision
 
     resume = run is not None
     check_train_config(cfg)
@@ -236,10 +248,14 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
             trainer = make_trainer(classifier, augment=cfg.augment, seed=cfg.seed)
         if run is None:
             run = runfolder.create_run(cfg, folder, scan, split)
-        ckpt = run.checkpoints
+        ckpt = run.checkpoints  # a non-chief worker's run is its own worker folder
         ckpt.mkdir(parents=True, exist_ok=True)
-        if not is_chief():  # other cluster workers must save too (collectives), but somewhere private
-            ckpt = Path(tempfile.mkdtemp(prefix="edgecls-worker-"))
+        task = cluster.task_for(cfg.strategy)
+        if task is not None:
+            from edgecls.train.agree import KeepPrevious, agree
+
+            state = agree(strategy, ckpt, state, resume=resume, task_name=task.name)
+            callbacks = [KeepPrevious(ckpt), *callbacks]
         ds = _datasets(cfg, root, split, n_classes, run.path / "cache")
         weights = None
         if balance_mode(cfg) == "weights":
@@ -257,14 +273,20 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
             calibrate_batchnorm(get_backbone(classifier), images)
         _run_phases(cfg, strategy, classifier, trainer, ds, weights, state, ckpt, run, verbose, callbacks,
                     resume=resume)
-        final = float32_copy(classifier, cfg, n_classes)
+        final = float32_copy(classifier, cfg, n_classes) if worker is None else None
+        if task is not None and final is classifier:
+            final = local_copy(classifier)
 
-    if is_chief():
-        _finish(run, cfg, final, ds, state, labels, policy, strategy.num_replicas_in_sync)
-        run = runfolder.put_in_place(run, state)
-    else:
-        shutil.rmtree(ckpt, ignore_errors=True)
-    return run
+    if worker is not None:
+        runfolder.drop_worker_folder(run.path)
+        print(f"{worker.name}: done; the chief writes the run {cfg.out}", flush=True)
+        return RunDir(Path(cfg.out))
+    _finish(run, cfg, final, ds, state, labels, policy, strategy.num_replicas_in_sync)
+    if task is not None:
+        from edgecls.train.agree import PREVIOUS_WEIGHTS
+
+        (run.checkpoints / PREVIOUS_WEIGHTS).unlink(missing_ok=True)
+    return runfolder.put_in_place(run, state)
 
 
 def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weights, state: dict, ckpt: Path,

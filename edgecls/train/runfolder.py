@@ -21,6 +21,7 @@ from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import read_json
 from edgecls.core.rundir import LOCK_NAME, RunDir, RunLock, staging_path, swap_in
 from edgecls.train.checkpoint import LAST_WEIGHTS, STATE_JSON, read_checkpoint_state
+from edgecls.train import cluster
 from edgecls.train.checks import check_run_dir, split_warnings
 
 PHASE_HEAD = "head"
@@ -36,6 +37,7 @@ class Start:
     run: Optional[RunDir]
     state: dict[str, Any]
     folder: Optional[Path] = None
+    worker: Optional[cluster.Task] = None  # a non-chief cluster worker: run and folder are its worker folder
 
 
 def scan_and_split(cfg: TrainConfig) -> tuple[Any, dict]:
@@ -106,12 +108,20 @@ def new_state() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def opened(cfg: TrainConfig, *, resume: bool = False, force: bool = False) -> Iterator[Start]:
+def opened(cfg: TrainConfig, *, resume: bool = False, force: bool = False,
+           worker_dir: Optional[str] = None) -> Iterator[Start]:
     """The run folder, locked for the whole run (a second writer gets an error), ready to train into.
 
     ``resume=True`` reopens ``cfg.out`` with its *saved* config (other fields of ``cfg`` are
     ignored). ``force=True`` over an existing run yields the staging folder ``OUT.new``.
+    A non-chief cluster worker never looks at ``cfg.out``: it gets its own worker folder
+    (under ``worker_dir``, see :mod:`edgecls.train.cluster`).
     """
+    task = cluster.task_for(cfg.strategy)
+    if task is not None and not task.is_chief:
+        with _opened_worker(cfg, task, resume=resume, force=force, base=worker_dir) as start:
+            yield start
+        return
     check_run_dir(cfg.out, force=force, resume=resume)
     with contextlib.ExitStack() as locks:
         if resume:
@@ -147,6 +157,39 @@ def opened(cfg: TrainConfig, *, resume: bool = False, force: bool = False) -> It
             if created and not (folder / "checkpoints" / STATE_JSON).is_file():
                 shutil.rmtree(folder, ignore_errors=True)
             raise
+
+
+@contextlib.contextmanager
+def _opened_worker(cfg: TrainConfig, task: cluster.Task, *, resume: bool, force: bool,
+                   base: Optional[str]) -> Iterator[Start]:
+    """A worker's own folder: a run folder's small files + checkpoints + cache, never the chief's run."""
+    folder = (cluster.worker_folder_to_resume if resume else cluster.worker_folder)(cfg.out, task, base)
+    cluster.check_worker_folder(folder, task, cfg.out, resume=resume, force=force)
+    if resume:
+        with RunLock(folder, f"edgecls train --resume --out {cfg.out} ({task.name})"):
+            run = RunDir.open(folder)
+            # out stays the chief's run: the worker only names it (messages), never opens it.
+            yield Start(dataclasses.replace(run.train_config(), out=str(cfg.out)), run, resume_state(run),
+                        worker=task)
+        return
+    if folder.exists():  # --force: only this worker's own earlier state, never anything of the run's
+        with RunLock(folder, f"edgecls train --force --out {cfg.out} ({task.name}, cleanup)"):
+            shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with RunLock(folder, f"edgecls train --out {cfg.out} ({task.name})"):
+        try:
+            yield Start(cfg, None, new_state(), folder, worker=task)
+        except BaseException:
+            if not (folder / "checkpoints" / STATE_JSON).is_file():
+                drop_worker_folder(folder)
+            raise
+
+
+def drop_worker_folder(folder: Path) -> None:
+    """A worker's folder once its run is over (and the run's parent folder when no other task uses it)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        folder.parent.rmdir()  # only when empty: another task of the same run on this machine keeps it
 
 
 def put_in_place(run: RunDir, state: dict[str, Any]) -> RunDir:

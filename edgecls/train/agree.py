@@ -1,0 +1,95 @@
+"""Cluster workers start from the same checkpoint, or refuse.
+
+Every worker saves its own checkpoint after each epoch, and a kill can land between two
+workers' saves: the chief may hold epoch 3 while a worker still holds epoch 2. Resuming them as
+they are would run different epochs against each other's collectives (a hang, or silently
+different weights). So each worker also keeps the save before its last one
+(``previous.weights.npz``), and at start-up every worker tells the others how far it got (one
+all-gather); those one save ahead step back to their previous save. Workers further apart
+than that, or some resuming while others start fresh, are refused with one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from edgecls.core.errors import EdgeclsError
+from edgecls.core.io import atomic_write_bytes, atomic_write_json
+from edgecls.core.keras import keras, tf
+from edgecls.train.checkpoint import LAST_WEIGHTS, STATE_JSON, read_checkpoint_state
+from edgecls.train.runfolder import PHASE_FINE_TUNE, PHASE_HEAD
+
+PREVIOUS_WEIGHTS = "previous.weights.npz"
+_PHASE_ORDER = (PHASE_HEAD, PHASE_FINE_TUNE)
+
+
+def progress(state: Optional[dict[str, Any]]) -> tuple[int, int, int]:
+    """How far a saved state got, ordered like the saves: (epochs, phase, epochs done in it); fresh = zeros.
+
+    The end-of-phase save keeps the epoch count and moves to the next phase, so it sorts after
+    the last epoch's save and before the next phase's first.
+    """
+    if not state or not state.get("rows") and state.get("phase_epochs_done", 0) == 0 \
+            and state.get("phase", PHASE_HEAD) == PHASE_HEAD:
+        return (0, 0, 0)
+    return (len(state["rows"]), _PHASE_ORDER.index(state["phase"]), int(state["phase_epochs_done"]))
+
+
+class KeepPrevious(keras.callbacks.Callback):
+    """Copy the last save aside before the next one can replace it (at each epoch's start and each phase's end)."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = folder
+
+    def _keep(self) -> None:
+        last = self.folder / LAST_WEIGHTS
+        if last.is_file():
+            atomic_write_bytes(self.folder / PREVIOUS_WEIGHTS, last.read_bytes())
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
+        self._keep()
+
+    def on_train_end(self, logs: Optional[dict] = None) -> None:
+        self._keep()  # the end-of-phase save comes next
+
+
+def _gather(strategy: "tf.distribute.Strategy", mine: tuple[int, ...]) -> np.ndarray:
+    """Every worker's ``mine``, one row per worker in task order (a collective: every worker must call it)."""
+    local = tf.constant([mine], dtype=tf.int64)
+    per_replica = strategy.run(lambda: tf.identity(local))
+    return np.asarray(strategy.gather(per_replica, axis=0))
+
+
+def agree(strategy: "tf.distribute.Strategy", folder: Path, state: dict[str, Any], *, resume: bool,
+          task_name: str) -> dict[str, Any]:
+    """The state every worker continues from (this worker's, or its previous save's); see the module docstring."""
+    mine = progress(state if resume else None)
+    everyone = [tuple(int(v) for v in row) for row in _gather(strategy, mine)]
+    target = min(everyone)
+    if all(p == mine for p in everyone):
+        return state
+    if target == (0, 0, 0) and max(everyone) != (0, 0, 0) and (resume or mine == target):
+        raise EdgeclsError(
+            "the cluster's workers disagree: some start fresh, others resume a run "
+            f"({task_name} {'resumes' if resume else 'starts fresh'}); start every worker with --resume, "
+            "or every worker with --force"
+        )
+    if mine == target:
+        return state  # the others step back to this save
+    previous = folder / PREVIOUS_WEIGHTS
+    saved = read_checkpoint_state(previous) if previous.is_file() else None
+    if saved is None or progress(saved) != target:
+        raise EdgeclsError(
+            f"cannot resume: {task_name} saved epoch {mine[0]} and another worker only epoch {target[0]}, "
+            "more than one save apart; restart every worker with --force"
+        )
+    # Step back: the previous save becomes the last, so weights, optimizer state and counters all agree.
+    atomic_write_bytes(folder / LAST_WEIGHTS, previous.read_bytes())
+    atomic_write_json(folder / STATE_JSON, saved)
+    print(f"{task_name}: another worker stopped one save earlier; continuing from epoch {target[0]} with it",
+          flush=True)
+    return saved
