@@ -29,8 +29,8 @@ from edgecls.train import cluster
 # Tiny and deterministic (see tests/test_train_faults.py): no augmentation or dropout draws.
 TINY = ["--backbone", "mobilenet_v2", "--alpha", "0.35", "--size", "32", "--weights", "none",
         "--batch-size", "8", "--no-augment", "--dropout", "0", "--cache", "memory", "--seed", "7",
-        "--fine-tune-epochs", "1", "--patience", "10", "--strategy", "multiworker"]
-HEAD_EPOCHS = 4
+        "--fine-tune-epochs", "0", "--patience", "10", "--strategy", "multiworker"]
+HEAD_EPOCHS = 3
 CLI = [sys.executable, "-c", "from edgecls.cli import main; main()"]
 POLL_S = 0.02
 WAIT_S = 900  # generous: CI machines are shared too
@@ -288,3 +288,64 @@ def test_worker_folder_is_per_run_and_task_outside_the_run_and_found_again_from_
     assert cluster.worker_folder(str(run) + "/", WORKER, base) == a
     a.mkdir(parents=True)  # a killed `--force --out flowers`: the chief says `--resume --out flowers.new`
     assert cluster.worker_folder_to_resume(tmp_path / "runs" / "flowers.new", WORKER, base) == a
+
+
+# -- workers agree on one checkpoint (the all-gather itself runs in the two-worker test) ----
+
+E1, E2, PHASE_END = (1, 0, 1), (2, 0, 2), (2, 1, 0)  # progress after epoch 1, epoch 2, the head phase's end
+
+
+@pytest.mark.parametrize(
+    "everyone, mine, resume, expected",
+    [
+        ([E2, E2], E2, True, None),  # level: everyone continues from its own last save
+        ([E2, E1], E2, True, E1),  # one save ahead: step back
+        ([E2, E1], E1, True, None),  # behind: the other steps back to this
+        ([PHASE_END, E2], PHASE_END, True, E2),  # the end-of-phase save sorts after the phase's last epoch
+        ([(0, 0, 0), (0, 0, 0)], (0, 0, 0), False, None),  # a fresh start
+        ([E2, (0, 0, 0)], (0, 0, 0), False, "disagree"),
+        ([E2, (0, 0, 0)], E2, True, "disagree"),
+    ],
+)
+def test_decide_which_save_every_worker_continues_from(everyone, mine, resume, expected):
+    from edgecls.core.errors import EdgeclsError
+    from edgecls.train.agree import decide
+
+    if expected == "disagree":
+        with pytest.raises(EdgeclsError, match="the cluster's workers disagree: some start fresh, others resume"):
+            decide(everyone, mine, resume=resume, task_name="worker-1")
+    else:
+        assert decide(everyone, mine, resume=resume, task_name="worker-1") == expected
+
+
+def test_progress_orders_the_saves_of_a_run():
+    from edgecls.train.agree import progress
+
+    saves = [None,
+             {"phase": "head", "phase_epochs_done": 1, "rows": [{}]},
+             {"phase": "head", "phase_epochs_done": 2, "rows": [{}, {}]},
+             {"phase": "fine_tune", "phase_epochs_done": 0, "rows": [{}, {}]},  # end of the head phase
+             {"phase": "fine_tune", "phase_epochs_done": 1, "rows": [{}, {}, {}]}]
+    got = [progress(s) for s in saves]
+    assert got == sorted(got) and len(set(got)) == len(got) and got[3] == PHASE_END
+
+
+def test_step_back_makes_the_previous_save_the_last_or_refuses(tmp_path):
+    from edgecls.core.errors import EdgeclsError
+    from edgecls.core.keras import keras
+    from edgecls.train.agree import PREVIOUS_WEIGHTS, step_back
+    from edgecls.train.checkpoint import LAST_WEIGHTS, read_checkpoint_state, save_checkpoint
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    older = {"phase": "head", "phase_epochs_done": 1, "rows": [{"epoch": 1}]}
+    newer = {"phase": "head", "phase_epochs_done": 2, "rows": [{"epoch": 1}, {"epoch": 2}]}
+    save_checkpoint(tmp_path / PREVIOUS_WEIGHTS, model, state=older)
+    model.layers[0].kernel.assign(model.layers[0].kernel + 1.0)
+    save_checkpoint(tmp_path / LAST_WEIGHTS, model, state=newer)
+    with pytest.raises(EdgeclsError, match="cannot resume: worker-1 saved more than one save after another worker"):
+        step_back(tmp_path, (5, 0, 5), "worker-1")  # the others stopped where this worker has no save
+    assert read_checkpoint_state(tmp_path / LAST_WEIGHTS) == newer
+    assert step_back(tmp_path, E1, "worker-1") == older
+    assert read_checkpoint_state(tmp_path / LAST_WEIGHTS) == older
+    assert (tmp_path / LAST_WEIGHTS).read_bytes() == (tmp_path / PREVIOUS_WEIGHTS).read_bytes()
+    assert json.loads((tmp_path / "state.json").read_text()) == older

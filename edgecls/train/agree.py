@@ -32,8 +32,7 @@ def progress(state: Optional[dict[str, Any]]) -> tuple[int, int, int]:
     The end-of-phase save keeps the epoch count and moves to the next phase, so it sorts after
     the last epoch's save and before the next phase's first.
     """
-    if not state or not state.get("rows") and state.get("phase_epochs_done", 0) == 0 \
-            and state.get("phase", PHASE_HEAD) == PHASE_HEAD:
+    if not state:
         return (0, 0, 0)
     return (len(state["rows"]), _PHASE_ORDER.index(state["phase"]), int(state["phase_epochs_done"]))
 
@@ -64,32 +63,45 @@ def _gather(strategy: "tf.distribute.Strategy", mine: tuple[int, ...]) -> np.nda
     return np.asarray(strategy.gather(per_replica, axis=0))
 
 
+def barrier(strategy: "tf.distribute.Strategy") -> None:
+    """Return when every worker has called it: the other workers wait while the chief writes the run,
+    so none exits early (TensorFlow's coordination service reports a worker that leaves first as crashed)."""
+    _gather(strategy, (0,))
+
+
 def agree(strategy: "tf.distribute.Strategy", folder: Path, state: dict[str, Any], *, resume: bool,
           task_name: str) -> dict[str, Any]:
     """The state every worker continues from (this worker's, or its previous save's); see the module docstring."""
     mine = progress(state if resume else None)
     everyone = [tuple(int(v) for v in row) for row in _gather(strategy, mine)]
+    target = decide(everyone, mine, resume=resume, task_name=task_name)
+    return state if target is None else step_back(folder, target, task_name)
+
+
+def decide(everyone: list[tuple[int, ...]], mine: tuple[int, ...], *, resume: bool,
+           task_name: str) -> Optional[tuple[int, ...]]:
+    """None when this worker continues from its own last save, else the progress to step back to."""
     target = min(everyone)
-    if all(p == mine for p in everyone):
-        return state
-    if target == (0, 0, 0) and max(everyone) != (0, 0, 0) and (resume or mine == target):
+    if target == (0, 0, 0) and max(everyone) != target:
         raise EdgeclsError(
             "the cluster's workers disagree: some start fresh, others resume a run "
             f"({task_name} {'resumes' if resume else 'starts fresh'}); start every worker with --resume, "
             "or every worker with --force"
         )
-    if mine == target:
-        return state  # the others step back to this save
+    return None if mine == target else target  # behind or level: the others step back to this save
+
+
+def step_back(folder: Path, target: tuple[int, ...], task_name: str) -> dict[str, Any]:
+    """Make the previous save the last one (weights, optimizer state and counters together), or refuse."""
     previous = folder / PREVIOUS_WEIGHTS
     saved = read_checkpoint_state(previous) if previous.is_file() else None
     if saved is None or progress(saved) != target:
         raise EdgeclsError(
-            f"cannot resume: {task_name} saved epoch {mine[0]} and another worker only epoch {target[0]}, "
-            "more than one save apart; restart every worker with --force"
+            f"cannot resume: {task_name} saved more than one save after another worker (which stopped at epoch "
+            f"{target[0]}); restart every worker with --force"
         )
-    # Step back: the previous save becomes the last, so weights, optimizer state and counters all agree.
     atomic_write_bytes(folder / LAST_WEIGHTS, previous.read_bytes())
     atomic_write_json(folder / STATE_JSON, saved)
-    print(f"{task_name}: another worker stopped one save earlier; continuing from epoch {target[0]} with it",
+    print(f"{task_name}: another worker stopped one save earlier; continuing with it from epoch {target[0]}",
           flush=True)
     return saved

@@ -34,6 +34,7 @@ from edgecls.core.rundir import RunDir
 from edgecls.train.checks import check_train_config
 from edgecls.train.model_io import save_model
 from edgecls.train import cluster, runfolder
+from edgecls.train.agree import PREVIOUS_WEIGHTS, KeepPrevious, agree, barrier
 from edgecls.train.runfolder import PHASE_DONE, PHASE_FINE_TUNE, PHASE_HEAD
 
 
@@ -252,8 +253,6 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
         ckpt.mkdir(parents=True, exist_ok=True)
         task = cluster.task_for(cfg.strategy)
         if task is not None:
-            from edgecls.train.agree import KeepPrevious, agree
-
             state = agree(strategy, ckpt, state, resume=resume, task_name=task.name)
             callbacks = [KeepPrevious(ckpt), *callbacks]
         ds = _datasets(cfg, root, split, n_classes, run.path / "cache")
@@ -279,14 +278,16 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
 
     if worker is not None:
         runfolder.drop_worker_folder(run.path)
-        print(f"{worker.name}: done; the chief writes the run {cfg.out}", flush=True)
+        print(f"{worker.name}: done; waiting for the chief to write the run {cfg.out}", flush=True)
+        barrier(strategy)
         return RunDir(Path(cfg.out))
     _finish(run, cfg, final, ds, state, labels, policy, strategy.num_replicas_in_sync)
-    if task is not None:
-        from edgecls.train.agree import PREVIOUS_WEIGHTS
-
-        (run.checkpoints / PREVIOUS_WEIGHTS).unlink(missing_ok=True)
-    return runfolder.put_in_place(run, state)
+    if task is None:
+        return runfolder.put_in_place(run, state)
+    (run.checkpoints / PREVIOUS_WEIGHTS).unlink(missing_ok=True)
+    run = runfolder.put_in_place(run, state)
+    barrier(strategy)
+    return run
 
 
 def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weights, state: dict, ckpt: Path,
