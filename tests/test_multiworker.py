@@ -27,8 +27,9 @@ from edgecls.cli import cli
 from edgecls.train import cluster
 
 # Tiny and deterministic (see tests/test_train_faults.py): no augmentation or dropout draws.
+# The decoded-image cache on disk, so each worker's own cache is real files in its own folder.
 TINY = ["--backbone", "mobilenet_v2", "--alpha", "0.35", "--size", "32", "--weights", "none",
-        "--batch-size", "8", "--no-augment", "--dropout", "0", "--cache", "memory", "--seed", "7",
+        "--batch-size", "8", "--no-augment", "--dropout", "0", "--cache", "disk", "--seed", "7",
         "--fine-tune-epochs", "0", "--patience", "10", "--strategy", "multiworker"]
 HEAD_EPOCHS = 3
 CLI = [sys.executable, "-c", "from edgecls.cli import main; main()"]
@@ -187,6 +188,8 @@ def test_two_workers_killed_then_resumed_end_with_the_weights_of_an_uninterrupte
     assert min(saved) >= 1 and max(saved) <= HEAD_EPOCHS  # killed mid-run, after the first checkpoint
     assert _tree(out) == before  # the old run is intact, byte for byte
     assert (worker_state / "checkpoints" / "last.weights.npz").is_file()  # the worker's own state survived
+    assert list((worker_state / "cache" / "train").glob("decoded-*.index"))  # and its own input cache
+    assert list((staging / "cache" / "train").glob("decoded-*.index"))  # the chief's, in its run
     assert not str(worker_state).startswith(str(runs))
 
     # 3. Both resume with the command the chief printed; the worker finds its own folder.
@@ -349,3 +352,15 @@ def test_step_back_makes_the_previous_save_the_last_or_refuses(tmp_path):
     assert read_checkpoint_state(tmp_path / LAST_WEIGHTS) == older
     assert (tmp_path / LAST_WEIGHTS).read_bytes() == (tmp_path / PREVIOUS_WEIGHTS).read_bytes()
     assert json.loads((tmp_path / "state.json").read_text()) == older
+
+
+def test_fingerprint_ignores_where_each_machine_keeps_things_and_nothing_else():
+    from edgecls.core.config import TrainConfig
+    from edgecls.train.agree import fingerprint
+
+    split = {"train": [("a/1.png", 0), ("b/1.png", 1)], "val": [("a/2.png", 0)], "test": []}
+    base = fingerprint(TrainConfig(data="/mnt/photos", out="runs/x", epochs=3), split)
+    assert fingerprint(TrainConfig(data="/home/me/photos", out="/srv/runs/x", epochs=3, cache="disk"), split) == base
+    assert fingerprint(TrainConfig(data="/mnt/photos", out="runs/x", epochs=4), split)[0] != base[0]
+    other = dict(split, val=[("a/3.png", 0)])  # the same folder name holding other images
+    assert fingerprint(TrainConfig(data="/mnt/photos", out="runs/x", epochs=3), other)[1] != base[1]

@@ -6,16 +6,21 @@ they are would run different epochs against each other's collectives (a hang, or
 different weights). So each worker also keeps the save before its last one
 (``previous.weights.npz``), and at start-up every worker tells the others how far it got (one
 all-gather); those one save ahead step back to their previous save. Workers further apart
-than that, or some resuming while others start fresh, are refused with one line.
+than that, some resuming while others start fresh, or workers given different options or
+data are refused with one line.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import zlib
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from edgecls.core.config import TrainConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import atomic_write_bytes, atomic_write_json
 from edgecls.core.keras import keras, tf
@@ -23,6 +28,7 @@ from edgecls.train.checkpoint import LAST_WEIGHTS, STATE_JSON, read_checkpoint_s
 from edgecls.train.runfolder import PHASE_FINE_TUNE, PHASE_HEAD
 
 PREVIOUS_WEIGHTS = "previous.weights.npz"
+_PER_MACHINE = ("out", "data", "cache", "cache_budget_mb", "strategy")  # paths and local choices: same model either way
 _PHASE_ORDER = (PHASE_HEAD, PHASE_FINE_TUNE)
 
 
@@ -69,12 +75,28 @@ def barrier(strategy: "tf.distribute.Strategy") -> None:
     _gather(strategy, (0,))
 
 
+def fingerprint(cfg: TrainConfig, split: dict[str, Any]) -> tuple[int, int]:
+    """Checksums of the options and of the split: workers given different ones would train different models
+    against each other's gradients (or wait forever for an epoch the others never run)."""
+    options = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _PER_MACHINE}
+    parts = (options, {name: split.get(name) for name in ("train", "val", "test")})
+    return tuple(zlib.crc32(json.dumps(p, sort_keys=True).encode()) for p in parts)  # type: ignore[return-value]
+
+
 def agree(strategy: "tf.distribute.Strategy", folder: Path, state: dict[str, Any], *, resume: bool,
-          task_name: str) -> dict[str, Any]:
-    """The state every worker continues from (this worker's, or its previous save's); see the module docstring."""
+          task_name: str, same: tuple[int, ...] = ()) -> dict[str, Any]:
+    """The state every worker continues from (this worker's, or its previous save's); see the module docstring.
+
+    ``same`` (see :func:`fingerprint`) must be equal on every worker, or all of them refuse.
+    """
     mine = progress(state if resume else None)
-    everyone = [tuple(int(v) for v in row) for row in _gather(strategy, mine)]
-    target = decide(everyone, mine, resume=resume, task_name=task_name)
+    everyone = [tuple(int(v) for v in row) for row in _gather(strategy, (*mine, *same))]
+    if len({row[len(mine):] for row in everyone}) > 1:
+        raise EdgeclsError(
+            "the cluster's workers were started with different options or see different data (the split of DATA "
+            "differs): give every worker the same command and the same image folder"
+        )
+    target = decide([row[:len(mine)] for row in everyone], mine, resume=resume, task_name=task_name)
     return state if target is None else step_back(folder, target, task_name)
 
 

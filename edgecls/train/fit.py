@@ -34,7 +34,7 @@ from edgecls.core.rundir import RunDir
 from edgecls.train.checks import check_train_config
 from edgecls.train.model_io import save_model
 from edgecls.train import cluster, runfolder
-from edgecls.train.agree import PREVIOUS_WEIGHTS, KeepPrevious, agree, barrier
+from edgecls.train.agree import PREVIOUS_WEIGHTS, KeepPrevious, agree, barrier, fingerprint
 from edgecls.train.runfolder import PHASE_DONE, PHASE_FINE_TUNE, PHASE_HEAD
 
 
@@ -253,7 +253,7 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
         ckpt.mkdir(parents=True, exist_ok=True)
         task = cluster.task_for(cfg.strategy)
         if task is not None:
-            state = agree(strategy, ckpt, state, resume=resume, task_name=task.name)
+            state = agree(strategy, ckpt, state, resume=resume, task_name=task.name, same=fingerprint(cfg, split))
             callbacks = [KeepPrevious(ckpt), *callbacks]
         ds = _datasets(cfg, root, split, n_classes, run.path / "cache")
         weights = None
