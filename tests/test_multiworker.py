@@ -200,12 +200,14 @@ def test_two_workers_killed_then_resumed_end_with_the_weights_of_an_uninterrupte
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["replicas"] == 2
 
-    # Same seed, data order, optimizer state and all-reduce: the same weights as the uninterrupted pair.
+    # Same seed, data order, optimizer state and all-reduce: the same weights as the uninterrupted
+    # pair, bit for bit (measured: max |difference| 0.0; two workers' ring all-reduce adds two
+    # numbers, which is exact in either order, and TF_DETERMINISTIC_OPS fixes the rest).
     for a, b in zip(_weights(ref), _weights(out), strict=True):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(a, b)
     hist_ref = json.loads((ref / "history.json").read_text())["epochs"]
     hist = json.loads((out / "history.json").read_text())["epochs"]
-    assert [row["loss"] for row in hist] == pytest.approx([row["loss"] for row in hist_ref], abs=1e-6)
+    assert [row["loss"] for row in hist] == [row["loss"] for row in hist_ref]
 
 
 # -- refusals, before TensorFlow loads --------------------------------------------------------
