@@ -88,9 +88,8 @@ def train_cmd(data: Optional[Path], out: Path, no_augment: bool, patience: int, 
     The run keeps model.keras (input: raw RGB 0-255 at --size), labels.txt, metrics.json and plots.
     """
     from edgecls.core.errors import EdgeclsError
-    from edgecls.train.checks import check_run_dir, check_train_config
-
     from edgecls.train import cluster
+    from edgecls.train.checks import check_run_dir, check_train_config
 
     # A non-chief cluster worker never looks at OUT (the chief's run, maybe on another machine).
     task = cluster.task_for(TrainConfig().strategy if resume else options["strategy"])

@@ -277,9 +277,9 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
             final = local_copy(classifier)
 
     if worker is not None:
-        runfolder.drop_worker_folder(run.path)
         print(f"{worker.name}: done; waiting for the chief to write the run {cfg.out}", flush=True)
-        barrier(strategy)
+        barrier(strategy)  # kept until then: should the chief fail writing the run, both can still resume
+        runfolder.drop_worker_folder(run.path)
         return RunDir(Path(cfg.out))
     _finish(run, cfg, final, ds, state, labels, policy, strategy.num_replicas_in_sync)
     if task is None:
