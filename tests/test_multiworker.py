@@ -275,7 +275,8 @@ def _worker_folder_default(out: Path) -> Path:
         ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}', ("worker", 1, False)),
         ('{"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}',
          ("worker", 0, False)),
-        ('{"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}', ("chief", 0, True)),
+        ('{"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}',
+         ("chief", 0, True)),
     ],
 )
 def test_the_chief_is_named_or_worker_0(tf_config, task):

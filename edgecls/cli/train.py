@@ -74,8 +74,9 @@ def _backbone_help() -> str:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint (uses its saved config; "
               "restores weights, optimizer state, epoch and data order, or refuses).")
 @click.option("--worker-dir", type=click.Path(path_type=str), default=None, metavar="DIR",
-              help="Multi-worker training: where a non-chief worker keeps its checkpoints and input cache on its own "
-              "machine (default: $XDG_STATE_HOME or ~/.local/state, then edgecls/workers/). Give the same DIR with --resume.")
+              help="Multi-worker training: where a non-chief worker keeps its checkpoints and input cache on its "
+              "own machine (default: $XDG_STATE_HOME or ~/.local/state, then edgecls/workers/). "
+              "Give the same DIR with --resume.")
 @click.option("--force", is_flag=True, help="Replace an existing run: the new run is built in OUT.new and swapped in only "
               "when complete; an old run holding exports or other files is moved to OUT.replaced-<time>.")
 def train_cmd(data: Optional[Path], out: Path, no_augment: bool, patience: int, resume: bool, force: bool,
@@ -124,8 +125,9 @@ def train_cmd(data: Optional[Path], out: Path, no_augment: bool, patience: int, 
         run = train(cfg, resume=resume, force=force, worker_dir=worker_dir)
     except KeyboardInterrupt:
         if worker is not None:
-            click.echo(f"Stopped. Continue with the chief's command: edgecls train --resume --out {shlex.quote(str(out))}"
-                       f"{' --worker-dir ' + shlex.quote(worker_dir) if worker_dir else ''}", err=True)
+            again = f" --worker-dir {shlex.quote(worker_dir)}" if worker_dir else ""
+            click.echo(f"Stopped. Continue with the chief's command: edgecls train --resume --out "
+                       f"{shlex.quote(str(out))}{again}", err=True)
             raise
         from edgecls.core.rundir import staging_path
 
