@@ -168,7 +168,7 @@ def test_a_library_error_is_one_line_naming_its_type(monkeypatch, world):
 @pytest.mark.slow
 def test_a_class_with_one_image_is_warned_about(tmp_path, capsys):
     from edgecls.core.config import TrainConfig
-    from edgecls.train.fit import _scan_and_split
+    from edgecls.train.runfolder import scan_and_split as _scan_and_split
 
     rng = np.random.default_rng(1)
     for cls, n in (("cat", 6), ("dog", 6), ("rare", 1)):

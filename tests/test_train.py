@@ -245,7 +245,7 @@ def test_augmentation_runs_in_the_training_wrapper_only():
 def test_create_run_writes_the_small_files_into_the_staging_folder(tmp_path):
     from edgecls import data
     from edgecls.data.synth import write_synthetic_dataset
-    from edgecls.train.fit import _create_run
+    from edgecls.train.runfolder import create_run as _create_run
 
     write_synthetic_dataset(tmp_path / "data", classes=2, per_class=6, size=32, seed=3)
     scan = data.scan_dataset(tmp_path / "data", decode=False)

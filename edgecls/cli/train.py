@@ -73,10 +73,14 @@ def _backbone_help() -> str:
 @click.option("--prune-epochs", type=int, default=TRAIN_DEFAULTS.prune_epochs, show_default=True, help=_h("prune_epochs"))
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint (uses its saved config; "
               "restores weights, optimizer state, epoch and data order, or refuses).")
+@click.option("--worker-dir", type=click.Path(path_type=str), default=None, metavar="DIR",
+              help="Multi-worker training: where a non-chief worker keeps its checkpoints and input cache on its "
+              "own machine (default: $XDG_STATE_HOME or ~/.local/state, then edgecls/workers/). "
+              "Give the same DIR with --resume.")
 @click.option("--force", is_flag=True, help="Replace an existing run: the new run is built in OUT.new and swapped in only "
               "when complete; an old run holding exports or other files is moved to OUT.replaced-<time>.")
 def train_cmd(data: Optional[Path], out: Path, no_augment: bool, patience: int, resume: bool, force: bool,
-              **options) -> None:
+              worker_dir: Optional[str], **options) -> None:
     """Train a classifier on DATA (DATA/<class>/*, or DATA/train|val[|test]/<class>/*) into the run folder OUT.
 
     With --labels-csv FILE, DATA is a folder of images and FILE lists path,label[,split] rows.
@@ -85,14 +89,20 @@ def train_cmd(data: Optional[Path], out: Path, no_augment: bool, patience: int, 
     The run keeps model.keras (input: raw RGB 0-255 at --size), labels.txt, metrics.json and plots.
     """
     from edgecls.core.errors import EdgeclsError
+    from edgecls.train import cluster
     from edgecls.train.checks import check_run_dir, check_train_config
 
+    # A non-chief cluster worker never looks at OUT (the chief's run, maybe on another machine).
+    task = cluster.task_for(TrainConfig().strategy if resume else options["strategy"])
+    worker = task if task is not None and not task.is_chief else None
     if resume:
         if force:
             raise EdgeclsError("--resume and --force contradict each other; choose one")
-        check_run_dir(str(out), resume=True)
+        if worker is None:
+            check_run_dir(str(out), resume=True)
         cfg = TrainConfig(out=str(out))
-        click.echo(f"Resuming {out} with its saved config.json (other options are ignored).")
+        click.echo(f"Resuming {out} with its saved config.json (other options are ignored)." if worker is None else
+                   f"Resuming {worker.name} of {out} from its worker folder.")
     else:
         if data is None:
             raise EdgeclsError("missing DATA: the image folder to train on (or use --resume with an existing --out)")
@@ -103,14 +113,22 @@ def train_cmd(data: Optional[Path], out: Path, no_augment: bool, patience: int, 
         cfg = TrainConfig(data=str(data), out=str(out), augment=not no_augment,
                           early_stopping_patience=patience, **options)
         check_train_config(cfg)  # before TensorFlow loads: a typo costs a fraction of a second
-        check_run_dir(cfg.out, force=force)
+        if worker is None:
+            check_run_dir(cfg.out, force=force)
+    if worker is not None:
+        folder = (cluster.worker_folder_to_resume if resume else cluster.worker_folder)(out, worker, worker_dir)
+        cluster.check_worker_folder(folder, worker, out, resume=resume, force=force)
 
-    from edgecls.train.distribute import is_chief
     from edgecls.train.fit import summary, train  # heavy: TensorFlow
 
     try:
-        run = train(cfg, resume=resume, force=force)
+        run = train(cfg, resume=resume, force=force, worker_dir=worker_dir)
     except KeyboardInterrupt:
+        if worker is not None:
+            again = f" --worker-dir {shlex.quote(worker_dir)}" if worker_dir else ""
+            click.echo(f"Stopped. Continue with the chief's command: edgecls train --resume --out "
+                       f"{shlex.quote(str(out))}{again}", err=True)
+            raise
         from edgecls.core.rundir import staging_path
 
         where = staging_path(cfg.out) if force and not resume else Path(cfg.out)
@@ -119,8 +137,10 @@ def train_cmd(data: Optional[Path], out: Path, no_augment: bool, patience: int, 
             click.echo(f"Stopped. Continue with: edgecls train --resume --out {shlex.quote(str(where))}{kept}",
                        err=True)
         raise
+    if worker is not None:
+        return  # the chief reports the run (and prunes it when asked)
     saved = run.train_config()  # on --resume, --prune comes from the run's own config
-    if saved.prune is not None and is_chief():
+    if saved.prune is not None:
         # Two stages composed here, one level above both: training never imports pruning.
         from edgecls.optimize import prune
 

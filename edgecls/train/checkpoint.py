@@ -46,6 +46,17 @@ def _variables(model: "keras.Model") -> list[tuple[str, Any]]:
     return out
 
 
+def _local_value(var: Any) -> np.ndarray:
+    """A weight's value on this worker, read without a cross-worker collective.
+
+    Under a multi-worker strategy, reading a SyncOnRead variable (BatchNorm's moving
+    statistics) averages it over every worker: a collective all of them must join, in the same
+    order. edgecls keeps BatchNorm frozen, so every copy holds the same value: read our own.
+    """
+    copies = getattr(var, "values", None)  # a distributed variable's per-device components
+    return np.asarray((copies[0] if isinstance(copies, (tuple, list)) and copies else var).numpy())
+
+
 def _optimizer_variables(optimizer: Any) -> list[Any]:
     v = optimizer.variables
     return list(v() if callable(v) else v)
@@ -54,9 +65,9 @@ def _optimizer_variables(optimizer: Any) -> list[Any]:
 def save_checkpoint(path: Path, model: "keras.Model", *, optimizer: Any = None,
                     state: Optional[dict[str, Any]] = None) -> None:
     """Weights (+ optimizer variables, + state) in one atomically written .npz."""
-    arrays = {_W + k: np.asarray(w.numpy()) for k, w in _variables(model)}
+    arrays = {_W + k: _local_value(w) for k, w in _variables(model)}
     if optimizer is not None:
-        arrays.update({f"{_OPT}{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(_optimizer_variables(optimizer))})
+        arrays.update({f"{_OPT}{i:05d}": _local_value(v) for i, v in enumerate(_optimizer_variables(optimizer))})
     if state is not None:
         arrays[_STATE] = np.array(json.dumps(state))
     buf = io.BytesIO()
@@ -118,7 +129,7 @@ def copy_weights(src: "keras.Model", dst: "keras.Model") -> None:
     if set(values) != {k for k, _ in theirs}:
         raise EdgeclsError("cannot copy weights: the two models differ in structure")
     for key, w in theirs:
-        w.assign(values[key].numpy())
+        w.assign(_local_value(values[key]))
 
 
 class Checkpointer(keras.callbacks.Callback):

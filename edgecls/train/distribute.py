@@ -16,12 +16,12 @@ over the replicas, so results do not depend on the number of GPUs.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from typing import Iterator
 
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.keras import keras, tf
+from edgecls.train import cluster
 from edgecls.train.checks import PRECISIONS, STRATEGIES
 
 
@@ -45,8 +45,7 @@ def make_strategy(name: str = "auto") -> "tf.distribute.Strategy":
     """The distribution strategy for ``name`` (see module docstring)."""
     name = choose_strategy(name, n_gpus=len(gpus()), tf_config=os.environ.get("TF_CONFIG"))
     if name == "multiworker":
-        if not os.environ.get("TF_CONFIG"):
-            raise EdgeclsError("strategy 'multiworker' needs the TF_CONFIG environment variable describing the cluster")
+        cluster.task_for("multiworker")  # a missing or malformed TF_CONFIG: one clear line, not TF's traceback
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
         devices = [d.name for d in tf.config.list_logical_devices("GPU")]
@@ -56,19 +55,10 @@ def make_strategy(name: str = "auto") -> "tf.distribute.Strategy":
     return tf.distribute.get_strategy()
 
 
-def is_chief() -> bool:
+def is_chief(strategy: str = "auto") -> bool:
     """Whether this process writes the run folder (always, unless it is a non-chief cluster worker)."""
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        return True
-    try:
-        task = json.loads(raw).get("task", {})
-    except json.JSONDecodeError:
-        raise EdgeclsError("TF_CONFIG is not valid JSON") from None
-    cluster = json.loads(raw).get("cluster", {})
-    kind, index = task.get("type", "worker"), int(task.get("index", 0))
-    # Without an explicit chief, worker 0 is the chief (Keras' convention).
-    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+    task = cluster.task_for(strategy)
+    return task is None or task.is_chief
 
 
 def precision_policy(mode: str = "auto", *, n_gpus: int | None = None) -> str:

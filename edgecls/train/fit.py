@@ -13,34 +13,29 @@ with phase, epoch and history) so ``--resume`` continues an interrupted run.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from edgecls import __version__
 from edgecls.train.backbones import build_classifier, calibrate_batchnorm, get_backbone, is_pretrained
 from edgecls.core.config import TrainConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.train.checkpoint import (
     BEST_WEIGHTS, LAST_WEIGHTS, STATE_JSON, Checkpointer, ResumableEarlyStopping, copy_weights, has_optimizer_state,
-    load_optimizer, read_checkpoint_state, restore, save_checkpoint,
+    load_optimizer, restore, save_checkpoint,
 )
 from edgecls.core.io import atomic_write_json, read_json
 from edgecls.core.keras import keras, tf
 from edgecls.train.report import classification_metrics, plot_confusion_matrix, plot_learning_curves
-from edgecls.core.rundir import LOCK_NAME, RunDir, RunLock, staging_path, swap_in
-from edgecls.train.checks import check_run_dir, check_train_config, split_warnings
+from edgecls.core.rundir import RunDir
+from edgecls.train.checks import check_train_config
 from edgecls.train.model_io import save_model
-
-PHASE_HEAD = "head"
-PHASE_FINE_TUNE = "fine_tune"
-PHASE_DONE = "done"
+from edgecls.train import cluster, runfolder
+from edgecls.train.agree import PREVIOUS_WEIGHTS, KeepPrevious, agree, barrier, fingerprint
+from edgecls.train.runfolder import PHASE_DONE, PHASE_FINE_TUNE, PHASE_HEAD
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -192,67 +187,12 @@ def float32_copy(model: "keras.Model", cfg: TrainConfig, n_classes: int) -> "ker
     return clean
 
 
-def _scan_and_split(cfg: TrainConfig) -> tuple[Any, dict]:
-    """Scan and split the data; nothing is written yet (a data error leaves no run folder)."""
-    from edgecls import data
-
-    if cfg.labels_csv:
-        scan = data.scan_labels_csv(cfg.data, cfg.labels_csv)
-    else:
-        scan = data.scan_dataset(cfg.data)
-    split = data.make_split(scan, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
-    for name in ("train", "val"):
-        if not split.get(name):
-            raise EdgeclsError(f"the {name} split of {cfg.data} is empty; add images (a few per class at least)")
-    for warning in split_warnings(split, list(scan.classes)):
-        print(f"Warning: {warning}", file=sys.stderr, flush=True)
-    return scan, split
-
-
-def _create_run(cfg: TrainConfig, folder: Path, scan: Any, split: dict) -> RunDir:
-    """Write the run's small files into ``folder`` (the run itself, or its staging copy under --force)."""
-    from edgecls import data
-
-    run = RunDir(folder)
-    run.write_json(run.config_json, {"train": dataclasses.asdict(cfg), "edgecls_version": __version__})
-    run.write_labels(list(scan.classes))
-    data.save_split(run, scan, split, cfg.seed)
-    return run
-
-
-def _prepare_staging(target: Path) -> Path:
-    """OUT.new for ``train --force``: a stale one from a killed --force is replaced, anything else refused."""
-    staging = staging_path(target)
-    if not staging.exists():
-        return staging
-    state_file = staging / "checkpoints" / STATE_JSON
-    try:
-        state = read_json(state_file) if state_file.is_file() else {}
-    except ValueError:
-        state = {}
-    is_partial = (staging / "config.json").is_file() and state.get("replaces") == str(target) \
-        and state.get("phase") != PHASE_DONE
-    only_lock = staging.is_dir() and {p.name for p in staging.iterdir()} <= {LOCK_NAME}
-    if not (is_partial or only_lock):
-        raise EdgeclsError(
-            f"{staging} exists (train --force builds the new run there); move it away or delete it first"
-        )
-    with RunLock(staging, "train --force (cleanup)"):
-        shutil.rmtree(staging)  # an unfinished replacement that a kill left behind
-    return staging
-
-
-def _resume_state(run: RunDir) -> dict[str, Any]:
-    """The state saved with the last weights (authoritative), or a clear refusal."""
-    last = run.checkpoints / LAST_WEIGHTS
-    if not last.is_file():
-        raise EdgeclsError(f"cannot resume: {last} is missing, so the run cannot continue where it stopped; "
-                           "start again with --force")
-    state = read_checkpoint_state(last)
-    if state is None:
-        raise EdgeclsError(f"cannot resume: {last} holds no training state (made by an older edgecls); "
-                           "start again with --force")
-    return state
+def local_copy(model: "keras.Model") -> "keras.Model":
+    """The model with plain variables: calling a cluster-trained model reads its BatchNorm statistics
+    through a collective every worker must join, so the chief evaluates and saves a copy."""
+    clean = keras.Model.from_config(model.get_config())
+    copy_weights(model, clean)
+    return clean
 
 
 def train(
@@ -262,6 +202,7 @@ def train(
     force: bool = False,
     callbacks: Sequence["keras.callbacks.Callback"] = (),
     verbose: Optional[int] = None,
+    worker_dir: Optional[str] = None,
 ) -> RunDir:
     """Train a classifier and write its run folder; returns the :class:`RunDir`.
 
@@ -271,49 +212,20 @@ def train(
     ``force=True`` over an existing run builds the new run in ``OUT.new`` and swaps it in only
     when it is complete (see :func:`edgecls.core.rundir.swap_in`). The run folder is locked
     for the whole run: a second writer gets an error. ``callbacks`` are extra Keras callbacks.
-    Only the chief writes the run under a multi-worker cluster.
+    Only the chief writes the run under a multi-worker cluster; every other worker keeps its
+    checkpoints and cache in its own worker folder under ``worker_dir`` (default and naming:
+    :mod:`edgecls.train.cluster`) and returns the run's path, which it never opens.
     """
-    check_run_dir(cfg.out, force=force, resume=resume)
-    with contextlib.ExitStack() as locks:
-        if resume:
-            locks.enter_context(RunLock(cfg.out, "edgecls train --resume"))
-            run = RunDir.open(cfg.out)
-            state = _resume_state(run)
-            replaces = state.get("replaces")
-            if replaces and Path(replaces).is_dir():
-                locks.enter_context(RunLock(replaces, f"edgecls train --resume --out {run.path}"))
-            return _train(dataclasses.replace(run.train_config(), out=str(run.path)), run, state,
-                          callbacks=callbacks, verbose=verbose)
-        target = Path(cfg.out)
-        if force and target.is_dir() and any(target.iterdir()):
-            locks.enter_context(RunLock(target, "edgecls train --force"))
-            folder = _prepare_staging(target)
-        else:
-            folder = target
-        created = not folder.exists()
-        folder.mkdir(parents=True, exist_ok=True)
-        try:
-            locks.enter_context(RunLock(folder, f"edgecls train --out {target}"))
-        except BaseException:
-            if created:
-                shutil.rmtree(folder, ignore_errors=True)
-            raise
-        state = {"phase": PHASE_HEAD, "phase_epochs_done": 0, "rows": []}
-        if folder != target:
-            state["replaces"] = str(target)
-        try:
-            return _train(cfg, None, state, folder=folder, callbacks=callbacks, verbose=verbose)
-        except BaseException:
-            # Nothing trained yet (a data or model error): leave no half-made run behind.
-            if created and not (folder / "checkpoints" / STATE_JSON).is_file():
-                shutil.rmtree(folder, ignore_errors=True)
-            raise
+    with runfolder.opened(cfg, resume=resume, force=force, worker_dir=worker_dir) as start:
+        return _train(start.cfg, start.run, start.state, folder=start.folder, worker=start.worker,
+                      callbacks=callbacks, verbose=verbose)
 
 
 def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, folder: Optional[Path] = None,
-           callbacks: Sequence["keras.callbacks.Callback"] = (), verbose: Optional[int] = None) -> RunDir:
+           worker: Optional[cluster.Task] = None, callbacks: Sequence["keras.callbacks.Callback"] = (),
+           verbose: Optional[int] = None) -> RunDir:
     from edgecls import data
-    from edgecls.train.distribute import is_chief, make_strategy, precision
+    from edgecls.train.distribute import make_strategy, precision
 
     resume = run is not None
     check_train_config(cfg)
@@ -323,7 +235,7 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
         root, split = data.load_split(run)
         labels = run.read_labels()
     else:
-        scan, split = _scan_and_split(cfg)
+        scan, split = runfolder.scan_and_split(cfg)
         root, labels = Path(scan.root), list(scan.classes)
     n_classes = len(labels)
     verbose = _verbose() if verbose is None else verbose
@@ -336,11 +248,13 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
                                           minimalistic=cfg.minimalistic, weights=cfg.weights, dropout=cfg.dropout)
             trainer = make_trainer(classifier, augment=cfg.augment, seed=cfg.seed)
         if run is None:
-            run = _create_run(cfg, folder, scan, split)
-        ckpt = run.checkpoints
+            run = runfolder.create_run(cfg, folder, scan, split)
+        ckpt = run.checkpoints  # a non-chief worker's run is its own worker folder
         ckpt.mkdir(parents=True, exist_ok=True)
-        if not is_chief():  # other cluster workers must save too (collectives), but somewhere private
-            ckpt = Path(tempfile.mkdtemp(prefix="edgecls-worker-"))
+        task = cluster.task_for(cfg.strategy)
+        if task is not None:
+            state = agree(strategy, ckpt, state, resume=resume, task_name=task.name, same=fingerprint(cfg, split))
+            callbacks = [KeepPrevious(ckpt), *callbacks]
         ds = _datasets(cfg, root, split, n_classes, run.path / "cache")
         weights = None
         if balance_mode(cfg) == "weights":
@@ -358,19 +272,21 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
             calibrate_batchnorm(get_backbone(classifier), images)
         _run_phases(cfg, strategy, classifier, trainer, ds, weights, state, ckpt, run, verbose, callbacks,
                     resume=resume)
-        final = float32_copy(classifier, cfg, n_classes)
+        final = float32_copy(classifier, cfg, n_classes) if worker is None else None
+        if task is not None and final is classifier:
+            final = local_copy(classifier)
 
-    if is_chief():
-        _finish(run, cfg, final, ds, state, labels, policy, strategy.num_replicas_in_sync)
-        target = state.get("replaces")
-        if target:
-            aside = swap_in(run.path, target)
-            run = RunDir(Path(target))
-            kept = f"; the old run (with its export/ and other files) is now {aside}" if aside else \
-                "; the old run held only training outputs and was removed"
-            print(f"Replaced {target} with the new run{kept}", flush=True)
-    else:
-        shutil.rmtree(ckpt, ignore_errors=True)
+    if worker is not None:
+        print(f"{worker.name}: done; waiting for the chief to write the run {cfg.out}", flush=True)
+        barrier(strategy)  # kept until then: should the chief fail writing the run, both can still resume
+        runfolder.drop_worker_folder(run.path)
+        return RunDir(Path(cfg.out))
+    _finish(run, cfg, final, ds, state, labels, policy, strategy.num_replicas_in_sync)
+    if task is None:
+        return runfolder.put_in_place(run, state)
+    (run.checkpoints / PREVIOUS_WEIGHTS).unlink(missing_ok=True)
+    run = runfolder.put_in_place(run, state)
+    barrier(strategy)
     return run
 
 
