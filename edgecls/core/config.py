@@ -163,7 +163,7 @@ class ParityConfig:
     model: str = ""
     """The .tflite file to check."""
     data: Optional[str] = None
-    """Class-folder image set to use instead of the run's test split."""
+    """Class-folder image set to use instead of the run's held-out images (test + val splits)."""
     max_drop: float = 1.0
     """Fail when float accuracy minus tflite accuracy exceeds this, in points."""
     min_agreement: float = 0.98

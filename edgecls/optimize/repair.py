@@ -7,6 +7,7 @@ the order of attempts: PTQ, then (a) selective quantization, keeping tensors in 
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,8 @@ class Candidate:
     report: Optional[dict[str, Any]] = None
     latency_ms: Optional[float] = None
     qat: Optional[dict[str, Any]] = None
+    selection: Optional[dict[str, Any]] = None
+    """How --float-layers auto chose the float tensors (their measured effect)."""
 
     @property
     def passed(self) -> bool:
@@ -77,10 +80,12 @@ def int8_attempts(ex: Any, cfg: ExportConfig, float_names: Optional[list[str]], 
     explicit = qdebug.resolve_float_layers(float_names, diagnosis.layers) if float_names else []
     tried: list[Candidate] = []
 
-    def selective(tensors: list[str]) -> Candidate:
+    def selective(tensors: list[str], selection: Optional[dict[str, Any]] = None) -> Candidate:
         data = qdebug.selective_int8(diagnosis.calibrated, tensors, io=cfg.io)
         sel_summary = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES], denylisted=tensors).summary()
-        return ex.gate(ex.stage("selective-float", data, size, tensors), sel_summary, size)
+        cand = ex.stage("selective-float", data, size, tensors)
+        cand.selection = selection
+        return ex.gate(cand, sel_summary, size)
 
     def qat() -> Candidate:
         from edgecls.optimize.qat import qat_finetune
@@ -110,11 +115,11 @@ def int8_attempts(ex: Any, cfg: ExportConfig, float_names: Optional[list[str]], 
     else:
         if ptq.passed or not cfg.repair:
             return ptq, tried, diagnosis
-        auto = qdebug.auto_float_layers(diagnosis.layers) if float_names is None else []
-        if auto:
-            plan.append(lambda: selective(auto))
-        else:
-            ex.note("no int8 tensor is far above rounding noise "
+        selection = _select_by_effect(ex, cfg, model, rep, diagnosis) if float_names is None else None
+        if selection is not None and selection.tensors:
+            plan.append(lambda: selective(selection.tensors, selection.as_dict()))
+        elif selection is not None:
+            ex.note(f"keeping no tensor in float lowered the int8 error on {selection.images} calibration images "
                     f"(worst rmse/scale {diagnosis.layers[0].rmse_scale:.2f}); skipping selective float layers")
         plan.append(qat)
     planned: list[Candidate] = []
@@ -128,3 +133,17 @@ def int8_attempts(ex: Any, cfg: ExportConfig, float_names: Optional[list[str]], 
     pool = planned if (cfg.qat or float_names) else tried
     best = max(pool, key=lambda c: (c.report["agreement"], -c.report["accuracy_drop_points"]))
     return best, tried, diagnosis
+
+
+def _select_by_effect(ex: Any, cfg: ExportConfig, model: Any, rep: Any, diagnosis: Any) -> Any:
+    """--float-layers auto: the debugger nominates, the effect on calibration images decides
+    (:mod:`edgecls.optimize.selective`); parity's held-out images are never looked at."""
+    import numpy as np
+
+    from edgecls.optimize.selective import EFFECT_IMAGES, select_float_tensors
+
+    images = rep[:EFFECT_IMAGES]
+    p_float = np.asarray(model.predict(images.astype(np.float32), batch_size=32, verbose=0), dtype=np.float32)
+    workdir = ex.tx.path("selection.tflite").parent
+    return select_float_tensors(diagnosis.calibrated, diagnosis.layers, images, p_float, io=cfg.io, workdir=workdir,
+                                log=lambda m: print(m, file=sys.stderr))
