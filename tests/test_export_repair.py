@@ -313,3 +313,38 @@ def test_auto_repair_keeps_the_tensor_that_matters_in_float(outlier_run, tmp_pat
     assert sel["selection_images"] > 0 and report["quantization_path"] == "selective-float"
     info = inspect_tflite(out / "model_int8.tflite")
     assert (info.input.dtype, info.output.dtype) == ("uint8", "uint8") and "CONV_2D" in info.float_ops
+
+
+def test_qat_quantizes_depthwise_kernels_per_channel_and_starts_at_the_float_ranges():
+    """tfmot's default gives a [kh, kw, C, 1] depthwise kernel one scale for all C channels and
+    starts every activation range at -6..6: with one channel 100x larger (as MobileNetV2's first
+    depthwise conv has) the other channels round to 0. The QAT model must compute what the float
+    model does, up to int8 rounding, before any training."""
+    from edgecls.core.keras import keras
+    from edgecls.optimize.qat import _range_variables, init_activation_ranges, quantize_aware
+
+    inp = keras.Input((16, 16, 3), name="image")
+    h = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inp)
+    h = keras.layers.Conv2D(8, 1, name="expand")(h)
+    dw = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")
+    h = keras.layers.ReLU(6.0, name="dw_relu")(keras.layers.BatchNormalization(name="dw_bn")(dw(h)))
+    out = keras.layers.Dense(3, activation="softmax", name="predictions")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(0, 0.3, (3, 3, 8, 1)).astype(np.float32)
+    kernel[..., 0, 0] *= 100.0
+    dw.set_weights([kernel, np.zeros(8, np.float32)])
+    bn = model.get_layer("dw_bn")
+    bn.set_weights([np.ones(8), np.zeros(8), np.zeros(8), np.r_[1e4, np.ones(7)].astype(np.float32)])
+    x = rng.integers(0, 256, (16, 16, 16, 3)).astype(np.float32)
+
+    q = quantize_aware(model)
+    assert init_activation_ranges(q, model, x) >= 4
+    f_dw = keras.Model(model.input, dw.output)(x).numpy()
+    q_dw = keras.Model(q.input, q.get_layer("quant_dw").output)(x).numpy()
+    small = f_dw[..., 1:]  # the channels a shared scale would wipe out
+    assert np.abs(q_dw[..., 1:] - small).mean() < 0.15 * np.abs(small).mean()  # one shared scale: ~1.0
+    f_relu = keras.Model(model.input, model.get_layer("dw_relu").output)(x).numpy()
+    lo, hi = _range_variables(q.get_layer("quant_dw_relu"))["output"]
+    assert float(lo.numpy()) == 0.0 and float(hi.numpy()) == pytest.approx(float(f_relu.max()), rel=1e-5)
+    assert np.abs(q.predict(x, verbose=0) - model.predict(x, verbose=0)).mean() < 0.02
