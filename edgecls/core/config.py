@@ -137,7 +137,7 @@ class ExportConfig:
     min_agreement: float = 0.98
     """Parity gate: smallest accepted top-1 agreement rate."""
     float_layers: str = "auto"
-    """int8 tensors kept in float: auto (as a repair, those far above rounding noise), none, or NAME,... (always)."""
+    """int8 tensors kept in float: auto (as a repair, chosen by their effect on calibration images), none, or NAME,... (always)."""
     qat: bool = False
     """Quantization-aware training (short tfmot fine-tune) instead of post-training quantization."""
     repair: bool = True
