@@ -134,9 +134,9 @@ def test_float_layers_by_name_ship_a_selective_model_with_its_cost(decisive_run,
 
 @pytest.mark.slow
 def test_failed_gate_tries_repairs_then_keeps_the_old_set_and_rejects(tiny_run, tmp_path):
-    """tiny_run (near-tied scores on 12 test images) fails the default gates with plain int8; no tensor
-    is far above rounding noise, so export goes straight to QAT; when that fails too, nothing is
-    replaced and the best candidate is kept under a REJECTED name."""
+    """tiny_run (near-tied scores on its test + val images) fails the default gates with plain int8;
+    export then tries selective float (chosen by effect on calibration images) and QAT; when both
+    fail too, nothing is replaced and the best candidate is kept under a REJECTED name."""
     from edgecls.cli import cli
     from edgecls.optimize.export import export_run
 
@@ -155,8 +155,9 @@ def test_failed_gate_tries_repairs_then_keeps_the_old_set_and_rejects(tiny_run, 
     assert after == before
     card = json.loads((exp / "model_int8.REJECTED.card.json").read_text())
     assert card["parity_passed"] is False and card["model"] == "model_int8.REJECTED.tflite"
-    assert [a["path"] for a in card["quantization"]["attempts"]] == ["ptq", "qat"]
-    assert card["quantization"]["path"] in ("ptq", "qat") and card["parity"]["report"] == "parity_int8.REJECTED.json"
+    assert [a["path"] for a in card["quantization"]["attempts"]] == ["ptq", "selective-float", "qat"]
+    assert ", selective-float (agreement" in result.output
+    assert card["quantization"]["path"] in ("ptq", "selective-float", "qat") and card["parity"]["report"] == "parity_int8.REJECTED.json"
     assert (exp / "parity_int8.REJECTED.json").is_file() and not (exp / "model_int8.REJECTED.golden.npz").exists()
     assert not any(p.name.startswith(".") for p in exp.iterdir())
 
@@ -323,6 +324,7 @@ def test_qat_quantizes_depthwise_kernels_per_channel_and_starts_at_the_float_ran
     from edgecls.core.keras import keras
     from edgecls.optimize.qat import _range_variables, init_activation_ranges, quantize_aware
 
+    keras.backend.clear_session()
     inp = keras.Input((16, 16, 3), name="image")
     h = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inp)
     h = keras.layers.Conv2D(8, 1, name="expand")(h)
@@ -340,6 +342,8 @@ def test_qat_quantizes_depthwise_kernels_per_channel_and_starts_at_the_float_ran
 
     q = quantize_aware(model)
     assert init_activation_ranges(q, model, x) >= 4
+    # The QAT copy holds the float weights (the depthwise kernel lives on its wrapper).
+    np.testing.assert_array_equal(q.get_layer("quant_dw").get_weights()[0], kernel)
     f_dw = keras.Model(model.input, dw.output)(x).numpy()
     q_dw = keras.Model(q.input, q.get_layer("quant_dw").output)(x).numpy()
     small = f_dw[..., 1:]  # the channels a shared scale would wipe out
