@@ -134,9 +134,9 @@ def test_float_layers_by_name_ship_a_selective_model_with_its_cost(decisive_run,
 
 @pytest.mark.slow
 def test_failed_gate_tries_repairs_then_keeps_the_old_set_and_rejects(tiny_run, tmp_path):
-    """tiny_run (near-tied scores on 12 test images) fails the default gates with plain int8; no tensor
-    is far above rounding noise, so export goes straight to QAT; when that fails too, nothing is
-    replaced and the best candidate is kept under a REJECTED name."""
+    """tiny_run (near-tied scores on its test + val images) fails the default gates with plain int8;
+    export then tries selective float (chosen by effect on calibration images) and QAT; when both
+    fail too, nothing is replaced and the best candidate is kept under a REJECTED name."""
     from edgecls.cli import cli
     from edgecls.optimize.export import export_run
 
@@ -155,8 +155,9 @@ def test_failed_gate_tries_repairs_then_keeps_the_old_set_and_rejects(tiny_run, 
     assert after == before
     card = json.loads((exp / "model_int8.REJECTED.card.json").read_text())
     assert card["parity_passed"] is False and card["model"] == "model_int8.REJECTED.tflite"
-    assert [a["path"] for a in card["quantization"]["attempts"]] == ["ptq", "qat"]
-    assert card["quantization"]["path"] in ("ptq", "qat") and card["parity"]["report"] == "parity_int8.REJECTED.json"
+    assert [a["path"] for a in card["quantization"]["attempts"]] == ["ptq", "selective-float", "qat"]
+    assert ", selective-float (agreement" in result.output
+    assert card["quantization"]["path"] in ("ptq", "selective-float", "qat") and card["parity"]["report"] == "parity_int8.REJECTED.json"
     assert (exp / "parity_int8.REJECTED.json").is_file() and not (exp / "model_int8.REJECTED.golden.npz").exists()
     assert not any(p.name.startswith(".") for p in exp.iterdir())
 
@@ -197,3 +198,157 @@ def test_qat_model_is_flat_and_starts_where_the_float_model_is(tiny_run):
     assert pq.shape == p.shape and np.allclose(pq.sum(1), 1.0, atol=1e-3)
     wrapped = {layer.layer.name for layer in q.layers if type(layer).__name__ == "QuantizeWrapperV2"}
     assert {"Conv1", "expanded_conv_depthwise", "predictions", "preprocess"} <= wrapped
+
+
+# -- selective float chosen by effect ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("groups, effects, limit, chosen", [
+    # a helps alone, b helps more; together better still: both, best first.
+    (["a", "b"], {(): (5, .3), ("a",): (2, .2), ("b",): (1, .2), ("b", "a"): (0, .1)}, 8, ["b", "a"]),
+    # a and b help alone, but adding a to b makes it worse: b only.
+    (["a", "b"], {(): (5, .3), ("a",): (2, .2), ("b",): (1, .2), ("b", "a"): (3, .1)}, 8, ["b"]),
+    # same flips: the lower mean |prob diff| wins.
+    (["a", "b"], {(): (5, .3), ("a",): (2, .2), ("b",): (2, .1), ("b", "a"): (2, .15)}, 8, ["b"]),
+    # c (a huge debugger error, say) does nothing to the output: never chosen.
+    (["c", "a"], {(): (5, .3), ("a",): (0, .1), ("c",): (5, .3)}, 8, ["a"]),
+    # a two-tensor group does not fit a limit of one and is not even measured.
+    (["h1+h2", "a"], {(): (5, .3), ("a",): (4, .2)}, 1, ["a"]),
+    # nothing helps: nothing is kept in float.
+    (["a"], {(): (0, .1), ("a",): (0, .2)}, 8, []),
+])
+def test_forward_selection_keeps_only_what_lowers_the_error(groups, effects, limit, chosen):
+    from edgecls.optimize.selective import Effect, choose_by_effect
+
+    calls = []
+
+    def evaluate(tensors):
+        calls.append(tuple(tensors))
+        flips, mad = effects[tuple(tensors)]
+        return Effect(list(tensors), flips, mad)
+
+    got, baseline, best, trace = choose_by_effect(evaluate, [g.split("+") for g in groups], limit=limit)
+    assert got == chosen and baseline.key == effects[()] and best.key == effects[tuple(chosen)]
+    assert len(calls) == len(set(calls))  # each set of float tensors is measured once
+    assert trace[0]["step"] == "ptq" and [t for s in trace if s["step"] == "add" for t in s["tensors"]] == chosen
+
+
+@pytest.fixture(scope="module")
+def outlier_run(tiny_run, tmp_path_factory):
+    """tiny_run with a hand-built classifier in which ONE tensor's int8 quantization destroys the
+    answer and another, equally badly quantized, does not matter:
+
+    image -> /255 -> features (1x1 conv: R, G, B and a channel that is always 0)
+          -> mixer (1x1 conv: passes R, G, B; weight 1000 on the always-0 channel)  -> pool -> dense
+          -> decoy (B, G, R; weight 800 on the always-0 channel)                    -> pool -> (weight 0)
+
+    int8 gives each output channel of mixer one weight scale, set by the 1000: the weights of 1
+    round to 0 and the class (mean red above or below a threshold) is lost. Kept in float, mixer
+    is exact. decoy is quantized just as badly (rmse/scale as high) but the dense layer ignores it."""
+    from edgecls import data
+    from edgecls.core.keras import keras
+    from edgecls.core.rundir import RunDir
+    from edgecls.train.model_io import save_model
+
+    run = tmp_path_factory.mktemp("outlier") / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints", "logs", "cache", "plots", "export"))
+    size = RunDir.open(run).train_config().size
+    root, split = data.load_split(RunDir.open(run))
+    x, _ = data.load_images(root, [it for s in ("train", "val", "test") for it in split[s]], size)
+    red = np.sort(x[..., 0].astype(np.float64).mean(axis=(1, 2)) / 255.0)
+    # Threshold in the widest gap of the middle half of the images: no image is a near-tie.
+    mid = red[len(red) // 4: 3 * len(red) // 4]
+    gap = int(np.argmax(np.diff(mid)))
+    threshold, width = (mid[gap] + mid[gap + 1]) / 2, mid[gap + 1] - mid[gap]
+    assert width > 2e-3, "the synthetic set has no clear gap in mean red"
+
+    inp = keras.Input((size, size, 3), name="image")
+    h = keras.layers.Rescaling(1.0 / 255.0, name="preprocess")(inp)
+    features = keras.layers.Conv2D(4, 1, name="features")
+    mixer, decoy = keras.layers.Conv2D(3, 1, name="mixer"), keras.layers.Conv2D(3, 1, name="decoy")
+    h = features(h)
+    pooled = keras.layers.Concatenate(name="both")([keras.layers.GlobalAveragePooling2D(name="pool_m")(mixer(h)),
+                                                    keras.layers.GlobalAveragePooling2D(name="pool_d")(decoy(h))])
+    dense = keras.layers.Dense(3, activation="softmax", name="predictions")
+    model = keras.Model(inp, dense(pooled), name="outlier_classifier")
+    k = np.zeros((1, 1, 3, 4), np.float32)
+    k[0, 0, [0, 1, 2], [0, 1, 2]] = 1.0
+    features.set_weights([k, np.zeros(4, np.float32)])
+    k = np.zeros((1, 1, 4, 3), np.float32)
+    k[0, 0, [0, 1, 2], [0, 1, 2]] = 1.0
+    k[0, 0, 3, :] = 1000.0
+    mixer.set_weights([k, np.zeros(3, np.float32)])
+    k = np.zeros((1, 1, 4, 3), np.float32)  # not mixer's weights: the converter would merge the two convs
+    k[0, 0, [2, 1, 0], [0, 1, 2]] = 1.0
+    k[0, 0, 3, :] = 800.0
+    decoy.set_weights([k, np.zeros(3, np.float32)])
+    a = 20.0 / width  # logits +-10 at the gap's edges: decisive
+    w = np.zeros((6, 3), np.float32)
+    w[0] = [a, -a, 0.0]
+    dense.set_weights([w, np.array([-a * threshold, a * threshold, -30.0], np.float32)])
+    save_model(model, run / "model.keras")
+    return run
+
+
+@pytest.mark.slow
+def test_auto_repair_keeps_the_tensor_that_matters_in_float(outlier_run, tmp_path):
+    from edgecls.optimize.checks import inspect_tflite
+    from edgecls.optimize.export import export_run
+
+    out = tmp_path / "exp"
+    card = export_run(ExportConfig(run=str(outlier_run), out=str(out)))
+    q = card["quantization"]
+    attempts = {a["path"]: a for a in q["attempts"]}
+    assert list(attempts) == ["ptq", "selective-float"] and attempts["ptq"]["passed"] is False
+    assert attempts["ptq"]["agreement"] < 0.9  # the planted defect really breaks plain int8
+    assert q["path"] == "selective-float" and card["parity_passed"] is True
+    assert card["parity"]["agreement"] == 1.0 and card["parity"]["accuracy_drop_points"] == 0.0
+    # Chosen by effect: mixer only. decoy is as far above rounding noise, but does not change the answer.
+    assert len(q["float_layers"]) == 1 and "mixer" in q["float_layers"][0]
+    report = json.loads((out / "parity_int8.json").read_text())
+    ptq_errors = {e["tensor"]: e["rmse_scale"] for e in q["selection"]["nominated"]}
+    decoy = [t for t in ptq_errors if "decoy" in t]
+    assert decoy and ptq_errors[decoy[0]] > AUTO_FLOAT_THRESHOLD  # the rmse/scale rule would have kept it
+    sel = q["selection"]
+    assert sel["method"] == "effect" and sel["ptq"]["flips"] > 0 and sel["chosen"]["flips"] == 0
+    assert sel["selection_images"] > 0 and report["quantization_path"] == "selective-float"
+    info = inspect_tflite(out / "model_int8.tflite")
+    assert (info.input.dtype, info.output.dtype) == ("uint8", "uint8") and "CONV_2D" in info.float_ops
+
+
+def test_qat_quantizes_depthwise_kernels_per_channel_and_starts_at_the_float_ranges():
+    """tfmot's default gives a [kh, kw, C, 1] depthwise kernel one scale for all C channels and
+    starts every activation range at -6..6: with one channel 100x larger (as MobileNetV2's first
+    depthwise conv has) the other channels round to 0. The QAT model must compute what the float
+    model does, up to int8 rounding, before any training."""
+    from edgecls.core.keras import keras
+    from edgecls.optimize.qat import _range_variables, init_activation_ranges, quantize_aware
+
+    keras.backend.clear_session()
+    inp = keras.Input((16, 16, 3), name="image")
+    h = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inp)
+    h = keras.layers.Conv2D(8, 1, name="expand")(h)
+    dw = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")
+    h = keras.layers.ReLU(6.0, name="dw_relu")(keras.layers.BatchNormalization(name="dw_bn")(dw(h)))
+    out = keras.layers.Dense(3, activation="softmax", name="predictions")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(0, 0.3, (3, 3, 8, 1)).astype(np.float32)
+    kernel[..., 0, 0] *= 100.0
+    dw.set_weights([kernel, np.zeros(8, np.float32)])
+    bn = model.get_layer("dw_bn")
+    bn.set_weights([np.ones(8), np.zeros(8), np.zeros(8), np.r_[1e4, np.ones(7)].astype(np.float32)])
+    x = rng.integers(0, 256, (16, 16, 16, 3)).astype(np.float32)
+
+    q = quantize_aware(model)
+    assert init_activation_ranges(q, model, x) >= 4
+    # The QAT copy holds the float weights (the depthwise kernel lives on its wrapper).
+    np.testing.assert_array_equal(q.get_layer("quant_dw").get_weights()[0], kernel)
+    f_dw = keras.Model(model.input, dw.output)(x).numpy()
+    q_dw = keras.Model(q.input, q.get_layer("quant_dw").output)(x).numpy()
+    small = f_dw[..., 1:]  # the channels a shared scale would wipe out
+    assert np.abs(q_dw[..., 1:] - small).mean() < 0.15 * np.abs(small).mean()  # one shared scale: ~1.0
+    f_relu = keras.Model(model.input, model.get_layer("dw_relu").output)(x).numpy()
+    lo, hi = _range_variables(q.get_layer("quant_dw_relu"))["output"]
+    assert float(lo.numpy()) == 0.0 and float(hi.numpy()) == pytest.approx(float(f_relu.max()), rel=1e-5)
+    assert np.abs(q.predict(x, verbose=0) - model.predict(x, verbose=0)).mean() < 0.02

@@ -83,7 +83,7 @@ def test_gate_is_conclusive_only_with_enough_images(n, conclusive):
 
 
 @pytest.mark.slow
-def test_int8_parity_on_the_test_split(exported_run, tmp_path):
+def test_int8_parity_on_the_held_out_images(exported_run, tmp_path):
     from edgecls.optimize.parity import format_parity, run_parity
 
     out = tmp_path / "parity.json"
@@ -91,7 +91,7 @@ def test_int8_parity_on_the_test_split(exported_run, tmp_path):
     r = run_parity(ParityConfig(run=str(exported_run.path), model=str(model), json=str(out), threads=1),
                    raise_on_fail=False)
     split = json.loads((exported_run.path / "split.json").read_text())
-    # The default gates decide on the point estimate; 12 test images can never be conclusive.
+    # The default gates decide on the point estimate; its ~two dozen held-out images can never be conclusive.
     assert r["gates"] == {"max_drop": 1.0, "min_agreement": 0.98}
     assert r["passed"] is (r["agreement"] >= 0.98 and r["accuracy_drop_points"] <= 1.0)
     assert r["conclusive"] is False and r["agreement_ci95"][0] < 0.98
@@ -100,11 +100,12 @@ def test_int8_parity_on_the_test_split(exported_run, tmp_path):
     worst = [e["rmse_scale"] for e in qe["worst"]]
     assert worst == sorted(worst, reverse=True) and len(worst) == 5 and qe["n_tensors"] > 50
     assert 0.25 < worst[-1] <= worst[0] < 5.0
-    assert r["n_images"] == len(split["test"]) == sum(c["n"] for c in r["per_class"].values())
+    assert r["n_images"] == len(split["test"]) + len(split["val"]) == sum(c["n"] for c in r["per_class"].values())
     assert r["float_model"].endswith("model.keras") and r["runtime"]
     # Exact input quantization + calibration on every training image keep probabilities close
-    # (measured 0.054 on this tiny, sharply trained model; 0.144 with only 30 calibration images).
-    assert r["mean_abs_prob_diff"] < 0.1
+    # (measured 0.054 on this tiny, sharply trained model's 12 test images, 0.122 on its test + val
+    # images; 0.144 on the test images with only 30 calibration images).
+    assert r["mean_abs_prob_diff"] < 0.14
     assert json.loads(out.read_text()) == r
     table = format_parity(r)
     assert "agreement" in table and ("PASSED" in table or "FAILED" in table) and "worst int8 tensors" in table

@@ -4,8 +4,11 @@
 Makes a deliberately hard synthetic set (more classes, low resolution upscaled, heavy noise, a
 second class's image blended in, some labels flipped: many borderline images), fine-tunes the
 shared pretrained MobileNetV2 1.0 @ 160 (/work/shared/pretrained) on it with ``edgecls train``,
-then builds the three int8 variants from the same calibration and measures each through the
-device runtime: top-1 agreement with the float model (95% CI), accuracy, mean |prob diff|,
+then builds the int8 variants from the same calibration -- plain PTQ, selective float chosen by the
+debugger's rmse/scale rule (tensors above twice rounding noise), selective float chosen by *effect*
+on calibration images (:mod:`edgecls.optimize.selective`), QAT -- and measures each through the
+device runtime on every held-out image (test + val, as parity does by default): top-1 agreement
+with the float model (95% CI), accuracy, mean |prob diff|,
 worst-tensor rmse/scale (QuantizationDebugger), file size, 1-thread latency (median of
 --runs invokes after warm-up, all models timed in this one process, in turn). Finally the
 default ``edgecls export --int8`` runs on the same run and its chosen path is recorded.
@@ -35,6 +38,11 @@ PRETRAINED = Path("/work/shared/pretrained/mobilenet_v2_1.0_160_no_top.h5")
 
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _file_name(variant: str) -> str:
+    """'selective-float (effect)' -> 'selective-float-effect.tflite'."""
+    return "-".join(variant.replace("(", "").replace(")", "").replace("/", "").split()) + ".tflite"
 
 
 def make_hard_set(out: Path, *, classes: int, per_class: int, native_px: int, noise: float, blend: float,
@@ -69,13 +77,14 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_quant"))
     ap.add_argument("--out", type=Path, default=None, help="JSON results")
     ap.add_argument("--classes", type=int, default=8)
-    ap.add_argument("--per-class", type=int, default=60)
-    ap.add_argument("--native-px", type=int, default=24)
-    ap.add_argument("--noise", type=float, default=40.0)
-    ap.add_argument("--blend", type=float, default=0.45)
-    ap.add_argument("--flip", type=float, default=0.05)
+    ap.add_argument("--per-class", type=int, default=140)
+    ap.add_argument("--native-px", type=int, default=64)
+    ap.add_argument("--noise", type=float, default=14.0)
+    ap.add_argument("--blend", type=float, default=0.3)
+    ap.add_argument("--flip", type=float, default=0.03)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--qat-epochs", type=int, default=2)
+    ap.add_argument("--qat-lr", type=float, default=1e-5)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -92,6 +101,7 @@ def main() -> int:
     from edgecls.optimize.export import export_run, measure_latency_ms
     from edgecls.optimize.parity import run_parity
     from edgecls.optimize.qat import qat_finetune
+    from edgecls.optimize.selective import EFFECT_IMAGES, select_float_tensors
     from edgecls.train.fit import train
     from edgecls.train.model_io import load_model
     from importlib.metadata import version
@@ -117,21 +127,29 @@ def main() -> int:
     t = time.perf_counter()
     diag = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES])
     variants = {"ptq": (convert_model(model, "int8", representative=rep), [], diag.summary(), time.perf_counter() - t)}
-    auto = qdebug.auto_float_layers(diag.layers)
-    chosen = auto or [e.tensor for e in diag.layers[:2]]  # nothing far above noise: the worst two
-    _log(f"selective float: {len(chosen)} tensors ({'auto' if auto else 'worst two'})")
+    rule = qdebug.auto_float_layers(diag.layers) or [e.tensor for e in diag.layers[:2]]  # none above: worst two
+    _log(f"selective float by rmse/scale: {len(rule)} tensors")
     t = time.perf_counter()
-    sel = qdebug.selective_int8(diag.calibrated, chosen)
-    sel_diag = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES], denylisted=chosen).summary()
-    variants["selective-float"] = (sel, chosen, sel_diag, time.perf_counter() - t)
+    sel = qdebug.selective_int8(diag.calibrated, rule)
+    sel_diag = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES], denylisted=rule).summary()
+    variants["selective-float (rmse rule)"] = (sel, rule, sel_diag, time.perf_counter() - t)
+    _log("selective float by effect")
+    t = time.perf_counter()
+    images = rep[:EFFECT_IMAGES]
+    p_float = model.predict(images.astype(np.float32), batch_size=32, verbose=0)
+    selection = select_float_tensors(diag.calibrated, diag.layers, images, p_float, io="uint8", workdir=files,
+                                     log=_log)
+    sel = qdebug.selective_int8(diag.calibrated, selection.tensors)
+    sel_diag = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES], denylisted=selection.tensors).summary()
+    variants["selective-float (effect)"] = (sel, selection.tensors, sel_diag, time.perf_counter() - t)
     _log("QAT")
     t = time.perf_counter()
-    q, info = qat_finetune(model, rep, epochs=args.qat_epochs, learning_rate=1e-5, seed=args.seed)
+    q, info = qat_finetune(model, rep, epochs=args.qat_epochs, learning_rate=args.qat_lr, seed=args.seed)
     variants["qat"] = (convert_model(q, "int8", representative=rep), [], None, time.perf_counter() - t)
 
     rows = {}
     for name, (data, floats, qe, seconds) in variants.items():
-        path = files / f"{name}.tflite"
+        path = files / _file_name(name)
         path.write_bytes(data)
         r = run_parity(ParityConfig(run=str(run_dir), model=str(path), diagnose=False, threads=1), raise_on_fail=False,
                        quant_error=qe)
@@ -143,17 +161,21 @@ def main() -> int:
     _log("latency")
     for name in variants:  # in turn, in this process: the ratios are side by side
         rows[name]["latency_ms_1thread"] = float(np.median(
-            [measure_latency_ms(files / f"{name}.tflite", 160, threads=1) for _ in range(max(1, args.runs // 30))]))
+            [measure_latency_ms(files / _file_name(name), 160, threads=1) for _ in range(max(1, args.runs // 30))]))
     _log("default edgecls export --int8")
     try:
         card = export_run(ExportConfig(run=str(run_dir), force=True))
-        shipped = {"path": card["quantization"]["path"], "agreement": card["parity"]["agreement"], "passed": True}
+        shipped = {"path": card["quantization"]["path"], "agreement": card["parity"]["agreement"], "passed": True,
+                   "attempts": card["quantization"]["attempts"], "float_layers": card["quantization"]["float_layers"]}
     except Exception as e:  # noqa: BLE001 - the benchmark records a failure too
-        shipped = {"path": None, "passed": False, "error": str(e)[:300]}
+        card = getattr(e, "card", None) or {}
+        shipped = {"path": None, "passed": False, "error": str(e)[:600],
+                   "attempts": (card.get("quantization") or {}).get("attempts")}
     result = {
         "date": dt.date.today().isoformat(), "machine": platform.machine(), "cpu_isa": "AVX2 (no AVX-512/VNNI)",
         "runtime": f"ai-edge-litert {version('ai-edge-litert')}", "threads": 1, "conditions": "busy shared machine",
-        "set": vars(args) | {"work": str(args.work), "out": str(args.out)}, "qat": info, "variants": rows,
+        "set": vars(args) | {"work": str(args.work), "out": str(args.out)}, "qat": info,
+        "selection": selection.as_dict(), "variants": rows,
         "default_export": shipped,
     }
     if args.out:

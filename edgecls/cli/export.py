@@ -173,7 +173,7 @@ def parity_cmd(run: Path, model: Path, data: Optional[Path], json_path: Optional
                **options) -> None:
     """Compare MODEL (.tflite, through the device runtime) with RUN's float Keras model.
 
-    Uses the run's test split (or --data DIR with the run's class folders). Exits 1 when the
+    Uses the run's held-out images, test + val (or --data DIR with the run's class folders). Exits 1 when the
     accuracy drop exceeds --max-drop points or top-1 agreement is under --min-agreement.
     """
     from edgecls.core.errors import EdgeclsError

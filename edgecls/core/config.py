@@ -137,7 +137,7 @@ class ExportConfig:
     min_agreement: float = 0.98
     """Parity gate: smallest accepted top-1 agreement rate."""
     float_layers: str = "auto"
-    """int8 tensors kept in float: auto (as a repair, those far above rounding noise), none, or NAME,... (always)."""
+    """int8 tensors kept in float: auto (as a repair, chosen by their effect on calibration images), none, or NAME,... (always)."""
     qat: bool = False
     """Quantization-aware training (short tfmot fine-tune) instead of post-training quantization."""
     repair: bool = True
@@ -163,7 +163,7 @@ class ParityConfig:
     model: str = ""
     """The .tflite file to check."""
     data: Optional[str] = None
-    """Class-folder image set to use instead of the run's test split."""
+    """Class-folder image set to use instead of the run's held-out images (test + val splits)."""
     max_drop: float = 1.0
     """Fail when float accuracy minus tflite accuracy exceeds this, in points."""
     min_agreement: float = 0.98

@@ -29,8 +29,7 @@ import gzip
 import hashlib
 import os
 import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -40,13 +39,9 @@ from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import atomic_write_bytes, atomic_write_json, read_json
 from edgecls.core.rundir import ExportFiles, RunDir, write_labels
 from edgecls.optimize.convert import IO_TYPES, MODES, convert_model, representative_images
+from edgecls.optimize.repair import Candidate, int8_attempts, measure_latency_ms  # noqa: F401 - measure_latency_ms re-exported (tools)
 from edgecls.optimize.transaction import ExportTransaction, recover
 
-PATHS = ("ptq", "selective-float", "qat")
-"""How an int8 file was made: post-training quantization, PTQ with some tensors in float, QAT."""
-LATENCY_WARMUP = 5
-LATENCY_RUNS = 30
-"""Invokes timed (1 thread, after warm-up) for the card's latency cost of a repair."""
 
 # Measured (DESIGN.md, ai-edge-litert 2.3 + XNNPACK, 2-core x86, 1 thread, 224 px).
 POOR_INT8_BACKBONES = {
@@ -131,51 +126,6 @@ def _validate(cfg: ExportConfig) -> Optional[list[str]]:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def measure_latency_ms(path: Path, size: int, threads: int = 1) -> float:
-    """Median invoke time (ms) of ``path`` on one seeded image, after warm-up (the card's cost figure)."""
-    import numpy as np
-
-    from edgecls.runtime.classifier import Classifier
-
-    clf = Classifier(path, labels=None, num_threads=threads)
-    img = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    tensor = clf.preprocess(img)
-    for _ in range(LATENCY_WARMUP):
-        clf.invoke(tensor)
-    times = []
-    for _ in range(LATENCY_RUNS):
-        t = time.perf_counter()
-        clf.invoke(tensor)
-        times.append(time.perf_counter() - t)
-    return round(1000.0 * float(np.median(times)), 4)
-
-
-@dataclass
-class Candidate:
-    """One int8 (or float) file tried by export, with its gate figures."""
-
-    path: str
-    data: bytes
-    file: Path
-    float_layers: list[str] = field(default_factory=list)
-    info: Any = None
-    warnings: list[str] = field(default_factory=list)
-    report: Optional[dict[str, Any]] = None
-    latency_ms: Optional[float] = None
-    qat: Optional[dict[str, Any]] = None
-
-    @property
-    def passed(self) -> bool:
-        return self.report is None or bool(self.report["passed"])
-
-    def summary(self) -> dict[str, Any]:
-        r = self.report or {}
-        return {"path": self.path, "float_layers": len(self.float_layers), "file_bytes": len(self.data),
-                "latency_ms_1thread": self.latency_ms, "agreement": r.get("agreement"),
-                "accuracy_drop_points": r.get("accuracy_drop_points"),
-                "mean_abs_prob_diff": r.get("mean_abs_prob_diff"), "passed": r.get("passed")}
 
 
 class _Exporter:
@@ -296,7 +246,7 @@ def _export(cfg: ExportConfig, float_names: Optional[list[str]], run: RunDir, so
     tried: list[Candidate] = []
     diagnosis = None
     if cfg.mode == "int8":
-        chosen, tried, diagnosis = _int8_attempts(ex, cfg, float_names, model, rep, size, ptq)
+        chosen, tried, diagnosis = int8_attempts(ex, cfg, float_names, model, rep, size, ptq)
     else:
         chosen = ptq
     for w in chosen.warnings:
@@ -340,69 +290,6 @@ def _export(cfg: ExportConfig, float_names: Optional[list[str]], run: RunDir, so
         f"kept as {kept} (do not ship it)", card, report)
 
 
-def _int8_attempts(ex: _Exporter, cfg: ExportConfig, float_names: Optional[list[str]], model: Any, rep: Any,
-                   size: int, ptq: Candidate) -> tuple[Candidate, list[Candidate], Any]:
-    """Try PTQ, then the repairs, in order; return (chosen, all tried, diagnosis)."""
-    from edgecls.optimize import qdebug
-
-    diagnosis = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES])
-    summary = diagnosis.summary()
-    explicit = qdebug.resolve_float_layers(float_names, diagnosis.layers) if float_names else []
-    tried: list[Candidate] = []
-
-    def selective(tensors: list[str]) -> Candidate:
-        data = qdebug.selective_int8(diagnosis.calibrated, tensors, io=cfg.io)
-        sel_summary = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES], denylisted=tensors).summary()
-        return ex.gate(ex.stage("selective-float", data, size, tensors), sel_summary, size)
-
-    def qat() -> Candidate:
-        from edgecls.optimize.qat import qat_finetune
-
-        q, info = qat_finetune(model, rep, epochs=cfg.qat_epochs, learning_rate=cfg.qat_learning_rate,
-                               seed=ex.tcfg.seed)
-        cand = ex.stage("qat", convert_model(q, "int8", representative=rep, io=cfg.io,
-                                             allow_float_fallback=cfg.allow_float_fallback), size)
-        cand.qat = info
-        return ex.gate(cand, None, size)
-
-    if not cfg.parity:
-        if explicit:
-            return ex.stage("selective-float", qdebug.selective_int8(diagnosis.calibrated, explicit, io=cfg.io),
-                            size, explicit), tried, diagnosis
-        return ptq, tried, diagnosis
-
-    ex.gate(ptq, summary, size)
-    tried.append(ptq)
-    plan: list[Any] = []
-    if cfg.qat:
-        plan = [qat]
-    elif float_names:
-        plan = [lambda: selective(explicit)]
-        if cfg.repair:
-            plan.append(qat)
-    else:
-        if ptq.passed or not cfg.repair:
-            return ptq, tried, diagnosis
-        auto = qdebug.auto_float_layers(diagnosis.layers) if float_names is None else []
-        if auto:
-            plan.append(lambda: selective(auto))
-        else:
-            ex.note("no int8 tensor is far above rounding noise "
-                    f"(worst rmse/scale {diagnosis.layers[0].rmse_scale:.2f}); skipping selective float layers")
-        plan.append(qat)
-    planned: list[Candidate] = []
-    for step in plan:
-        cand = step()
-        tried.append(cand)
-        planned.append(cand)
-        if cand.passed:
-            return cand, tried, diagnosis
-    # Nothing passed: the best of what the user asked for (--qat / --float-layers), else of all.
-    pool = planned if (cfg.qat or float_names) else tried
-    best = max(pool, key=lambda c: (c.report["agreement"], -c.report["accuracy_drop_points"]))
-    return best, tried, diagnosis
-
-
 def _write_golden(ex: _Exporter, model_file: Path, size: int) -> Optional[Path]:
     """~N held-out images (test split, else val; stratified) and this runtime's outputs."""
     if ex.cfg.golden_images == 0:
@@ -437,7 +324,7 @@ def _card(ex: _Exporter, chosen: Candidate, ptq: Candidate, tried: list[Candidat
                     "file_bytes": {"ptq": len(ptq.data), "shipped": len(chosen.data),
                                    "difference": len(chosen.data) - len(ptq.data)}}
         quantization = {"path": chosen.path, "float_layers": chosen.float_layers, "qat": chosen.qat,
-                        "attempts": [c.summary() for c in tried], "cost_vs_ptq": cost, "repair": cfg.repair}
+                        "selection": chosen.selection, "attempts": [c.summary() for c in tried], "cost_vs_ptq": cost, "repair": cfg.repair}
     card: dict[str, Any] = {
         "model": paths.model.name,
         "mode": cfg.mode,

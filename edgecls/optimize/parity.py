@@ -1,6 +1,7 @@
 """Parity: does the .tflite classify like the float Keras model it came from?
 
-Both models see the *same* uint8 images (``data.load_images``: the training decode/resize).
+Both models see the *same* uint8 images (``data.load_images``: the training decode/resize): by
+default every held-out image of the run (test + val splits), else ``--data DIR``.
 The float model gets them as 0..255 float32; the .tflite goes through the device runtime's
 ``Classifier`` at batch 1 — the very code a Pi runs — so parity measures what ships.
 
@@ -27,6 +28,8 @@ from edgecls.core.io import atomic_write_json, read_json
 from edgecls.core.rundir import RunDir, card_path_for
 
 FLOAT_BATCH = 32
+HELD_OUT_SPLITS = ("test", "val")
+"""Splits parity uses by default: all held-out images (training images calibrate int8)."""
 Z95 = 1.959963984540054
 """Two-sided 95% normal quantile."""
 
@@ -58,12 +61,14 @@ def _images(run: RunDir, data_dir: Optional[str], labels: list[str], size: int,
 
     if data_dir is None:
         root, split = data.load_split(run)
-        name = "test" if split.get("test") else "val"
-        items = split.get(name) or []
+        # Every held-out image (test and val; never a training image, which calibration draws
+        # from): the Wilson interval of 0.99 agreement on 48 images is 0.89-1.0, on 300 0.97-1.0.
+        names = [n for n in HELD_OUT_SPLITS if split.get(n)]
+        items = [it for n in names for it in split[n]]
         if not items:
             raise EdgeclsError(f"{run.split_json} has no test or validation images; pass --data DIR")
         x, y = data.load_images(root, items, size)
-        return x, y, f"run {name} split"
+        return x, y, f"run {'+'.join(names)} split{'s' if len(names) > 1 else ''}"
     scan = data.scan_labels_csv(data_dir, labels_csv) if labels_csv else data.scan_dataset(data_dir)
     unknown = sorted(set(scan.classes) - set(labels))
     missing = sorted(set(labels) - set(scan.classes))

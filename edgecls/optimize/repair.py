@@ -1,0 +1,149 @@
+"""int8 repair: try plain post-training quantization, then the repairs, in order; the first that passes ships.
+
+Export (:mod:`edgecls.optimize.export`) owns the staging folder and the gate; this module owns
+the order of attempts: PTQ, then (a) selective quantization, keeping tensors in float
+(:mod:`edgecls.optimize.qdebug`), then (b) quantization-aware training (:mod:`edgecls.optimize.qat`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from edgecls.core.config import ExportConfig
+from edgecls.optimize.convert import convert_model
+
+PATHS = ("ptq", "selective-float", "qat")
+"""How an int8 file was made: post-training quantization, PTQ with some tensors in float, QAT."""
+LATENCY_WARMUP = 5
+LATENCY_RUNS = 30
+"""Invokes timed (1 thread, after warm-up) for the card's latency cost of a repair."""
+
+
+def measure_latency_ms(path: Path, size: int, threads: int = 1) -> float:
+    """Median invoke time (ms) of ``path`` on one seeded image, after warm-up (the card's cost figure)."""
+    import numpy as np
+
+    from edgecls.runtime.classifier import Classifier
+
+    clf = Classifier(path, labels=None, num_threads=threads)
+    img = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    tensor = clf.preprocess(img)
+    for _ in range(LATENCY_WARMUP):
+        clf.invoke(tensor)
+    times = []
+    for _ in range(LATENCY_RUNS):
+        t = time.perf_counter()
+        clf.invoke(tensor)
+        times.append(time.perf_counter() - t)
+    return round(1000.0 * float(np.median(times)), 4)
+
+
+@dataclass
+class Candidate:
+    """One int8 (or float) file tried by export, with its gate figures."""
+
+    path: str
+    data: bytes
+    file: Path
+    float_layers: list[str] = field(default_factory=list)
+    info: Any = None
+    warnings: list[str] = field(default_factory=list)
+    report: Optional[dict[str, Any]] = None
+    latency_ms: Optional[float] = None
+    qat: Optional[dict[str, Any]] = None
+    selection: Optional[dict[str, Any]] = None
+    """How --float-layers auto chose the float tensors (their measured effect)."""
+
+    @property
+    def passed(self) -> bool:
+        return self.report is None or bool(self.report["passed"])
+
+    def summary(self) -> dict[str, Any]:
+        r = self.report or {}
+        return {"path": self.path, "float_layers": len(self.float_layers), "file_bytes": len(self.data),
+                "latency_ms_1thread": self.latency_ms, "agreement": r.get("agreement"),
+                "accuracy_drop_points": r.get("accuracy_drop_points"),
+                "mean_abs_prob_diff": r.get("mean_abs_prob_diff"), "passed": r.get("passed")}
+
+
+def int8_attempts(ex: Any, cfg: ExportConfig, float_names: Optional[list[str]], model: Any, rep: Any,
+                   size: int, ptq: Candidate) -> tuple[Candidate, list[Candidate], Any]:
+    """Try PTQ, then the repairs, in order; return (chosen, all tried, diagnosis)."""
+    from edgecls.optimize import qdebug
+
+    diagnosis = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES])
+    summary = diagnosis.summary()
+    explicit = qdebug.resolve_float_layers(float_names, diagnosis.layers) if float_names else []
+    tried: list[Candidate] = []
+
+    def selective(tensors: list[str], selection: Optional[dict[str, Any]] = None) -> Candidate:
+        data = qdebug.selective_int8(diagnosis.calibrated, tensors, io=cfg.io)
+        sel_summary = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES], denylisted=tensors).summary()
+        cand = ex.stage("selective-float", data, size, tensors)
+        cand.selection = selection
+        return ex.gate(cand, sel_summary, size)
+
+    def qat() -> Candidate:
+        from edgecls.optimize.qat import qat_finetune
+
+        q, info = qat_finetune(model, rep, epochs=cfg.qat_epochs, learning_rate=cfg.qat_learning_rate,
+                               seed=ex.tcfg.seed)
+        cand = ex.stage("qat", convert_model(q, "int8", representative=rep, io=cfg.io,
+                                             allow_float_fallback=cfg.allow_float_fallback), size)
+        cand.qat = info
+        return ex.gate(cand, None, size)
+
+    if not cfg.parity:
+        if explicit:
+            return ex.stage("selective-float", qdebug.selective_int8(diagnosis.calibrated, explicit, io=cfg.io),
+                            size, explicit), tried, diagnosis
+        return ptq, tried, diagnosis
+
+    ex.gate(ptq, summary, size)
+    tried.append(ptq)
+    plan: list[Any] = []
+    if cfg.qat:
+        plan = [qat]
+    elif float_names:
+        plan = [lambda: selective(explicit)]
+        if cfg.repair:
+            plan.append(qat)
+    else:
+        if ptq.passed or not cfg.repair:
+            return ptq, tried, diagnosis
+        selection = _select_by_effect(ex, cfg, model, rep, diagnosis) if float_names is None else None
+        if selection is not None and selection.tensors:
+            plan.append(lambda: selective(selection.tensors, selection.as_dict()))
+        elif selection is not None:
+            ex.note(f"keeping no tensor in float lowered the int8 error on {selection.images} calibration images "
+                    f"(worst rmse/scale {diagnosis.layers[0].rmse_scale:.2f}); skipping selective float layers")
+        plan.append(qat)
+    planned: list[Candidate] = []
+    for step in plan:
+        cand = step()
+        tried.append(cand)
+        planned.append(cand)
+        if cand.passed:
+            return cand, tried, diagnosis
+    # Nothing passed: the best of what the user asked for (--qat / --float-layers), else of all.
+    pool = planned if (cfg.qat or float_names) else tried
+    best = max(pool, key=lambda c: (c.report["agreement"], -c.report["accuracy_drop_points"]))
+    return best, tried, diagnosis
+
+
+def _select_by_effect(ex: Any, cfg: ExportConfig, model: Any, rep: Any, diagnosis: Any) -> Any:
+    """--float-layers auto: the debugger nominates, the effect on calibration images decides
+    (:mod:`edgecls.optimize.selective`); parity's held-out images are never looked at."""
+    import numpy as np
+
+    from edgecls.optimize.selective import EFFECT_IMAGES, select_float_tensors
+
+    images = rep[:EFFECT_IMAGES]
+    p_float = np.asarray(model.predict(images.astype(np.float32), batch_size=32, verbose=0), dtype=np.float32)
+    workdir = ex.tx.path("selection.tflite").parent
+    return select_float_tensors(diagnosis.calibrated, diagnosis.layers, images, p_float, io=cfg.io, workdir=workdir,
+                                log=lambda m: print(m, file=sys.stderr))
