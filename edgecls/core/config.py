@@ -17,6 +17,8 @@ CACHE_MODES = ("auto", "memory", "disk", "none")
 """Decoded-image cache modes, shared by the CLI choice, the config check and the pipeline."""
 BALANCE_MODES = ("weights", "oversample", "none")
 """Class-imbalance remedies of training (TrainConfig.balance)."""
+HEAD_CACHE_MODES = ("features", "none")
+"""How the head phase of training meets the frozen backbone (TrainConfig.head_cache)."""
 
 
 @dataclass
@@ -82,6 +84,12 @@ class TrainConfig:
     balance: str = "weights"
     """Class imbalance: weights (balanced class weights when imbalanced), oversample (every class drawn
     equally often each epoch), none."""
+    # -- issue 10: training time ----------------------------------------------------------------
+    head_cache: str = "features"
+    """Head phase: features (run the frozen backbone once per augmented view and train the head on the cached
+    features), none (run the backbone on every batch of every epoch, as edgecls did before)."""
+    head_cache_views: int = 4
+    """Augmented views per training image in the head-phase feature cache (1 view, unaugmented, with --no-augment)."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
