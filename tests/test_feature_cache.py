@@ -66,8 +66,10 @@ def test_cache_on_and_off_train_the_same_head_without_augmentation(data_dir, tmp
     assert (rec["views"], rec["train_images"], rec["head_epochs"], rec["dtype"]) == (1, 16, 3, "float32")
     assert metrics["none"]["head_cache"] is None
     for m in metrics.values():  # the profile of the run is always recorded
-        assert {"scan", "build_model", "head", "evaluate", "plots"} <= set(m["timings"]["stages_s"])
+        assert {"scan", "build_model", "head", "save_model", "evaluate", "plots_wait"} <= set(m["timings"]["stages_s"])
     assert "feature_cache" in metrics["features"]["timings"]["stages_s"]
+    assert metrics["features"]["timings"]["overlapped_s"]["plots"] > 0
+    assert {p.name for p in (runs["features"].path / "plots").iterdir()} == {"learning_curves.png", "confusion_matrix.png"}
     assert not (runs["features"].path / "cache").exists()  # the feature file goes with the run's cache
 
 

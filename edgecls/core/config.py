@@ -43,8 +43,8 @@ class TrainConfig:
     """Global batch size (split over replicas)."""
     epochs: int = 10
     """Epochs of head training on the frozen backbone."""
-    fine_tune_epochs: int = 10
-    """Epochs of fine-tuning with the top of the backbone unfrozen (0 to skip)."""
+    fine_tune_epochs: int = 0
+    """Epochs of fine-tuning with the top of the backbone unfrozen (0 to skip; measured in docs/train.md)."""
     fine_tune_fraction: float = 0.3
     """Share of the backbone's layers (from the top) unfrozen for fine-tuning."""
     learning_rate: float = 1e-3

@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -516,6 +517,12 @@ def _finish(run: RunDir, cfg: TrainConfig, model: "keras.Model", ds: dict, state
     from edgecls.train.profile import Timings
 
     timings = timings or Timings()
+    # Plots off the hot path: one worker thread renders them (matplotlib, mostly Python) while
+    # this thread saves and evaluates (TensorFlow, which releases the GIL); only that thread
+    # touches pyplot.
+    run.plots.mkdir(parents=True, exist_ok=True)
+    plotter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgecls-plots")
+    curves = plotter.submit(_timed, plot_learning_curves, list(state["rows"]), run.plots / "learning_curves.png")
     with timings.stage("save_model"):
         save_model(model, run.model_path)
     with timings.stage("evaluate"):
@@ -540,10 +547,11 @@ def _finish(run: RunDir, cfg: TrainConfig, model: "keras.Model", ds: dict, state
         "head_cache": state.get("head_cache_record"),
     }
     run.write_json(run.history_json, {"epochs": state["rows"], "head_cache": state.get("head_cache_record")})
-    with timings.stage("plots"):
-        run.plots.mkdir(parents=True, exist_ok=True)
-        plot_learning_curves(state["rows"], run.plots / "learning_curves.png")
-        plot_confusion_matrix(shown["confusion_matrix"], labels, run.plots / "confusion_matrix.png")
+    matrix = plotter.submit(_timed, plot_confusion_matrix, shown["confusion_matrix"], labels,
+                            run.plots / "confusion_matrix.png")
+    with timings.stage("plots_wait"):  # what the plots still cost after saving and evaluating
+        plotter.shutdown(wait=True)
+        timings.overlapped["plots"] = curves.result() + matrix.result()
     metrics["timings"] = timings.record()
     run.write_json(run.metrics_json, metrics)
     # The decoded-image cache can be as big as the dataset: it only served this run.
@@ -552,6 +560,12 @@ def _finish(run: RunDir, cfg: TrainConfig, model: "keras.Model", ds: dict, state
         (run.checkpoints / name).unlink(missing_ok=True)
     state.update(phase=PHASE_DONE)
     atomic_write_json(run.checkpoints / "state.json", state)
+
+
+def _timed(fn, *args) -> float:
+    t = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t
 
 
 def _recall_line(m: dict) -> list[str]:

@@ -37,6 +37,8 @@ class Timings:
         self.t0 = time.perf_counter()
         self.before_s = process_age_s()
         self.stages: dict[str, float] = {}
+        self.overlapped: dict[str, float] = {}
+        """Work done on another thread while the stages ran (not part of their sum)."""
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -55,6 +57,7 @@ class Timings:
         return {
             "stages_s": {k: round(v, 2) for k, v in self.stages.items()},
             "other_s": round(max(0.0, total - sum(self.stages.values())), 2),
+            "overlapped_s": {k: round(v, 2) for k, v in self.overlapped.items()},
             "train_total_s": round(total, 2),
             "process_start_to_train_s": None if self.before_s is None else round(self.before_s, 2),
             "resumed": self.resumed,
