@@ -13,7 +13,8 @@ repeat runs, in this process tree and in turn:
   at its default, as a child process; the wall time of the *whole command* (interpreter start,
   imports, scan, both phases, evaluation, plots).
 
-Both are scored on the same held-out test split. Prints one JSON object (``--json`` writes it):
+Both are scored on the same test split (50 images) and on a larger held-out set of another seed
+(500 images, clean labels; scored in child processes, tf_keras' resize for both). Prints one JSON object (``--json`` writes it):
 per repeat the seconds and test accuracy of each, the ratio edgecls wall / seed fit (goal <= 1.0),
 edgecls's own stage breakdown (metrics.json "timings"), and the conditions.
 
@@ -40,6 +41,7 @@ DEFAULT_WEIGHTS = os.environ.get("EDGECLS_BENCH_WEIGHTS",
 SIZE_PX = 160  # the shared backbone's size
 SEED_EPOCHS = 10
 SEED_BATCH = 32
+HOLDOUT_PER_CLASS = 100
 
 # The seed recipe, run as its own process so its TensorFlow state never touches edgecls's run.
 SEED_SCRIPT = r'''
@@ -49,13 +51,14 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf
 import tf_keras as keras
 
-data, weights, size, epochs, batch, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+data, weights, size, epochs, batch, seed, holdout = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
 keras.utils.set_random_seed(seed)
 train_ds = keras.utils.image_dataset_from_directory(
     f"{data}/train", image_size=(size, size), batch_size=batch, shuffle=True, seed=seed, label_mode="categorical")
 test_ds = keras.utils.image_dataset_from_directory(
     f"{data}/test", image_size=(size, size), batch_size=batch, shuffle=False, label_mode="categorical")
 n_classes = len(train_ds.class_names)
+train_ds_names = train_ds.class_names
 augment = keras.Sequential([
     keras.layers.RandomFlip("horizontal"),
     keras.layers.RandomRotation(0.1),
@@ -73,9 +76,41 @@ t0 = time.perf_counter()
 model.fit(train_ds, epochs=epochs, verbose=0)
 fit_s = time.perf_counter() - t0
 loss, acc = model.evaluate(test_ds, verbose=0)
-print("RESULT " + json.dumps({"fit_s": fit_s, "test_accuracy": acc, "n_test": sum(int(y.shape[0]) for _, y in test_ds),
+hits = n = 0
+for split in ("train", "val", "test"):
+    ds = keras.utils.image_dataset_from_directory(f"{holdout}/{split}", image_size=(size, size), batch_size=64,
+                                                  shuffle=False, label_mode="int", class_names=train_ds_names)
+    for x, y in ds:
+        hits += int((model(x / 255.0, training=False).numpy().argmax(1) == y.numpy()).sum())
+        n += int(y.shape[0])
+print("RESULT " + json.dumps({"fit_s": fit_s, "test_accuracy": acc, "holdout_accuracy": hits / n, "n_holdout": n, "n_test": sum(int(y.shape[0]) for _, y in test_ds),
                               "tensorflow": tf.__version__, "tf_keras": keras.__version__}))
 '''
+
+
+# Scores a run's model.keras (raw 0..255 input) on the held-out set, in a child process.
+SCORE_SCRIPT = r'''
+import json, sys
+from edgecls.core.keras import keras
+from edgecls.train.model_io import load_model
+model, holdout, size = load_model(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+names = open(sys.argv[4]).read().split()
+hits = n = 0
+for split in ("train", "val", "test"):
+    ds = keras.utils.image_dataset_from_directory(f"{holdout}/{split}", image_size=(size, size), batch_size=64,
+                                                  shuffle=False, label_mode="int", class_names=names)
+    for x, y in ds:
+        hits += int((model(x, training=False).numpy().argmax(1) == y.numpy()).sum())
+        n += int(y.shape[0])
+print("RESULT " + json.dumps({"holdout_accuracy": hits / n, "n_holdout": n}))
+'''
+
+
+def _result(proc: subprocess.CompletedProcess, what: str) -> dict:
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
 
 
 def _cpu() -> str:
@@ -110,16 +145,13 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_seed(data: Path, weights: str, *, seed: int) -> dict:
+def run_seed(data: Path, weights: str, holdout: Path, *, seed: int) -> dict:
     proc = subprocess.run([sys.executable, "-c", SEED_SCRIPT, str(data), weights, str(SIZE_PX), str(SEED_EPOCHS),
-                           str(SEED_BATCH), str(seed)], capture_output=True, text=True, env=_env())
-    if proc.returncode != 0:
-        raise SystemExit(f"seed recipe failed:\n{proc.stderr[-3000:]}")
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+                           str(SEED_BATCH), str(seed), str(holdout)], capture_output=True, text=True, env=_env())
+    return _result(proc, "seed recipe")
 
 
-def run_edgecls(data: Path, out: Path, weights: str, extra: list[str]) -> dict:
+def run_edgecls(data: Path, out: Path, weights: str, holdout: Path, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "edgecls.cli", "train", str(data), "--out", str(out), "--size", str(SIZE_PX),
            "--weights", weights, *extra]
     t0 = time.perf_counter()
@@ -129,7 +161,10 @@ def run_edgecls(data: Path, out: Path, weights: str, extra: list[str]) -> dict:
         raise SystemExit(f"edgecls train failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     m = json.loads((out / "metrics.json").read_text())
     rows = json.loads((out / "history.json").read_text())["epochs"]
-    return {"wall_s": round(wall, 1), "test_accuracy": m["test_accuracy"], "n_test": m["n_test"],
+    score = _result(subprocess.run([sys.executable, "-c", SCORE_SCRIPT, str(out / "model.keras"), str(holdout),
+                                    str(SIZE_PX), str(out / "labels.txt")], capture_output=True, text=True, env=_env()),
+                    "scoring the edgecls model")
+    return {"wall_s": round(wall, 1), "test_accuracy": m["test_accuracy"], "n_test": m["n_test"], **score,
             "epochs_run": {p: sum(1 for r in rows if r["phase"] == p) for p in ("head", "fine_tune")},
             "best_epoch": m["best_epoch"], "timings": m.get("timings"), "head_cache": m.get("head_cache"),
             "cache_line": next((x for x in proc.stdout.splitlines() if x.startswith("Head cache")), None)}
@@ -153,12 +188,15 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     data = work / "data"
     made = make_realistic_set(data, seed=args.seed)
+    # A larger held-out set of another seed (clean labels) resolves accuracy finer than the 50-image test split.
+    holdout = work / "holdout"
+    make_realistic_set(holdout, seed=args.seed + 1000, per_class=HOLDOUT_PER_CLASS, label_noise=0.0)
     repeats = []
     for i in range(args.repeats):
         row: dict = {"load_before": _load()}
         if not args.skip_seed:
-            row["seed"] = run_seed(data, args.weights, seed=args.seed)
-        row["edgecls"] = run_edgecls(data, work / f"run{i}", args.weights, args.edgecls_args.split())
+            row["seed"] = run_seed(data, args.weights, holdout, seed=args.seed)
+        row["edgecls"] = run_edgecls(data, work / f"run{i}", args.weights, holdout, args.edgecls_args.split())
         if not args.skip_seed:
             row["ratio_edgecls_wall_to_seed_fit"] = round(row["edgecls"]["wall_s"] / row["seed"]["fit_s"], 3)
         row["load_after"] = _load()

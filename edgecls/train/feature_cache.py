@@ -89,8 +89,11 @@ def views_for(cfg: TrainConfig) -> int:
 
 def _extractor(classifier: "keras.Model", augment: Optional["keras.Model"]):
     base = get_backbone(classifier)
+    # One trace for every batch size (the last batch is smaller): tracing MobileNetV2 costs
+    # seconds, and shape-specialised retraces showed up as TF retracing warnings.
+    spec = tf.TensorSpec([None, *classifier.input_shape[1:]], tf.float32)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=[spec])
     def extract(x):
         if augment is not None:
             x = augment(x, training=True)
