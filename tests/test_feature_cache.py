@@ -89,6 +89,7 @@ def test_k_views_are_k_different_augmentations_and_training_draws_from_all(data_
     from edgecls.core.keras import keras
     from edgecls.train import feature_cache as fc
     from edgecls.train.backbones import build_classifier, calibrate_batchnorm, get_backbone
+    from edgecls.train.fit import make_augmentation
 
     scan = data.scan_dataset(data_dir)
     items = scan.files["all"]
@@ -97,8 +98,8 @@ def test_k_views_are_k_different_augmentations_and_training_draws_from_all(data_
     clf = build_classifier("mobilenet_v2", num_classes=2, size=SIZE_PX, alpha=0.35, weights="none")
     calibrate_batchnorm(get_backbone(clf), next(iter(ds))[0])
     views = 3
-    cache = fc.build(clf, ds, None, views=views, augment=True, seed=0)
-    clean = fc.build(clf, ds, None, views=2, augment=False, seed=0)
+    cache = fc.build(clf, ds, None, views=views, augment=make_augmentation(0))
+    clean = fc.build(clf, ds, None, views=2, augment=None)
     assert cache.train.shape[:2] == (views, len(items)) and cache.val is None
     np.testing.assert_array_equal(cache.train_labels, [lbl for _, lbl in items])
     np.testing.assert_array_equal(clean.train[0], clean.train[1])  # no augmentation: a pass is repeatable

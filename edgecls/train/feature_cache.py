@@ -36,7 +36,7 @@ from edgecls.train.backbones import PREDICTIONS_LAYER, get_backbone
 
 FEATURES_FILE = "head_features.npz"
 DROPOUT_LAYER = "dropout"
-VIEW_SEED_OFFSET = 1000  # the cache's augmentation layers get seeds apart from the training wrapper's
+VIEW_SEED_OFFSET = 1000  # the cache's augmentation layers get seeds apart from the training wrapper's (see fit.py)
 FORMAT_VERSION = 1
 
 
@@ -112,17 +112,14 @@ def _run(extract, ds: "tf.data.Dataset") -> tuple[np.ndarray, np.ndarray]:
 
 
 def build(classifier: "keras.Model", train_ds: "tf.data.Dataset", val_ds: Optional["tf.data.Dataset"], *,
-          views: int, augment: bool, seed: int) -> FeatureCache:
+          views: int, augment: Optional["keras.Model"]) -> FeatureCache:
     """Run the frozen backbone over ``views`` passes of ``train_ds`` (unshuffled) and one of ``val_ds``.
 
-    ``augment``: each training pass sees a fresh random augmentation (the training wrapper's
-    layers, with their own seeds); otherwise the single view is the clean image.
+    ``augment``: the augmentation model (the training wrapper's layers, built with their own
+    seeds); each training pass draws fresh random augmentations. None: the clean image.
     """
-    from edgecls.train.fit import make_augmentation  # one definition of the augmentation
-
     t0 = time.perf_counter()
-    aug = make_augmentation(seed + VIEW_SEED_OFFSET) if augment else None
-    extract = _extractor(classifier, aug)
+    extract = _extractor(classifier, augment)
     plain = _extractor(classifier, None)
     passes, labels, pass_s = [], None, []
     for _ in range(views):

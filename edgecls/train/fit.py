@@ -480,8 +480,8 @@ def _feature_cache(cfg: TrainConfig, classifier, ds: dict, run: RunDir):
     path = run.path / "cache" / fc.FEATURES_FILE
     cache = fc.load(path, views=fc.views_for(cfg), n_train=ds["sizes"]["train"], n_val=ds["sizes"]["val"])
     if cache is None:
-        cache = fc.build(classifier, ds["train_features"], ds["val"], views=fc.views_for(cfg), augment=cfg.augment,
-                         seed=cfg.seed)
+        augment = make_augmentation(cfg.seed + fc.VIEW_SEED_OFFSET) if cfg.augment else None
+        cache = fc.build(classifier, ds["train_features"], ds["val"], views=fc.views_for(cfg), augment=augment)
         fc.save(cache, path)
     return cache
 
