@@ -37,6 +37,9 @@ VARIANTS: dict[str, dict] = {
     "ft3_lr1e-4_frac0.3": {"fine_tune_epochs": 3, "fine_tune_learning_rate": 1e-4},
     "ft3_lr1e-4_frac0.1": {"fine_tune_epochs": 3, "fine_tune_learning_rate": 1e-4, "fine_tune_fraction": 0.1},
     "head20_patience5": {"epochs": 20, "early_stopping_patience": 5},
+    "head30_patience5": {"epochs": 30, "early_stopping_patience": 5},
+    "head30_patience5_ft3_lr1e-4": {"epochs": 30, "early_stopping_patience": 5, "fine_tune_epochs": 3,
+                                    "fine_tune_learning_rate": 1e-4},
     "head_lr3e-3": {"learning_rate": 3e-3},
 }
 

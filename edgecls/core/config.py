@@ -49,8 +49,8 @@ class TrainConfig:
     """Share of the backbone's layers (from the top) unfrozen for fine-tuning."""
     learning_rate: float = 1e-3
     """Adam learning rate for the head phase."""
-    fine_tune_learning_rate: float = 1e-5
-    """Adam learning rate for the fine-tune phase (much lower, to keep pretrained features)."""
+    fine_tune_learning_rate: float = 1e-4
+    """Adam learning rate for the fine-tune phase (10x lower than the head's, to keep pretrained features)."""
     label_smoothing: float = 0.1
     """Label smoothing of the cross-entropy loss."""
     dropout: float = 0.2
