@@ -160,3 +160,19 @@ def test_resume_in_the_head_phase_reuses_the_cached_views_and_continues_exactly(
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     hist = [json.loads(r.history_json.read_text())["epochs"] for r in (straight, resumed)]
     assert [r["loss"] for r in hist[0]] == pytest.approx([r["loss"] for r in hist[1]], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_mixed_precision_caches_float16_features_and_saves_a_float32_model(data_dir, tmp_path):
+    """Under mixed_float16 the backbone emits float16: the cache keeps exactly that, the saved model is float32."""
+    from edgecls.core.keras import keras
+    from edgecls.train.fit import train
+    from edgecls.train.model_io import load_model
+
+    run = train(_cfg(data_dir, tmp_path / "mixed", mixed_precision="on", epochs=2), verbose=0)
+    m = json.loads(run.metrics_json.read_text())
+    assert m["precision_policy"] == "mixed_float16"
+    assert (m["head_cache"]["dtype"], m["head_cache"]["head_epochs"]) == ("float16", 2)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    model = load_model(run.model_path)
+    assert {l.dtype_policy.name for l in model._flatten_layers(include_self=False)} == {"float32"}
