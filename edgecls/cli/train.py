@@ -12,7 +12,7 @@ from typing import Optional
 
 import click
 
-from edgecls.core.config import BALANCE_MODES, CACHE_MODES, PruneConfig, TrainConfig, field_help
+from edgecls.core.config import BALANCE_MODES, CACHE_MODES, HEAD_CACHE_MODES, PruneConfig, TrainConfig, field_help
 
 TRAIN_DEFAULTS = TrainConfig()
 
@@ -69,6 +69,10 @@ def _backbone_help() -> str:
               show_default=True, help=_h("mixed_precision"))
 @click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]), default=TRAIN_DEFAULTS.strategy,
               show_default=True, help=_h("strategy"))
+@click.option("--head-cache", type=click.Choice(HEAD_CACHE_MODES), default=TRAIN_DEFAULTS.head_cache, show_default=True,
+              help=_h("head_cache"))
+@click.option("--head-cache-views", type=int, default=TRAIN_DEFAULTS.head_cache_views, show_default=True,
+              help=_h("head_cache_views"))
 @click.option("--prune", "prune", type=float, default=None, metavar="SPARSITY", help=_h("prune"))
 @click.option("--prune-epochs", type=int, default=TRAIN_DEFAULTS.prune_epochs, show_default=True, help=_h("prune_epochs"))
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint (uses its saved config; "

@@ -7,12 +7,13 @@ option fails in a fraction of a second with one clear message instead of after T
 from __future__ import annotations
 
 from edgecls.train.backbones import check_backbone_options
-from edgecls.core.config import BALANCE_MODES, CACHE_MODES, TrainConfig
+from edgecls.core.config import BALANCE_MODES, CACHE_MODES, HEAD_CACHE_MODES, TrainConfig
 from edgecls.core.errors import EdgeclsError
 
 CLASS_WEIGHT_MODES = ("auto", "none")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 PRECISIONS = ("auto", "on", "off")
+MAX_HEAD_CACHE_VIEWS = 64  # each view is one backbone pass over the training set; beyond this the cache costs more than it saves
 MAX_SIZE_PX = 1024  # beyond this a CPU/GPU run of these backbones is out of memory long before it helps
 
 
@@ -73,6 +74,9 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise EdgeclsError(f"prune sparsity must be in (0, 1), e.g. 0.5; got {cfg.prune}")
     if cfg.prune_epochs < 1:
         raise EdgeclsError(f"prune epochs must be >= 1, got {cfg.prune_epochs}")
+    _choice("head cache", cfg.head_cache, HEAD_CACHE_MODES)
+    if not 1 <= cfg.head_cache_views <= MAX_HEAD_CACHE_VIEWS:
+        raise EdgeclsError(f"head cache views must be between 1 and {MAX_HEAD_CACHE_VIEWS}, got {cfg.head_cache_views}")
 
 
 def check_run_dir(out: str, *, force: bool = False, resume: bool = False) -> None:

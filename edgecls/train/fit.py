@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -125,10 +127,19 @@ def _verbose() -> int:
     return 1 if sys.stdout.isatty() else 2  # progress bars only for humans; one line per epoch in logs
 
 
-def _datasets(cfg: TrainConfig, root: Path, split: dict, n_classes: int, cache_root: Path) -> dict[str, Any]:
+def _datasets(cfg: TrainConfig, root: Path, split: dict, n_classes: int, cache_root: Path,
+              features: bool = False) -> dict[str, Any]:
     from edgecls import data
 
-    out = {}
+    out: dict[str, Any] = {"sizes": {name: len(split.get(name) or []) for name in ("train", "val", "test")}}
+    out["n_classes"] = n_classes
+    if features:
+        # The head-phase feature cache reads the training images in a fixed order, without
+        # oversampling (it keeps every image's label beside its features and resamples itself).
+        (cache_root / "features").mkdir(parents=True, exist_ok=True)
+        out["train_features"] = data.build_dataset(
+            root, split["train"], image_size=cfg.size, batch_size=cfg.batch_size, training=False, seed=cfg.seed,
+            cache=cfg.cache, cache_budget_mb=cfg.cache_budget_mb, cache_dir=cache_root / "features")
     for name in ("train", "val", "test"):
         items = split.get(name) or []
         if not items:
@@ -225,24 +236,34 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
            worker: Optional[cluster.Task] = None, callbacks: Sequence["keras.callbacks.Callback"] = (),
            verbose: Optional[int] = None) -> RunDir:
     from edgecls import data
+    from edgecls.train import feature_cache
     from edgecls.train.distribute import make_strategy, precision
+    from edgecls.train.profile import Timings
 
+    timings = Timings(resumed=run is not None)
     resume = run is not None
     check_train_config(cfg)
     # Before any other TF op: multi-worker collectives must be configured at start-up.
     strategy = make_strategy(cfg.strategy)
-    if run is not None:
-        root, split = data.load_split(run)
-        labels = run.read_labels()
-    else:
-        scan, split = runfolder.scan_and_split(cfg)
-        root, labels = Path(scan.root), list(scan.classes)
+    with timings.stage("scan"):
+        if run is not None:
+            root, split = data.load_split(run)
+            labels = run.read_labels()
+        else:
+            scan, split = runfolder.scan_and_split(cfg)
+            root, labels = Path(scan.root), list(scan.classes)
+    if not resume:
+        reason = feature_cache.fallback_reason(cfg, strategy)
+        if reason:
+            print(f"Head phase on the full path (no feature cache): {reason}", flush=True)
+        state["head_cache"] = "features" if cfg.head_cache == "features" and reason is None else "none"
+    head_on_features = state.get("head_cache") == "features"  # a run from before the cache: "none"
     n_classes = len(labels)
     verbose = _verbose() if verbose is None else verbose
 
     keras.utils.set_random_seed(cfg.seed)
     with precision(cfg.mixed_precision) as policy:
-        with strategy.scope():
+        with timings.stage("build_model"), strategy.scope():
             # Built before the run's files exist: a weights file that does not fit leaves nothing behind.
             classifier = build_classifier(cfg.backbone, num_classes=n_classes, size=cfg.size, alpha=cfg.alpha,
                                           minimalistic=cfg.minimalistic, weights=cfg.weights, dropout=cfg.dropout)
@@ -255,7 +276,7 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
         if task is not None:
             state = agree(strategy, ckpt, state, resume=resume, task_name=task.name, same=fingerprint(cfg, split))
             callbacks = [KeepPrevious(ckpt), *callbacks]
-        ds = _datasets(cfg, root, split, n_classes, run.path / "cache")
+        ds = _datasets(cfg, root, split, n_classes, run.path / "cache", features=head_on_features)
         weights = None
         if balance_mode(cfg) == "weights":
             weights = data.class_weights([lbl for _, lbl in split["train"]], n_classes)
@@ -264,14 +285,16 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
         if resume:
             restore(classifier, ckpt, LAST_WEIGHTS)
             # The shuffle order of epoch k comes from the k-th iterator over the training set:
-            # replay the iterators the interrupted run made (BatchNorm calibration + each epoch).
-            for _ in range((0 if is_pretrained(cfg.weights) else 1) + len(state["rows"])):
+            # replay the iterators the interrupted run made (BatchNorm calibration + each epoch
+            # that ran on images; head epochs on cached features draw their own order).
+            on_images = [r for r in state["rows"] if not (head_on_features and r["phase"] == PHASE_HEAD)]
+            for _ in range((0 if is_pretrained(cfg.weights) else 1) + len(on_images)):
                 iter(ds["train"])
         elif not is_pretrained(cfg.weights):
             images, _ = next(iter(ds["train"]))
             calibrate_batchnorm(get_backbone(classifier), images)
         _run_phases(cfg, strategy, classifier, trainer, ds, weights, state, ckpt, run, verbose, callbacks,
-                    resume=resume)
+                    resume=resume, timings=timings)
         final = float32_copy(classifier, cfg, n_classes) if worker is None else None
         if task is not None and final is classifier:
             final = local_copy(classifier)
@@ -281,7 +304,7 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
         barrier(strategy)  # kept until then: should the chief fail writing the run, both can still resume
         runfolder.drop_worker_folder(run.path)
         return RunDir(Path(cfg.out))
-    _finish(run, cfg, final, ds, state, labels, policy, strategy.num_replicas_in_sync)
+    _finish(run, cfg, final, ds, state, labels, policy, strategy.num_replicas_in_sync, timings=timings)
     if task is None:
         return runfolder.put_in_place(run, state)
     (run.checkpoints / PREVIOUS_WEIGHTS).unlink(missing_ok=True)
@@ -291,8 +314,11 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
 
 
 def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weights, state: dict, ckpt: Path,
-                run: RunDir, verbose: int, callbacks: Sequence, *, resume: bool = False) -> None:
+                run: RunDir, verbose: int, callbacks: Sequence, *, resume: bool = False, timings=None) -> None:
     """Head then fine-tune, skipping what a resumed run already finished."""
+    from edgecls.train.profile import Timings
+
+    timings = timings or Timings()
     phases = [(PHASE_HEAD, cfg.epochs, cfg.learning_rate)]
     if cfg.fine_tune_epochs > 0:
         phases.append((PHASE_FINE_TUNE, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate))
@@ -302,19 +328,30 @@ def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weigh
         if i < current:
             continue  # finished before the interruption
         start = state["phase_epochs_done"] if i == current else 0
+        on_features = phase == PHASE_HEAD and state.get("head_cache") == "features" and start < epochs
+        model, train_data, val_data, steps = trainer, ds["train"], ds["val"], None
+        if on_features:
+            with timings.stage("feature_cache"):
+                cache = _feature_cache(cfg, classifier, ds, run)
+            with strategy.scope():
+                set_phase(classifier, phase, cfg.fine_tune_fraction)  # frozen before the head model is traced
+                model = _head_model(classifier, cache)
+            train_data, steps, val_data = _feature_datasets(cfg, cache, ds, start, epochs)
         with strategy.scope():
             set_phase(classifier, phase, cfg.fine_tune_fraction)
-            compile_for(trainer, lr, cfg.label_smoothing)
+            compile_for(model, lr, cfg.label_smoothing)
             mid_phase = resume and i == current and start > 0
             if mid_phase:
                 # Adam's moments and step count: without them the resumed epochs take different steps.
                 if not has_optimizer_state(ckpt / LAST_WEIGHTS):
                     raise EdgeclsError(f"cannot resume exactly: {ckpt / LAST_WEIGHTS} has no optimizer state; "
                                        "start again with --force")
-                load_optimizer(trainer.optimizer, trainer.trainable_variables, ckpt / LAST_WEIGHTS)
+                load_optimizer(model.optimizer, model.trainable_variables, ckpt / LAST_WEIGHTS)
         if start < epochs and verbose:
             what = "new head, backbone frozen" if phase == PHASE_HEAD else (
                 f"top {cfg.fine_tune_fraction:.0%} of the backbone unfrozen, BatchNorm frozen")
+            if on_features:
+                what += ", on cached backbone features"
             print(f"Phase {i + 1}/{len(phases)}: {phase} ({what}), epochs {start + 1}-{epochs} at lr {lr:g}",
                   flush=True)
         if start < epochs:
@@ -322,16 +359,22 @@ def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weigh
                 monitor="val_loss", patience=cfg.early_stopping_patience, restore_best_weights=True,
                 resume_from=state.get("early_stopping") if mid_phase else None,
             )
-            trainer.fit(
-                ds["train"], validation_data=ds["val"], epochs=epochs, initial_epoch=start,
-                class_weight=weights, verbose=verbose,
-                callbacks=[
-                    early,
-                    Checkpointer(classifier, ckpt, state, phase, early_stopping=early),
-                    *_tensorboard(run.logs / phase),
-                    *callbacks,
-                ],
-            )
+            rows_before = len(state["rows"])
+            with timings.stage(phase):
+                t0 = time.perf_counter()
+                model.fit(
+                    train_data, validation_data=val_data, epochs=epochs, initial_epoch=start, steps_per_epoch=steps,
+                    class_weight=weights, verbose=verbose,
+                    callbacks=[
+                        early,
+                        Checkpointer(classifier, ckpt, state, phase, early_stopping=early),
+                        *_tensorboard(run.logs / phase),
+                        *callbacks,
+                    ],
+                )
+            if on_features:
+                _report_feature_cache(cfg, cache, state, time.perf_counter() - t0, len(state["rows"]) - rows_before,
+                                      steps, verbose)
         # The next phase starts from the best weights so far, and a crash right here resumes there.
         restore(classifier, ckpt, BEST_WEIGHTS)
         state.pop("early_stopping", None)
@@ -343,12 +386,64 @@ def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weigh
         atomic_write_json(ckpt / STATE_JSON, state)
 
 
+# -- the head phase on cached backbone features (edgecls.train.feature_cache) -------------------
+
+
+def _feature_cache(cfg: TrainConfig, classifier, ds: dict, run: RunDir):
+    """The run's cached features (a resumed run reloads its own, so it trains on the same views), or a new cache."""
+    from edgecls.train import feature_cache as fc
+
+    path = run.path / "cache" / fc.FEATURES_FILE
+    cache = fc.load(path, views=fc.views_for(cfg), n_train=ds["sizes"]["train"], n_val=ds["sizes"]["val"])
+    if cache is None:
+        augment = make_augmentation(cfg.seed + fc.VIEW_SEED_OFFSET) if cfg.augment else None
+        cache = fc.build(classifier, ds["train_features"], ds["val"], views=fc.views_for(cfg), augment=augment)
+        fc.save(cache, path)
+    return cache
+
+
+def _head_model(classifier, cache):
+    from edgecls.train import feature_cache as fc
+
+    return fc.head_model(classifier, cache.train.dtype.name)
+
+
+def _feature_datasets(cfg: TrainConfig, cache, ds: dict, start: int, epochs: int):
+    from edgecls.train import feature_cache as fc
+
+    return fc.datasets(cache, n_classes=ds["n_classes"], batch_size=cfg.batch_size,
+                       seed=cfg.seed, start_epoch=start, epochs=epochs, oversample=balance_mode(cfg) == "oversample")
+
+
+def _report_feature_cache(cfg: TrainConfig, cache, state: dict, head_s: float, epochs_run: int, steps: int,
+                          verbose: int) -> None:
+    from edgecls.train import feature_cache as fc
+
+    draws = len(fc.epoch_order(cache.train_labels, cache.views, 0, cfg.seed,
+                               oversample=balance_mode(cfg) == "oversample"))
+    record = fc.describe(cache, head_s=head_s, epochs_run=epochs_run, n_epoch_draws=draws, dtype=cache.train.dtype.name)
+    state["head_cache_record"] = record
+    if verbose:
+        print(fc.summary_line(record), flush=True)
+
+
 def _finish(run: RunDir, cfg: TrainConfig, model: "keras.Model", ds: dict, state: dict, labels: list[str],
-            policy: str, replicas: int) -> None:
+            policy: str, replicas: int, timings=None) -> None:
     """Write model.keras, metrics, history, plots; drop the cache and the checkpoint weights."""
-    save_model(model, run.model_path)
-    val = evaluate(model, ds["val"], len(labels), labels)
-    test = evaluate(model, ds["test"], len(labels), labels) if ds["test"] is not None else None
+    from edgecls.train.profile import Timings
+
+    timings = timings or Timings()
+    # Plots off the hot path: one worker thread renders them (matplotlib, mostly Python) while
+    # this thread saves and evaluates (TensorFlow, which releases the GIL); only that thread
+    # touches pyplot.
+    run.plots.mkdir(parents=True, exist_ok=True)
+    plotter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgecls-plots")
+    curves = plotter.submit(_timed, plot_learning_curves, list(state["rows"]), run.plots / "learning_curves.png")
+    with timings.stage("save_model"):
+        save_model(model, run.model_path)
+    with timings.stage("evaluate"):
+        val = evaluate(model, ds["val"], len(labels), labels)
+        test = evaluate(model, ds["test"], len(labels), labels) if ds["test"] is not None else None
     shown = test if test is not None else val
     metrics = {
         "test_accuracy": test["accuracy"] if test else None,
@@ -365,18 +460,28 @@ def _finish(run: RunDir, cfg: TrainConfig, model: "keras.Model", ds: dict, state
         "balance": state.get("balance"),
         "precision_policy": policy,
         "replicas": replicas,
+        "head_cache": state.get("head_cache_record"),
     }
+    run.write_json(run.history_json, {"epochs": state["rows"], "head_cache": state.get("head_cache_record")})
+    matrix = plotter.submit(_timed, plot_confusion_matrix, shown["confusion_matrix"], labels,
+                            run.plots / "confusion_matrix.png")
+    with timings.stage("plots_wait"):  # what the plots still cost after saving and evaluating
+        plotter.shutdown(wait=True)
+        timings.overlapped["plots"] = curves.result() + matrix.result()
+    metrics["timings"] = timings.record()
     run.write_json(run.metrics_json, metrics)
-    run.write_json(run.history_json, {"epochs": state["rows"]})
-    run.plots.mkdir(parents=True, exist_ok=True)
-    plot_learning_curves(state["rows"], run.plots / "learning_curves.png")
-    plot_confusion_matrix(shown["confusion_matrix"], labels, run.plots / "confusion_matrix.png")
     # The decoded-image cache can be as big as the dataset: it only served this run.
     shutil.rmtree(run.path / "cache", ignore_errors=True)
     for name in (LAST_WEIGHTS, BEST_WEIGHTS):
         (run.checkpoints / name).unlink(missing_ok=True)
     state.update(phase=PHASE_DONE)
     atomic_write_json(run.checkpoints / "state.json", state)
+
+
+def _timed(fn, *args) -> float:
+    t = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t
 
 
 def _recall_line(m: dict) -> list[str]:
@@ -404,4 +509,8 @@ def summary(run: RunDir) -> str:
         f"metrics: {run.metrics_json}  plots: {run.plots}/  TensorBoard: tensorboard --logdir {q(str(run.logs))}",
         f"next:    edgecls export {q(str(run.path))} --int8",
     ]
+    if m.get("timings"):
+        from edgecls.train.profile import summary_line
+
+        lines.insert(len(lines) - 1, summary_line(m["timings"]))
     return "\n".join(lines)

@@ -1,0 +1,254 @@
+"""The head phase on cached backbone features: run the frozen backbone once, train the head many times.
+
+While the backbone is frozen (and its BatchNorm in inference mode) its output for an image depends
+only on the image and its augmentation, so running it on every batch of every head epoch repeats
+the same work. Instead the backbone runs once over ``K`` augmented views of each training image
+(one clean view with ``--no-augment``) and once over the clean validation images; the head then
+trains on those features. Each epoch draws, for every training image, one of its ``K`` views at
+random (seeded by run seed and epoch number, so a resumed run replays the same epochs), so the
+augmentation keeps its effect.
+
+The head model is built from the classifier's *own* ``dropout`` and ``predictions`` layers, so
+the weights it learns are the classifier's: nothing is copied back, and the fine-tune phase
+continues on the full path from exactly that head.
+
+Features are stored in the dtype the backbone emits (float32, or float16 under mixed precision):
+exactly the values the head sees on the full path, at half the memory under mixed precision.
+They are written to ``RUN/cache/head_features.npz`` (atomically) so a resumed head phase trains
+on the very same views; the file goes with the rest of ``RUN/cache`` when the run finishes.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from edgecls.core.config import TrainConfig
+from edgecls.core.errors import EdgeclsError
+from edgecls.core.io import atomic_write_bytes
+from edgecls.core.keras import keras, tf
+from edgecls.train.backbones import PREDICTIONS_LAYER, get_backbone
+
+FEATURES_FILE = "head_features.npz"
+DROPOUT_LAYER = "dropout"
+VIEW_SEED_OFFSET = 1000  # the cache's augmentation layers get seeds apart from the training wrapper's (see fit.py)
+FORMAT_VERSION = 1
+
+
+@dataclass
+class FeatureCache:
+    """Backbone outputs of the training views and the clean validation images, with their labels."""
+
+    train: np.ndarray
+    """[K, N, D]: view k of training image n."""
+    train_labels: np.ndarray
+    """[N] int class indices."""
+    val: Optional[np.ndarray]
+    """[M, D] clean validation features (None without a validation split)."""
+    val_labels: Optional[np.ndarray]
+    build_s: float
+    """Seconds the backbone took to make these features (0 when loaded from a file)."""
+    pass_s: tuple[float, ...] = ()
+    """Seconds of each training pass (the first includes tracing the backbone)."""
+    loaded: bool = False
+
+    @property
+    def views(self) -> int:
+        return int(self.train.shape[0])
+
+    @property
+    def backbone_passes(self) -> int:
+        """Images the backbone ran on to build this cache."""
+        return int(self.train.shape[0] * self.train.shape[1] + (0 if self.val is None else self.val.shape[0]))
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.train.nbytes + (0 if self.val is None else self.val.nbytes))
+
+
+def fallback_reason(cfg: TrainConfig, strategy: Any) -> Optional[str]:
+    """Why the head phase must run on the full path here, or None when the cache can be used."""
+    if cfg.head_cache != "features":
+        return None
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Every worker would build the whole cache (the same backbone passes the cluster is meant to
+        # share) and the feature set is in memory, not a file list tf.data can shard by worker.
+        return "multi-worker training shards the image pipeline between workers; the feature cache is per process"
+    return None
+
+
+def views_for(cfg: TrainConfig) -> int:
+    """Augmented views per image: the configured K, or one clean view when augmentation is off."""
+    return cfg.head_cache_views if cfg.augment else 1
+
+
+def _extractor(classifier: "keras.Model", augment: Optional["keras.Model"]):
+    base = get_backbone(classifier)
+    # One trace for every batch size (the last batch is smaller): tracing MobileNetV2 costs
+    # seconds, and shape-specialised retraces showed up as TF retracing warnings.
+    spec = tf.TensorSpec([None, *classifier.input_shape[1:]], tf.float32)
+
+    @tf.function(input_signature=[spec])
+    def extract(x):
+        if augment is not None:
+            x = augment(x, training=True)
+        return base(x, training=False)  # BatchNorm in inference mode, as in the classifier
+
+    return extract
+
+
+def _run(extract, ds: "tf.data.Dataset") -> tuple[np.ndarray, np.ndarray]:
+    feats, labels = [], []
+    for x, y in ds:
+        feats.append(np.asarray(extract(x)))
+        y = np.asarray(y)
+        labels.append(y.argmax(axis=-1) if y.ndim == 2 else y)
+    return np.concatenate(feats), np.concatenate(labels).astype(np.int64)
+
+
+def build(classifier: "keras.Model", train_ds: "tf.data.Dataset", val_ds: Optional["tf.data.Dataset"], *,
+          views: int, augment: Optional["keras.Model"]) -> FeatureCache:
+    """Run the frozen backbone over ``views`` passes of ``train_ds`` (unshuffled) and one of ``val_ds``.
+
+    ``augment``: the augmentation model (the training wrapper's layers, built with their own
+    seeds); each training pass draws fresh random augmentations. None: the clean image.
+    """
+    t0 = time.perf_counter()
+    extract = _extractor(classifier, augment)
+    plain = _extractor(classifier, None)
+    passes, labels, pass_s = [], None, []
+    for _ in range(views):
+        t = time.perf_counter()
+        feats, lab = _run(extract, train_ds)
+        pass_s.append(time.perf_counter() - t)
+        if labels is not None and not np.array_equal(lab, labels):
+            raise EdgeclsError("the training set changed order between feature-cache passes; use --head-cache none")
+        passes.append(feats)
+        labels = lab
+    val, val_labels = _run(plain, val_ds) if val_ds is not None else (None, None)
+    return FeatureCache(np.stack(passes), labels, val, val_labels, time.perf_counter() - t0, tuple(pass_s))
+
+
+def save(cache: FeatureCache, path: Path) -> None:
+    arrays = {"version": np.array(FORMAT_VERSION), "train": cache.train, "train_labels": cache.train_labels}
+    if cache.val is not None:
+        arrays.update(val=cache.val, val_labels=cache.val_labels)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load(path: Path, *, views: int, n_train: int, n_val: int) -> Optional[FeatureCache]:
+    """The saved cache when it fits this run (views and split sizes), else None (rebuild it)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as f:
+            if int(f["version"]) != FORMAT_VERSION or f["train"].shape[:2] != (views, n_train):
+                return None
+            val = f["val"] if "val" in f.files else None
+            if (0 if val is None else len(val)) != n_val:
+                return None
+            return FeatureCache(f["train"], f["train_labels"], val, f["val_labels"] if val is not None else None,
+                                0.0, loaded=True)
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged file is only a lost cache
+
+
+def head_model(classifier: "keras.Model", feature_dtype: str) -> "keras.Model":
+    """features -> the classifier's own dropout -> predictions (shared layers, shared weights)."""
+    dim = int(get_backbone(classifier).output_shape[-1])
+    inp = keras.Input((dim,), dtype=feature_dtype, name="features")
+    x = classifier.get_layer(DROPOUT_LAYER)(inp)
+    out = classifier.get_layer(PREDICTIONS_LAYER)(x)
+    return keras.Model(inp, out, name="head_on_features")
+
+
+def epoch_order(labels: np.ndarray, views: int, epoch: int, seed: int, *, oversample: bool) -> np.ndarray:
+    """Flat indices (view * N + image) of one epoch: shuffled, one random view per draw.
+
+    A pure function of (seed, epoch), so a resumed run replays its epochs exactly.
+    ``oversample``: every class drawn as often as the largest (whole shuffled passes over a
+    smaller class, the last one partial), like the image pipeline's oversampling.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    n = len(labels)
+    if oversample:
+        classes = np.unique(labels)
+        target = max(int((labels == c).sum()) for c in classes)
+        picks = []
+        for c in classes:
+            members = np.flatnonzero(labels == c)
+            reps = -(-target // len(members))
+            picks.append(np.concatenate([rng.permutation(members) for _ in range(reps)])[:target])
+        images = rng.permutation(np.concatenate(picks))
+    else:
+        images = rng.permutation(n)
+    return rng.integers(0, views, size=len(images)) * n + images
+
+
+def datasets(cache: FeatureCache, *, n_classes: int, batch_size: int, seed: int, start_epoch: int, epochs: int,
+             oversample: bool) -> tuple["tf.data.Dataset", int, Optional["tf.data.Dataset"]]:
+    """(training batches for epochs ``start_epoch..epochs-1`` in one stream, steps per epoch, validation batches).
+
+    One stream over all remaining epochs (Keras keeps the iterator when ``steps_per_epoch`` is
+    given and differs from the stream's length), each epoch's order from :func:`epoch_order`.
+    """
+    views, n = cache.train.shape[:2]
+    flat = tf.constant(cache.train.reshape(views * n, -1))
+    labels = tf.constant(np.tile(cache.train_labels, views).astype(np.int32))
+    orders = np.stack([epoch_order(cache.train_labels, views, e, seed, oversample=oversample)
+                       for e in range(start_epoch, max(epochs, start_epoch + 1))]).astype(np.int32)
+    steps = -(-orders.shape[1] // batch_size)
+    ds = tf.data.Dataset.from_tensor_slices(orders).flat_map(
+        lambda o: tf.data.Dataset.from_tensor_slices(o).batch(batch_size))
+    ds = ds.map(lambda i: (tf.gather(flat, i), tf.one_hot(tf.gather(labels, i), n_classes)))
+    val = None
+    if cache.val is not None:
+        val = tf.data.Dataset.from_tensor_slices(
+            (cache.val, np.eye(n_classes, dtype=np.float32)[cache.val_labels])).batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE), steps, val
+
+
+def describe(cache: FeatureCache, *, head_s: float, epochs_run: int, n_epoch_draws: int, dtype: str) -> dict[str, Any]:
+    """What was cached and what it saved: a record for metrics.json and the line printed after the phase.
+
+    The full path would run the backbone (plus augmentation) on every training draw and every
+    validation image in every epoch, after tracing it once; its cost is estimated from this
+    cache's own passes (same process): the fastest pass gives the seconds per image, the first
+    pass's excess the tracing. So ``saved_estimate_s`` is an estimate and is labelled so; with one
+    view tracing cannot be told apart and no estimate is given.
+    """
+    n_val = 0 if cache.val is None else int(cache.val.shape[0])
+    record: dict[str, Any] = {
+        "views": cache.views, "train_images": int(cache.train.shape[1]), "val_images": n_val,
+        "feature_dim": int(cache.train.shape[2]), "dtype": dtype, "megabytes": round(cache.nbytes / 2**20, 2),
+        "build_s": round(cache.build_s, 2), "loaded_from_file": cache.loaded, "head_epochs": epochs_run,
+        "head_s": round(head_s, 2),
+    }
+    if len(cache.pass_s) >= 2:
+        per_image = min(cache.pass_s) / cache.train.shape[1]
+        trace = cache.pass_s[0] - min(cache.pass_s)
+        full = trace + per_image * epochs_run * (n_epoch_draws + n_val)
+        record.update(full_path_estimate_s=round(full, 1), saved_estimate_s=round(full - cache.build_s - head_s, 1))
+    return record
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    what = (f"Head cache: {record['views']} view{'s' if record['views'] != 1 else ''} x {record['train_images']} "
+            f"training + {record['val_images']} validation images through the backbone "
+            f"({record['feature_dim']}-d {record['dtype']}, {record['megabytes']:.1f} MB)")
+    if record["loaded_from_file"]:
+        return f"{what} reloaded from the run's cache; {record['head_epochs']} head epochs took {record['head_s']:.1f} s"
+    line = f"{what} in {record['build_s']:.1f} s; {record['head_epochs']} head epochs took {record['head_s']:.1f} s"
+    saved = record.get("saved_estimate_s")
+    if saved is not None:
+        how = f"about {saved:.0f} s less than" if saved >= 1 else "no faster than"
+        line += (f"; {how} running the backbone on every batch would have taken "
+                 f"(estimated {record['full_path_estimate_s']:.0f} s from this run's seconds per image)")
+    return line

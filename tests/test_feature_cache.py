@@ -1,0 +1,178 @@
+"""Issue 10: the head phase on cached backbone features (edgecls.train.feature_cache).
+
+Tiny real runs (MobileNetV2 alpha 0.35, 32 px, random weights) through the real ``train()``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecls.core.config import TrainConfig
+
+SIZE_PX = 32
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    from edgecls.data.synth import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("feature_cache") / "data"
+    write_synthetic_dataset(root, classes=2, per_class=12, size=48, seed=3)
+    return root
+
+
+def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), alpha=0.35, size=SIZE_PX, weights="none", epochs=3,
+                fine_tune_epochs=0, batch_size=8, augment=False, dropout=0.0, cache="memory", seed=5,
+                early_stopping_patience=10)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _head(run_path: Path) -> list[np.ndarray]:
+    from edgecls.train.model_io import load_model
+
+    return load_model(run_path / "model.keras").get_layer("predictions").get_weights()
+
+
+@pytest.mark.slow
+def test_cache_on_and_off_train_the_same_head_without_augmentation(data_dir, tmp_path):
+    """No augmentation, no dropout, one batch per epoch (order cannot matter): the same head either way.
+
+    Tolerance: float32 summation order only. A cache that ran BatchNorm in training mode, used
+    other layers than the classifier's, or fed other features than the full path would differ
+    far more (the head's kernel moves by ~1e-2 per epoch here).
+    """
+    from edgecls.train.fit import train
+
+    big_batch = 64  # >= the training split: every epoch is one full batch on both paths
+    runs = {mode: train(_cfg(data_dir, tmp_path / mode, head_cache=mode, batch_size=big_batch), verbose=0)
+            for mode in ("features", "none")}
+    cached, full = (_head(runs[m].path) for m in ("features", "none"))
+    start = _head_at_init(data_dir)
+    assert np.abs(full[0] - start[0]).max() > 5e-4  # the head really trained (Adam's first step is lr = 1e-3)
+    for a, b in zip(cached, full, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-5)
+    # Losses depend on the features' values, not only on the gradients' signs: the stronger check.
+    rows = {m: json.loads(runs[m].history_json.read_text())["epochs"] for m in runs}
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert [r[key] for r in rows["features"]] == pytest.approx([r[key] for r in rows["none"]], abs=1e-4), key
+    metrics = {m: json.loads(runs[m].metrics_json.read_text()) for m in runs}
+    rec = metrics["features"]["head_cache"]
+    assert (rec["views"], rec["train_images"], rec["head_epochs"], rec["dtype"]) == (1, 16, 3, "float32")
+    assert metrics["none"]["head_cache"] is None
+    for m in metrics.values():  # the profile of the run is always recorded
+        assert {"scan", "build_model", "head", "save_model", "evaluate", "plots_wait"} <= set(m["timings"]["stages_s"])
+    assert "feature_cache" in metrics["features"]["timings"]["stages_s"]
+    assert metrics["features"]["timings"]["overlapped_s"]["plots"] > 0
+    assert {p.name for p in (runs["features"].path / "plots").iterdir()} == {"learning_curves.png", "confusion_matrix.png"}
+    assert not (runs["features"].path / "cache").exists()  # the feature file goes with the run's cache
+
+
+def _head_at_init(data_dir: Path) -> list[np.ndarray]:
+    """The head's weights as both runs start (same seed, same build)."""
+    from edgecls.core.keras import keras
+    from edgecls.train.backbones import build_classifier
+
+    keras.utils.set_random_seed(5)
+    return build_classifier("mobilenet_v2", num_classes=2, size=SIZE_PX, alpha=0.35, weights="none",
+                            dropout=0.0).get_layer("predictions").get_weights()
+
+
+@pytest.mark.slow
+def test_k_views_are_k_different_augmentations_and_training_draws_from_all(data_dir):
+    from edgecls import data
+    from edgecls.core.keras import keras
+    from edgecls.train import feature_cache as fc
+    from edgecls.train.backbones import build_classifier, calibrate_batchnorm, get_backbone
+    from edgecls.train.fit import make_augmentation
+
+    scan = data.scan_dataset(data_dir)
+    items = scan.files["all"]
+    ds = data.build_dataset(data_dir, items, image_size=SIZE_PX, batch_size=8, training=False, cache="memory")
+    keras.utils.set_random_seed(0)
+    clf = build_classifier("mobilenet_v2", num_classes=2, size=SIZE_PX, alpha=0.35, weights="none")
+    calibrate_batchnorm(get_backbone(clf), next(iter(ds))[0])
+    views = 3
+    cache = fc.build(clf, ds, None, views=views, augment=make_augmentation(0))
+    clean = fc.build(clf, ds, None, views=2, augment=None)
+    assert cache.train.shape[:2] == (views, len(items)) and cache.val is None
+    np.testing.assert_array_equal(cache.train_labels, [lbl for _, lbl in items])
+    np.testing.assert_array_equal(clean.train[0], clean.train[1])  # no augmentation: a pass is repeatable
+    scale = np.abs(clean.train[0]).mean()
+    for k in range(views):  # every view is augmented, and each differs from every other
+        assert np.abs(cache.train[k] - clean.train[0]).mean() > 0.01 * scale
+        for j in range(k):
+            per_image = np.abs(cache.train[k] - cache.train[j]).mean(axis=1)
+            assert (per_image > 1e-3 * scale).all(), (k, j)
+
+    # The training stream draws every view: image 0's rows over a few epochs are several views.
+    stream, steps, _ = fc.datasets(cache, n_classes=2, batch_size=8, seed=1, start_epoch=0, epochs=6,
+                                   oversample=False)
+    rows = np.concatenate([x.numpy() for x, _ in stream])
+    assert len(rows) == 6 * len(items) and steps == -(-len(items) // 8)
+    seen = {int(np.argmin(np.abs(cache.train[:, 0] - r).sum(axis=1)))
+            for r in rows if np.abs(cache.train[:, 0] - r).sum(axis=1).min() == 0}
+    assert seen == set(range(views))
+
+
+def test_epoch_order_is_a_pure_function_of_seed_and_epoch_and_oversamples_evenly():
+    from edgecls.train.feature_cache import epoch_order
+
+    labels = np.array([0] * 10 + [1] * 3)
+    a, b = epoch_order(labels, 4, 2, 7, oversample=False), epoch_order(labels, 4, 2, 7, oversample=False)
+    np.testing.assert_array_equal(a, b)  # a resumed run replays the same epoch
+    assert not np.array_equal(a, epoch_order(labels, 4, 3, 7, oversample=False))  # another epoch, another order
+    np.testing.assert_array_equal(np.sort(a % 13), np.arange(13))  # every image once per epoch
+    assert set(a // 13) <= set(range(4)) and len(set(a // 13)) > 1  # views drawn at random
+    over = epoch_order(labels, 1, 0, 7, oversample=True)
+    counts = np.bincount(labels[over % 13])
+    assert counts.tolist() == [10, 10]  # every class as often as the largest
+    assert set(over[labels[over] == 1]) == {10, 11, 12}  # the small class: whole passes over its images
+
+
+@pytest.mark.slow
+def test_resume_in_the_head_phase_reuses_the_cached_views_and_continues_exactly(data_dir, tmp_path):
+    from edgecls.core.keras import keras
+    from edgecls.train.fit import train
+
+    cfg = dict(augment=True, head_cache_views=2, epochs=4)  # augmented views: a rebuilt cache would differ
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    straight = train(_cfg(data_dir, tmp_path / "straight", **cfg), verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(data_dir, tmp_path / "killed", **cfg), callbacks=[Interrupt()], verbose=0)
+    state = json.loads((tmp_path / "killed" / "checkpoints" / "state.json").read_text())
+    assert (state["phase"], state["phase_epochs_done"], state["head_cache"]) == ("head", 2, "features")
+    assert (tmp_path / "killed" / "cache" / "head_features.npz").is_file()
+    resumed = train(TrainConfig(out=str(tmp_path / "killed")), resume=True, verbose=0)
+    rec = json.loads(resumed.metrics_json.read_text())["head_cache"]
+    assert rec["loaded_from_file"] and rec["head_epochs"] == 2
+    for a, b in zip(_head(straight.path), _head(resumed.path), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    hist = [json.loads(r.history_json.read_text())["epochs"] for r in (straight, resumed)]
+    assert [r["loss"] for r in hist[0]] == pytest.approx([r["loss"] for r in hist[1]], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_mixed_precision_caches_float16_features_and_saves_a_float32_model(data_dir, tmp_path):
+    """Under mixed_float16 the backbone emits float16: the cache keeps exactly that, the saved model is float32."""
+    from edgecls.core.keras import keras
+    from edgecls.train.fit import train
+    from edgecls.train.model_io import load_model
+
+    run = train(_cfg(data_dir, tmp_path / "mixed", mixed_precision="on", epochs=2), verbose=0)
+    m = json.loads(run.metrics_json.read_text())
+    assert m["precision_policy"] == "mixed_float16"
+    assert (m["head_cache"]["dtype"], m["head_cache"]["head_epochs"]) == ("float16", 2)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    model = load_model(run.model_path)
+    assert {l.dtype_policy.name for l in model._flatten_layers(include_self=False)} == {"float32"}
