@@ -80,3 +80,21 @@ def test_synth_then_check_round_trip(runner, tmp_path):
     result = runner.invoke(cli, ["data", "check", str(out)])
     assert result.exit_code == 0, result.output
     assert "OK: 12 usable images in 4 classes (splits layout)" in result.output
+
+
+@pytest.mark.parametrize("n_small, warned", [(1, "class 'circles' has 1 image: none in the val and test split"),
+                                              (2, "class 'circles' has 2 images: none in the val and test split"),
+                                              (3, None)])
+def test_check_warns_of_a_class_train_could_never_measure(runner, tmp_path, n_small, warned):
+    """Said by `data check`, before anyone waits for a training run to print it."""
+    out = tmp_path / "syn"
+    assert runner.invoke(cli, ["data", "synth", str(out), "--classes", "2", "--per-class", "10", "--size", "24"]).exit_code == 0
+    for extra in sorted((out / "circles").iterdir())[n_small:]:
+        extra.unlink()
+    result = runner.invoke(cli, ["data", "check", str(out)])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("Warning:")]
+    if warned is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1 and warned in warnings[0] and "default split" in warnings[0]

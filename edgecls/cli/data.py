@@ -41,7 +41,8 @@ def check(data_dir: Path, json_path: Path | None, no_decode: bool, labels_csv: P
     # The report says why each file failed; TF's C++ decoder errors on stderr would only repeat it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from edgecls.core.io import atomic_write_json, ensure_writable
-    from edgecls.data import class_weights, inspect_dataset, inspect_labels_csv, validate_scan
+    from edgecls.core.config import TrainConfig
+    from edgecls.data import class_weights, inspect_dataset, inspect_labels_csv, make_split, split_warnings, validate_scan
     from edgecls.data.labels_csv import validate_labels_csv
 
     if json_path is not None:
@@ -57,6 +58,12 @@ def check(data_dir: Path, json_path: Path | None, no_decode: bool, labels_csv: P
         click.echo(f"Report written to {json_path}")
     # After printing, so the user sees which skipped files (or rows) emptied a class.
     (validate_labels_csv if labels_csv is not None else validate_scan)(report)
+    # What `edgecls train` will warn about, said before anyone waits for TensorFlow to train.
+    defaults = TrainConfig(data=str(data_dir))
+    split = make_split(report, val_fraction=defaults.val_fraction, test_fraction=defaults.test_fraction,
+                       seed=defaults.seed)
+    for warning in split_warnings(split, list(report.classes)):
+        click.echo(f"Warning: with train's default split, {warning}", err=True)
     first = "train" if report.layout == "splits" else "all"
     labels = [lab for _, lab in report.files[first]]
     weights = class_weights(labels, len(report.classes))

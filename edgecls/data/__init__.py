@@ -27,12 +27,13 @@ from edgecls.data.split import (
     load_split,
     make_split,
     save_split,
+    split_warnings,
     stratified_sample,
 )
 
 __all__ = [
     "SPLIT_NAMES", "SUPPORTED", "IMBALANCE_RATIO", "CACHE_MODES", "Item", "ScanReport",
-    "scan_dataset", "inspect_dataset", "validate_scan", "decode_image_file",
+    "scan_dataset", "inspect_dataset", "split_warnings", "validate_scan", "decode_image_file",
     "make_split", "save_split", "load_split", "stratified_sample", "class_weights",
     "build_dataset", "load_images", "resolve_cache",
     "oversampled_epoch_size", "balance_mode", "balance_record", "scan_labels_csv", "inspect_labels_csv",

@@ -135,3 +135,16 @@ def balance_record(asked: str, weights: dict[int, float] | None, train_items: Se
     if used == "oversample":
         record["images_per_epoch"] = oversampled_epoch_size(train_items)
     return record
+
+
+def split_warnings(split: dict, labels: list[str]) -> list[str]:
+    """Classes the split leaves out of val or test (too few images): their accuracy is never measured."""
+    out = []
+    for i, name in enumerate(labels):
+        counts = {s: sum(1 for _, lbl in split.get(s) or [] if lbl == i) for s in ("train", "val", "test")}
+        missing = [s for s in ("val", "test") if split.get(s) and counts[s] == 0]
+        if missing:
+            total = sum(counts.values())
+            out.append(f"class {name!r} has {total} image{'s' if total != 1 else ''}: none in the "
+                       f"{' and '.join(missing)} split, so its accuracy is never measured (add images)")
+    return out

@@ -22,7 +22,8 @@ from edgecls.core.io import read_json
 from edgecls.core.rundir import LOCK_NAME, RunDir, RunLock, staging_path, swap_in
 from edgecls.train.checkpoint import LAST_WEIGHTS, STATE_JSON, read_checkpoint_state
 from edgecls.train import cluster
-from edgecls.train.checks import check_run_dir, split_warnings
+from edgecls.data.split import split_warnings
+from edgecls.train.checks import check_run_dir
 
 PHASE_HEAD = "head"
 PHASE_FINE_TUNE = "fine_tune"
