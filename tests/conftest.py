@@ -26,10 +26,19 @@ def pytest_configure(config):
                                        "background when the session starts)")
 
 
+def _xdist_worker(config) -> str | None:
+    """This process's pytest-xdist worker id ("gw0", ...), or None when not a worker."""
+    return getattr(config, "workerinput", {}).get("workerid")
+
+
 def pytest_collection_finish(session):
     import prebuild
 
     if session.config.option.collectonly or not prebuild.enabled():
+        return
+    # Under `pytest -n N` every worker collects every test: the first one alone starts the
+    # builds (a test in another worker waits on the same lock), reporting through the controller.
+    if _xdist_worker(session.config) not in (None, "gw0"):
         return
     names = prebuild.wanted([m.args[0] for item in session.items for m in item.iter_markers("prebuild")])
     if not names:
@@ -47,12 +56,57 @@ def pytest_sessionfinish(session):
     builder = getattr(session.config, "_edgecls_prebuilder", None)
     if builder is not None:
         builder.stop()  # no builder outlives the session
+        if _xdist_worker(session.config) is not None:  # the controller prints it (pytest_testnodedown)
+            session.config.workeroutput["edgecls_prebuild"] = builder.summary()
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist has no such hook
+def pytest_testnodedown(node, error):
+    """xdist controller: keep the background builds' summary a worker sent."""
+    lines = getattr(node, "workeroutput", {}).get("edgecls_prebuild")
+    if lines:
+        node.config._edgecls_prebuild_lines = lines
 
 
 def pytest_terminal_summary(terminalreporter, config):
     builder = getattr(config, "_edgecls_prebuilder", None)
-    for line in builder.summary() if builder is not None else []:
+    lines = builder.summary() if builder is not None else getattr(config, "_edgecls_prebuild_lines", [])
+    for line in lines:
         terminalreporter.write_line(line)
+
+
+# -- pytest-xdist (`make test-parallel`): tests that share an expensive fixture share a worker ---
+SHARED_RUN_FIXTURES = {"tiny_run", "exported_run"}
+"""Session fixtures that train/prune/export (~2 min together): built once, in one worker."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``--dist loadgroup``, put every test that needs a shared trained run, or a module-scoped
+    fixture of its file, into one xdist group, so no worker builds such a fixture a second time.
+    Keys that meet in one test (a module fixture built on ``exported_run``) merge into one group."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    keyed = []
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        keys = ["shared-run"] if SHARED_RUN_FIXTURES & set(info.names_closure) else []
+        if any(d.scope in ("module", "class", "package") for defs in info.name2fixturedefs.values() for d in defs):
+            keys.append(item.nodeid.split("::")[0])
+        for key in keys[1:]:
+            parent[find(key)] = find(keys[0])
+        if keys:
+            keyed.append((item, keys[0]))
+    for item, key in keyed:
+        item.add_marker(pytest.mark.xdist_group(find(key)))
 
 
 @pytest.fixture(scope="session")

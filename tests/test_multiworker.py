@@ -9,14 +9,9 @@ the worker would fail, so "the worker never wrote into the run folder" is enforc
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import signal
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +20,7 @@ from click.testing import CliRunner
 
 from edgecls.cli import cli
 from edgecls.train import cluster
+from train_procs import WAIT_S, env, kill_after_checkpoints, log_tail, start, tree, weights
 
 # Tiny and deterministic (see tests/test_train_faults.py): no augmentation or dropout draws.
 # The decoded-image cache on disk, so each worker's own cache is real files in its own folder.
@@ -32,9 +28,6 @@ TINY = ["--backbone", "mobilenet_v2", "--alpha", "0.35", "--size", "32", "--weig
         "--batch-size", "8", "--no-augment", "--dropout", "0", "--cache", "disk", "--seed", "7",
         "--fine-tune-epochs", "0", "--patience", "10", "--strategy", "multiworker"]
 HEAD_EPOCHS = 3
-CLI = [sys.executable, "-c", "from edgecls.cli import main; main()"]
-POLL_S = 0.02
-WAIT_S = 900  # generous: CI machines are shared too
 WORKER = cluster.Task("worker", 1, 2)
 
 
@@ -78,22 +71,9 @@ def _can_isolate(tmp_path: Path) -> bool:
 def _start_cluster(tmp_path: Path, runs: Path, name: str, *args: str) -> list[subprocess.Popen]:
     """Worker 0 (the chief) and worker 1 (read-only view of ``runs``), each logging to ``tmp_path/name-<i>.log``."""
     ports = _free_ports(2)
-    procs = []
-    for index in (0, 1):
-        env = dict(os.environ, TF_CONFIG=_tf_config(ports, index), XDG_STATE_HOME=str(_machine(tmp_path, index)),
-                   TF_DETERMINISTIC_OPS="1", TF_CPP_MIN_LOG_LEVEL="3")
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
-        prefix = _read_only(runs) if index == 1 else []
-        log = tmp_path / f"{name}-{index}.log"
-        with open(log, "wb") as f:
-            proc = subprocess.Popen([*prefix, *CLI, *args], env=env, stdout=f, stderr=subprocess.STDOUT)
-        proc.log_path = log  # type: ignore[attr-defined]
-        procs.append(proc)
-    return procs
-
-
-def _log(proc: subprocess.Popen) -> str:
-    return proc.log_path.read_text(errors="replace")  # type: ignore[attr-defined]
+    return [start(tmp_path / f"{name}-{index}.log", *args, prefix=_read_only(runs) if index == 1 else (),
+                  environ=env(TF_CONFIG=_tf_config(ports, index), XDG_STATE_HOME=str(_machine(tmp_path, index))))
+            for index in (0, 1)]
 
 
 def _finish(procs: list[subprocess.Popen]) -> None:
@@ -106,49 +86,7 @@ def _finish(procs: list[subprocess.Popen]) -> None:
                 proc.kill()
                 proc.wait()
     for i, proc in enumerate(procs):
-        assert proc.returncode == 0, f"worker {i} exited {proc.returncode}:\n{_log(proc)[-4000:]}"
-
-
-def _epochs(state_json: Path) -> int:
-    try:
-        return len(json.loads(state_json.read_text()).get("rows", []))
-    except (OSError, ValueError):
-        return 0
-
-
-def _kill_when_both_saved(procs: list[subprocess.Popen], state_files: list[Path]) -> list[int]:
-    """SIGKILL both workers once each has saved its first checkpoint; returns the epochs each had saved."""
-    deadline = time.monotonic() + WAIT_S
-    try:
-        while time.monotonic() < deadline:
-            for i, proc in enumerate(procs):
-                if proc.poll() is not None:
-                    pytest.fail(f"worker {i} ended (exit {proc.returncode}) before it could be killed:\n"
-                                f"{_log(proc)[-4000:]}")
-            if all(_epochs(f) >= 1 for f in state_files):
-                for proc in procs:
-                    proc.send_signal(signal.SIGKILL)
-                for proc in procs:
-                    proc.wait()
-                return [_epochs(f) for f in state_files]
-            time.sleep(POLL_S)
-        pytest.fail("no checkpoint appeared in time")
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-
-def _tree(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".edgecls.lock"}
-
-
-def _weights(run: Path) -> list[np.ndarray]:
-    from edgecls.train.model_io import load_model
-
-    return load_model(run / "model.keras").get_weights()
+        assert proc.returncode == 0, f"worker {i} exited {proc.returncode}:\n{log_tail(proc)}"
 
 
 @pytest.mark.slow
@@ -178,15 +116,16 @@ def test_two_workers_killed_then_resumed_end_with_the_weights_of_an_uninterrupte
     (out / "model.keras").write_bytes(b"the old model")
     (out / "export").mkdir()
     (out / "export" / "model_int8.tflite").write_bytes(b"the old deployed model")
-    before = _tree(out)
+    before = tree(out)
 
     staging = runs / "run.new"
     worker_state = _worker_folder(tmp_path, out)
     procs = _start_cluster(tmp_path, runs, "killed", *common, "--out", str(out), "--force")
-    saved = _kill_when_both_saved(procs, [staging / "checkpoints" / "state.json",
-                                         worker_state / "checkpoints" / "state.json"])
+    states = kill_after_checkpoints(procs, [staging / "checkpoints" / "state.json",
+                                            worker_state / "checkpoints" / "state.json"], 1)
+    saved = [len(s.get("rows", [])) for s in states]
     assert min(saved) >= 1 and max(saved) <= HEAD_EPOCHS  # killed mid-run, after the first checkpoint
-    assert _tree(out) == before  # the old run is intact, byte for byte
+    assert tree(out) == before  # the old run is intact, byte for byte
     assert (worker_state / "checkpoints" / "last.weights.npz").is_file()  # the worker's own state survived
     assert list((worker_state / "cache" / "train").glob("decoded-*.index"))  # and its own input cache
     assert list((staging / "cache" / "train").glob("decoded-*.index"))  # the chief's, in its run
@@ -203,7 +142,7 @@ def test_two_workers_killed_then_resumed_end_with_the_weights_of_an_uninterrupte
     # Same seed, data order, optimizer state and all-reduce: the same weights as the uninterrupted
     # pair, bit for bit (measured: max |difference| 0.0; two workers' ring all-reduce adds two
     # numbers, which is exact in either order, and TF_DETERMINISTIC_OPS fixes the rest).
-    for a, b in zip(_weights(ref), _weights(out), strict=True):
+    for a, b in zip(weights(ref), weights(out), strict=True):
         np.testing.assert_array_equal(a, b)
     hist_ref = json.loads((ref / "history.json").read_text())["epochs"]
     hist = json.loads((out / "history.json").read_text())["epochs"]

@@ -94,6 +94,9 @@ def test_this_session_started_the_builds_its_selected_tests_are_marked_for(reque
     """The conftest hook itself, in the running session."""
     marked = {m.args[0] for item in request.session.items for m in item.iter_markers("prebuild")}
     builder = getattr(request.config, "_edgecls_prebuilder", None)
+    if getattr(request.config, "workerinput", {}).get("workerid", "gw0") != "gw0":
+        assert builder is None  # under pytest -n N only worker gw0 starts them: no build runs twice
+        return
     if not prebuild.enabled() or not prebuild.wanted(sorted(marked)):
         assert builder is None
         pytest.skip("no background build wanted in this session (select e.g. tests/test_metadata.py)")

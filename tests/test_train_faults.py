@@ -5,13 +5,7 @@ Real ``edgecls train`` subprocesses (the CLI a user runs), killed with SIGKILL a
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgecls.cli import cli
+from train_procs import WAIT_S, kill_after_checkpoints, log_tail, run, start, tree, weights
 
 # Tiny and deterministic: no augmentation, no dropout (their random draws are not replayed by
 # a resume, see docs/train.md), one CPU thread pool, TF's deterministic ops.
@@ -27,59 +22,6 @@ TINY = ["--backbone", "mobilenet_v2", "--alpha", "0.35", "--size", "32", "--weig
         "--fine-tune-epochs", "1", "--patience", "10"]
 HEAD_EPOCHS = 3
 KILL_AFTER_EPOCHS = 1  # head epochs 2-3 and the fine-tune epoch run after the resume
-CLI = [sys.executable, "-c", "from edgecls.cli import main; main()"]
-POLL_S = 0.02
-WAIT_S = 900  # generous: CI machines are shared too
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, TF_DETERMINISTIC_OPS="1", TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _edgecls(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], env=_env(), capture_output=True, text=True,
-                          timeout=WAIT_S)
-
-
-def _start(log: Path, *args: str) -> subprocess.Popen:
-    with open(log, "wb") as f:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen([*CLI, *args], env=_env(), stdout=f, stderr=subprocess.STDOUT)
-    proc.log_path = log  # type: ignore[attr-defined]
-    return proc
-
-
-def _kill_after_epochs(proc: subprocess.Popen, state_json: Path, epochs: int) -> dict:
-    """SIGKILL ``proc`` as soon as ``state_json`` records ``epochs`` finished epochs; returns that state."""
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"training ended (exit {proc.returncode}) before it could be killed:\n"
-                        f"{getattr(proc, 'log_path', Path('/dev/null')).read_text()[-3000:]}")
-        try:
-            state = json.loads(state_json.read_text())
-        except (OSError, ValueError):
-            state = {}
-        if len(state.get("rows", [])) >= epochs:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return state
-        time.sleep(POLL_S)
-    proc.kill()
-    pytest.fail("no checkpoint appeared in time")
-
-
-def _weights(run: Path) -> list[np.ndarray]:
-    from edgecls.train.model_io import load_model
-
-    return load_model(run / "model.keras").get_weights()
-
-
-def _tree(folder: Path) -> dict[str, str]:
-    """Every file's hash, except the writer's lock file (edgecls' own, kept: deleting lock files races)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".edgecls.lock"}
 
 
 @pytest.fixture(scope="module")
@@ -96,16 +38,16 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(data_
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     # The uninterrupted run trains beside the killed one: it reads nothing of it, and
     # TF_DETERMINISTIC_OPS makes its result independent of what else the CPU is doing.
-    reference = _start(tmp_path / "straight.log", "train", str(data_dir), "-o", str(straight),
-                       "--epochs", str(HEAD_EPOCHS), *TINY)
-    try:
-        proc = _start(tmp_path / "killed.log", "train", str(data_dir), "-o", str(killed),
+    reference = start(tmp_path / "straight.log", "train", str(data_dir), "-o", str(straight),
                       "--epochs", str(HEAD_EPOCHS), *TINY)
-        state = _kill_after_epochs(proc, killed / "checkpoints" / "state.json", KILL_AFTER_EPOCHS)
+    try:
+        proc = start(tmp_path / "killed.log", "train", str(data_dir), "-o", str(killed),
+                     "--epochs", str(HEAD_EPOCHS), *TINY)
+        [state] = kill_after_checkpoints([proc], [killed / "checkpoints" / "state.json"], KILL_AFTER_EPOCHS)
         assert state["phase"] == "head" and not (killed / "model.keras").exists()  # really interrupted mid-phase
-        r = _edgecls("train", "--resume", "--out", str(killed))
+        r = run("train", "--resume", "--out", str(killed))
         assert r.returncode == 0, r.stderr
-        assert reference.wait(WAIT_S) == 0, (tmp_path / "straight.log").read_text()[-3000:]
+        assert reference.wait(WAIT_S) == 0, log_tail(reference)
     finally:
         if reference.poll() is None:
             reference.kill()
@@ -113,7 +55,7 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(data_
 
     # Same seed, same data order, Adam state restored: the same weights. The tolerance covers
     # float32 summation order only (TF_DETERMINISTIC_OPS makes it repeatable run to run).
-    for a, b in zip(_weights(straight), _weights(killed), strict=True):
+    for a, b in zip(weights(straight), weights(killed), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     # model.keras holds the best-val_loss weights, which can come from an epoch before the kill;
     # the per-epoch losses after the kill are what a resume without the optimizer state gets
@@ -132,12 +74,12 @@ def test_force_killed_midway_keeps_the_old_run_then_swaps_and_keeps_its_export(d
     (out / "model.keras").write_bytes(b"the old model")
     (out / "export").mkdir()
     (out / "export" / "model_int8.tflite").write_bytes(b"the old deployed model")
-    before = _tree(out)
+    before = tree(out)
 
-    proc = _start(tmp_path / "force.log", "train", str(data_dir), "-o", str(out), "--force", "--epochs", "40", *TINY)
+    proc = start(tmp_path / "force.log", "train", str(data_dir), "-o", str(out), "--force", "--epochs", "40", *TINY)
     staging = tmp_path / "my run.new"
-    _kill_after_epochs(proc, staging / "checkpoints" / "state.json", 1)
-    assert _tree(out) == before  # the kill cost nothing: the old run is intact, byte for byte
+    kill_after_checkpoints([proc], [staging / "checkpoints" / "state.json"], 1)
+    assert tree(out) == before  # the kill cost nothing: the old run is intact, byte for byte
 
     # A second writer while one holds the run folder gets one clear line (the lock file is real).
     import fcntl
@@ -149,9 +91,9 @@ def test_force_killed_midway_keeps_the_old_run_then_swaps_and_keeps_its_export(d
         res = CliRunner().invoke(cli, ["train", str(data_dir), "-o", str(out), "--force", *TINY])
     assert res.exit_code == 1
     assert "is in use by another edgecls process" in res.output and "Traceback" not in res.output
-    assert _tree(out) == before
+    assert tree(out) == before
 
-    r = _edgecls("train", str(data_dir), "-o", str(out), "--force", "--epochs", "1", *TINY)
+    r = run("train", str(data_dir), "-o", str(out), "--force", "--epochs", "1", *TINY)
     assert r.returncode == 0, r.stderr
     assert not staging.exists()  # the killed attempt's staging folder was replaced, then swapped in
     assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 1

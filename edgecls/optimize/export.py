@@ -137,6 +137,7 @@ class _Exporter:
         self.labels = run.read_labels()
         self.warnings: list[str] = []
         self.metadata_reason: Optional[str] = None
+        self.model: Any = None  # the float model loaded from ``source`` (read-only: every gate compares with it)
 
     def note(self, message: str) -> None:
         self.warnings.append(message)
@@ -180,7 +181,7 @@ class _Exporter:
         cand.report = run_parity(
             ParityConfig(run=str(self.run.path), model=str(cand.file), max_drop=self.cfg.max_drop,
                          min_agreement=self.cfg.min_agreement, float_model=str(self.source), diagnose=False),
-            raise_on_fail=False, quant_error=quant_error)
+            raise_on_fail=False, quant_error=quant_error, float_keras=self.model)
         cand.report["model"] = str(self.paths.model.resolve())
         cand.report["quantization_path"] = cand.path
         cand.latency_ms = measure_latency_ms(cand.file, size)
@@ -234,7 +235,7 @@ def _export(cfg: ExportConfig, float_names: Optional[list[str]], run: RunDir, so
 
     from edgecls.train.model_io import load_model
 
-    model = load_model(source)
+    model = ex.model = load_model(source)
     size = int(model.input_shape[1])
     if size != tcfg.size:
         raise EdgeclsError(f"{source.name} takes {size} px but the run's config says {tcfg.size}; the run is inconsistent")

@@ -105,12 +105,14 @@ def _diagnose_here(run: RunDir, model_path: Path, model: Any, size: int) -> Opti
 
 
 def run_parity(cfg: ParityConfig, *, raise_on_fail: bool = True,
-               quant_error: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+               quant_error: Optional[dict[str, Any]] = None, float_keras: Any = None) -> dict[str, Any]:
     """Compare the float model and ``cfg.model`` on the same images; write ``cfg.json`` if set.
 
     ``quant_error`` (export passes the diagnosis it already made) goes into the report as is;
     otherwise an int8 model that came from post-training quantization is diagnosed here
-    (``cfg.diagnose``)."""
+    (``cfg.diagnose``). ``float_keras``: the float model already loaded from ``cfg.float_model``
+    (export gates every candidate against the model it converted; loading it again per gate
+    cost seconds each)."""
     from edgecls.runtime.classifier import Classifier
 
     if not 0.0 <= cfg.min_agreement <= 1.0:
@@ -132,7 +134,7 @@ def run_parity(cfg: ParityConfig, *, raise_on_fail: bool = True,
 
     from edgecls.train.model_io import load_model
 
-    model = load_model(float_path)
+    model = float_keras if float_keras is not None else load_model(float_path)
     p_float = np.asarray(model.predict(x.astype(np.float32), batch_size=FLOAT_BATCH, verbose=0), dtype=np.float32)
     p_lite = np.stack([clf.probabilities(img) for img in x]).astype(np.float32)
     report = compare(p_float, p_lite, y, labels, max_drop=cfg.max_drop, min_agreement=cfg.min_agreement)
