@@ -75,7 +75,7 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_line(line)
 
 
-# -- pytest-xdist (`make test-parallel`): tests that share an expensive fixture share a worker ---
+# -- pytest-xdist (`pytest -n 2 --dist loadgroup`, optional): a shared fixture stays in one worker --
 SHARED_RUN_FIXTURES = {"tiny_run", "exported_run"}
 """Session fixtures that train/prune/export (~2 min together): built once, in one worker."""
 

@@ -47,8 +47,8 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _machine(tmp_path: Path, index: int) -> Path:
-    return tmp_path / f"machine{index}"  # the worker's own XDG_STATE_HOME
+def _machine(tmp_path: Path, index: int, pair: str = "") -> Path:
+    return tmp_path / f"{pair}machine{index}"  # the worker's own XDG_STATE_HOME
 
 
 def _worker_folder(tmp_path: Path, out: Path) -> Path:
@@ -68,11 +68,13 @@ def _can_isolate(tmp_path: Path) -> bool:
     return r.returncode == 0 and not (probe / "x").exists()
 
 
-def _start_cluster(tmp_path: Path, runs: Path, name: str, *args: str) -> list[subprocess.Popen]:
-    """Worker 0 (the chief) and worker 1 (read-only view of ``runs``), each logging to ``tmp_path/name-<i>.log``."""
-    ports = _free_ports(2)
+def _start_cluster(tmp_path: Path, runs: Path, name: str, *args: str, ports: list[int] | None = None,
+                   pair: str = "") -> list[subprocess.Popen]:
+    """Worker 0 (the chief) and worker 1 (read-only view of ``runs``), each logging to ``tmp_path/name-<i>.log``;
+    ``pair`` names the two machines (their XDG_STATE_HOME) when another pair runs beside this one."""
+    ports = ports or _free_ports(2)
     return [start(tmp_path / f"{name}-{index}.log", *args, prefix=_read_only(runs) if index == 1 else (),
-                  environ=env(TF_CONFIG=_tf_config(ports, index), XDG_STATE_HOME=str(_machine(tmp_path, index))))
+                  environ=env(TF_CONFIG=_tf_config(ports, index), XDG_STATE_HOME=str(_machine(tmp_path, index, pair))))
             for index in (0, 1)]
 
 
@@ -101,14 +103,7 @@ def test_two_workers_killed_then_resumed_end_with_the_weights_of_an_uninterrupte
     runs.mkdir()
     common = ["train", str(data), "--epochs", str(HEAD_EPOCHS), *TINY]
 
-    # 1. The reference: an uninterrupted pair.
-    ref = runs / "ref"
-    _finish(_start_cluster(tmp_path, runs, "ref", *common, "--out", str(ref)))
-    assert (ref / "model.keras").is_file()
-    assert not (_machine(tmp_path, 1) / "edgecls" / "workers").exists() or \
-        not any((_machine(tmp_path, 1) / "edgecls" / "workers").iterdir())  # cleaned after success
-
-    # 2. An existing run a user exported from: --force must keep it until the new run is complete.
+    # 1. An existing run a user exported from: --force must keep it until the new run is complete.
     out = runs / "run"
     out.mkdir()
     (out / "config.json").write_text('{"train": {}}')
@@ -118,11 +113,28 @@ def test_two_workers_killed_then_resumed_end_with_the_weights_of_an_uninterrupte
     (out / "export" / "model_int8.tflite").write_bytes(b"the old deployed model")
     before = tree(out)
 
+    # 2. The reference, an uninterrupted pair, trains beside the pair that gets killed: it reads
+    # nothing of it, its machines are its own, and TF_DETERMINISTIC_OPS makes its result
+    # independent of the load. The two pairs fill each other's waits (start-up, all-reduce).
+    ref = runs / "ref"
+    ports = _free_ports(4)
+    reference = _start_cluster(tmp_path, runs, "ref", *common, "--out", str(ref), ports=ports[:2], pair="ref-")
     staging = runs / "run.new"
     worker_state = _worker_folder(tmp_path, out)
-    procs = _start_cluster(tmp_path, runs, "killed", *common, "--out", str(out), "--force")
-    states = kill_after_checkpoints(procs, [staging / "checkpoints" / "state.json",
-                                            worker_state / "checkpoints" / "state.json"], 1)
+    try:
+        procs = _start_cluster(tmp_path, runs, "killed", *common, "--out", str(out), "--force", ports=ports[2:])
+        states = kill_after_checkpoints(procs, [staging / "checkpoints" / "state.json",
+                                                worker_state / "checkpoints" / "state.json"], 1)
+        _finish(reference)
+    finally:
+        for proc in reference:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert (ref / "model.keras").is_file()
+    ref_workers = _machine(tmp_path, 1, "ref-") / "edgecls" / "workers"
+    assert not ref_workers.exists() or not any(ref_workers.iterdir())  # cleaned after success
+
     saved = [len(s.get("rows", [])) for s in states]
     assert min(saved) >= 1 and max(saved) <= HEAD_EPOCHS  # killed mid-run, after the first checkpoint
     assert tree(out) == before  # the old run is intact, byte for byte
