@@ -249,7 +249,8 @@ TINY_RUN_PER_CLASS = 30
 def tiny_run(tmp_path_factory):
     """A finished ``edgecls train`` run folder (returns its Path): MobileNetV2 alpha 0.35, 64 px,
     random init (``weights="none"``), 3 synthetic classes x 30 images, 4 head epochs + 1
-    fine-tune epoch. About 20 s on 2 cores. Random features do not generalise, so expect
+    fine-tune epoch (with `exported_run`: 133 s on a quiet 2-core machine, most of it graph
+    tracing, see docs/testing.md). Random features do not generalise, so expect
     chance-level accuracy; the high learning rate and no augmentation make the head fit the
     training images, so predicted classes still differ between images (useful for parity).
     Treat it as read-only: write new files (pruned models, exports) where your stage puts them.
