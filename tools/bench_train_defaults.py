@@ -41,6 +41,17 @@ VARIANTS: dict[str, dict] = {
     "head30_patience5_ft3_lr1e-4": {"epochs": 30, "early_stopping_patience": 5, "fine_tune_epochs": 3,
                                     "fine_tune_learning_rate": 1e-4},
     "head_lr3e-3": {"learning_rate": 3e-3},
+    "label_smoothing_0": {"label_smoothing": 0.0},
+    "dropout_0_label_smoothing_0": {"dropout": 0.0, "label_smoothing": 0.0},
+    "views_4_head20_patience5": {"head_cache_views": 4, "epochs": 20, "early_stopping_patience": 5},
+    "head20_patience20": {"epochs": 20, "early_stopping_patience": 20},
+    "head50_patience10": {"epochs": 50, "early_stopping_patience": 10},
+    "views_4_head50_patience10": {"head_cache_views": 4, "epochs": 50, "early_stopping_patience": 10},
+    "views_4_head30_patience5_lr3e-3": {"head_cache_views": 4, "epochs": 30, "early_stopping_patience": 5,
+                                        "learning_rate": 3e-3},
+    "views_3_head50_patience10_lr3e-3": {"head_cache_views": 3, "epochs": 50, "early_stopping_patience": 10,
+                                         "learning_rate": 3e-3},
+    "views_8_head20_patience5": {"head_cache_views": 8, "epochs": 20, "early_stopping_patience": 5},
 }
 
 
