@@ -61,6 +61,11 @@ def test_unknown_float_layer_lists_the_worst():
 
 # -- the real path ----------------------------------------------------------------------------
 
+FEW_CALIBRATION_IMAGES = 24
+"""Calibration images of the exports here (of tiny_run's ~63 training images): calibration, the
+debugger, the effect search and QAT each run on them, and what the tests assert (which path ships,
+the gates, the files) does not need more. Suite time: this file took ~215 s in CI with all 63."""
+
 
 @pytest.fixture(scope="module")
 def decisive_run(tiny_run, tmp_path_factory):
@@ -86,7 +91,7 @@ def test_default_int8_passes_real_gates_and_writes_a_verified_golden_set(decisiv
     from edgecls.runtime.golden import read_golden_set, sha256_of, verify_model
 
     out = tmp_path / "exp"
-    card = export_run(ExportConfig(run=str(decisive_run), out=str(out)))
+    card = export_run(ExportConfig(run=str(decisive_run), out=str(out), representative_samples=FEW_CALIBRATION_IMAGES))
     assert card["parity_passed"] is True and card["quantization"]["path"] == "ptq"
     assert card["quantization"]["float_layers"] == [] and card["quantization"]["cost_vs_ptq"] is None
     assert card["parity"]["agreement"] >= 0.98 and len(card["parity"]["agreement_ci95"]) == 2
@@ -112,7 +117,8 @@ def test_float_layers_by_name_ship_a_selective_model_with_its_cost(decisive_run,
     from edgecls.optimize.checks import inspect_tflite
 
     out = tmp_path / "exp"
-    result = CliRunner().invoke(cli, ["export", str(decisive_run), "--out", str(out), "--float-layers", "predictions"])
+    result = CliRunner().invoke(cli, ["export", str(decisive_run), "--out", str(out), "--float-layers", "predictions",
+                                      "--representative-samples", str(FEW_CALIBRATION_IMAGES)])
     assert result.exit_code == 0, result.output
     assert "int8 path: selective-float (selective float layers (1 tensor(s) kept in float)); tried ptq -> selective-float" \
         in result.output
@@ -145,7 +151,8 @@ def test_failed_gate_tries_repairs_then_keeps_the_old_set_and_rejects(tiny_run, 
     export_run(ExportConfig(run=str(run), parity=False, golden_images=0))  # the "old", unchecked set
     exp = run / "export"
     before = {p.name: p.read_bytes() for p in exp.iterdir()}
-    result = CliRunner().invoke(cli, ["export", str(run), "--force", "--qat-epochs", "1"])
+    result = CliRunner().invoke(cli, ["export", str(run), "--force", "--qat-epochs", "1",
+                                      "--representative-samples", str(FEW_CALIBRATION_IMAGES)])
     assert result.exit_code == 1, result.output
     assert sum(line.startswith("Error:") for line in result.output.splitlines()) == 1
     assert "Traceback" not in result.output
@@ -169,7 +176,8 @@ def test_no_repair_fails_fast_without_qat(tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints", "logs", "cache", "plots", "export"))
     with pytest.raises(ExportFailed, match=r"tried ptq \(agreement [0-9.]+\); repairs were off \(--no-repair\)"):
-        export_run(ExportConfig(run=str(run), repair=False, golden_images=0))
+        export_run(ExportConfig(run=str(run), repair=False, golden_images=0,
+                                representative_samples=FEW_CALIBRATION_IMAGES))
     assert sorted(p.name for p in (run / "export").iterdir()) == [
         "model_int8.REJECTED.card.json", "model_int8.REJECTED.tflite", "parity_int8.REJECTED.json"]
 
