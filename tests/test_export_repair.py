@@ -213,9 +213,10 @@ def test_qat_model_is_flat_and_starts_where_the_float_model_is(mobilenet_classif
     float model computes exactly what the nested one does; and before any training the QAT model
     is as close to the float model as the PTQ int8 file is (it simulates the same int8 rounding).
 
-    Measured on this model: PTQ mean |prob diff| 0.072 (48 px); the QAT model 0.063 with its
-    weight ranges set, 0.176 with tfmot's untouched -6..6 weight ranges (which made the QAT model
-    on the hard benchmark set agree with the float model on 18% of images before training)."""
+    Measured on this model (mean |prob diff| against the float model): the PTQ file 0.152; the QAT
+    model 0.142 with its weight ranges set, 0.223 with tfmot's untouched -6..6 weight ranges (which
+    made the QAT model on the hard benchmark set agree with the float model on 18% of images before
+    training). QAT vs the PTQ file: 0.120 set, 0.192 untouched."""
     from edgecls.core.keras import keras
     from edgecls.optimize.qat import flatten, init_activation_ranges, init_weight_ranges, quantize_aware
 
@@ -237,8 +238,8 @@ def test_qat_model_is_flat_and_starts_where_the_float_model_is(mobilenet_classif
     assert pq.shape == p.shape and np.allclose(pq.sum(1), 1.0, atol=1e-3)
     mad_ptq = float(np.abs(p_ptq - p).mean())
     mad_qat = float(np.abs(pq - p).mean())
-    assert mad_qat <= 1.3 * mad_ptq + 0.01, (mad_qat, mad_ptq)
-    assert float(np.abs(pq - p_ptq).mean()) <= 1.3 * mad_ptq + 0.01
+    assert mad_qat <= 1.15 * mad_ptq + 0.005, (mad_qat, mad_ptq)
+    assert float(np.abs(pq - p_ptq).mean()) <= mad_ptq, mad_ptq  # the two int8 simulations are closer
 
 
 # -- selective float chosen by effect ----------------------------------------------------------
