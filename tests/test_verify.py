@@ -118,3 +118,71 @@ def test_ai_edge_litert_has_no_runtime_notice_and_tflite_runtime_has_one():
     note = runtime_notice("tflite_runtime", "2.14.0")
     assert note.startswith("tflite-runtime 2.14.0 is not the runtime export checked parity with")
     assert "pip install ai-edge-litert" in note
+
+
+# -- 16x8 models (int16 activations): float32 or int16 in/out, never uint8 ----------------------
+
+
+@pytest.fixture(scope="module")
+def int16x8_models(tmp_path_factory):
+    """A conv + depthwise + dense classifier converted to 16x8 (int16 activations, int8 weights)
+    with float32 and with int16 in/out, its images and the Keras model's probabilities."""
+    from edgecls.core.keras import keras
+    from edgecls.optimize.convert import convert_model
+
+    root = tmp_path_factory.mktemp("int16x8")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.ReLU(6.0)(keras.layers.DepthwiseConv2D(3, padding="same")(x))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    rng = np.random.default_rng(1)
+    rep = rng.integers(0, 256, size=(32, 32, 32, 3)).astype(np.float32)
+    images = rng.integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
+    images[::2, :, :, 1] //= 3
+    out = {"images": images, "keras_probs": model.predict(images.astype(np.float32), verbose=0)}
+    for io in ("float32", "int16"):
+        (root / io).mkdir()
+        out[io] = root / io / "model_int8.tflite"
+        out[io].write_bytes(convert_model(model, "int8", representative=rep, io=io, activations="int16"))
+        (root / io / "labels.txt").write_text("a\nb\nc\n")
+    return out
+
+
+@pytest.mark.parametrize("io", ["float32", "int16"])
+def test_a_16x8_model_runs_on_the_device_side_verify_and_bench(int16x8_models, io, tmp_path):
+    from edgecls.optimize.checks import inspect_tflite
+    from edgecls.runtime.bench import bench_one
+    from edgecls.runtime.classifier import Classifier
+
+    model = int16x8_models[io]
+    info = inspect_tflite(model)
+    assert (info.input.dtype, info.output.dtype) == (io, io)
+    clf = Classifier(model, num_threads=1)
+    assert clf.input_dtype == np.dtype(io) and clf.labels == ["a", "b", "c"]
+    probs = np.stack([clf.probabilities(img) for img in int16x8_models["images"]])
+    # Dequantized right (a wrong scale or zero point would be far off): close to the float model.
+    np.testing.assert_allclose(probs, int16x8_models["keras_probs"], atol=1e-2)
+    assert np.array_equal(probs.argmax(1), int16x8_models["keras_probs"].argmax(1))
+    path = write_golden_set(model, int16x8_models["images"], label_names=["a", "b", "c"])
+    assert read_golden_set(path)["raw"].dtype == np.dtype(io)
+    r = verify_model(model)
+    assert r["passed"] and r["bit_identical"] and r["top1_agreement"] == 1.0
+    b = bench_one(str(model), threads=1, xnnpack=True, runs=3, warmup=1, images=None, seed=0)
+    assert b["input"] == f"32x32 {io}" and b["latency_ms"]["p50"] > 0
+
+
+@pytest.mark.parametrize("io, message", [
+    ("uint8", "in/out type of a model with int16 activations must be float32 or int16, got 'uint8'"),
+    ("int8", "in/out type of a model with int16 activations must be float32 or int16, got 'int8'"),
+])
+def test_16x8_refuses_8_bit_in_out(io, message):
+    from edgecls.core.errors import EdgeclsError
+    from edgecls.core.keras import keras
+    from edgecls.optimize.convert import make_converter
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    with pytest.raises(EdgeclsError, match=message):
+        make_converter(model, "int8", representative=np.zeros((1, 8, 8, 3), np.float32), io=io, activations="int16")

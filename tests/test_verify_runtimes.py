@@ -145,3 +145,37 @@ def test_doctor_on_tflite_runtime_tells_the_user_and_runs_verify(tflite_runtime_
     assert proc.stderr.strip().splitlines()[-1].startswith("Error: verify failed: ")
     ok = _device(tflite_runtime_venv, "doctor", "--model", str(golden_models["tiny"]))
     assert ok.returncode == 0 and "ok verify: 48 golden images, outputs differ (max |raw diff| 1)" in ok.stdout
+
+
+@pytest.fixture(scope="module")
+def golden_16x8(tmp_path_factory):
+    """MobileNetV2 alpha 0.35 at 48 px (random weights, BatchNorm calibrated) as 16x8 (int16
+    activations, int8 weights) with int16 in/out, and a golden set from ai-edge-litert."""
+    from edgecls.core.keras import keras
+    from edgecls.optimize.convert import convert_model
+    from edgecls.train.backbones import build_classifier, calibrate_batchnorm, get_backbone
+
+    root = tmp_path_factory.mktemp("verify_16x8")
+    rng = np.random.default_rng(1)
+    keras.utils.set_random_seed(0)
+    m = build_classifier("mobilenet_v2", num_classes=3, size=48, alpha=0.35, weights="none")
+    calib = rng.integers(0, 256, size=(32, 48, 48, 3)).astype(np.float32)
+    calibrate_batchnorm(get_backbone(m), calib)
+    model = root / "model_int8.tflite"
+    model.write_bytes(convert_model(m, "int8", representative=calib, io="int16", activations="int16"))
+    images = rng.integers(0, 256, size=(16, 48, 48, 3), dtype=np.uint8)
+    write_golden_set(model, images, label_names=["a", "b", "c"])
+    (root / "labels.txt").write_text("a\nb\nc\n")
+    return model
+
+
+@pytest.mark.prebuild("tflite-runtime")
+def test_tflite_runtime_runs_a_16x8_model_with_int16_in_out(tflite_runtime_venv, golden_16x8, tmp_path):
+    """tflite-runtime 2.14 has the int16 kernels: the device side quantizes the pixels into the int16
+    input and dequantizes the int16 output, and agrees with ai-edge-litert's golden outputs."""
+    report = tmp_path / "v.json"
+    proc = _device(tflite_runtime_venv, "verify", str(golden_16x8), "--json", str(report))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(report.read_text())
+    assert r["device_runtime"] == "tflite_runtime 2.14.0" and r["passed"] and r["flipped_clear"] == 0
+    assert r["max_abs_prob_diff"] < 0.01  # int16 outputs: steps of 1/32768

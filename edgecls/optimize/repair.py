@@ -75,10 +75,12 @@ def int8_attempts(ex: Any, cfg: ExportConfig, float_names: Optional[list[str]], 
     """Try PTQ, then the repairs, in order; return (chosen, all tried, diagnosis)."""
     from edgecls.optimize import qdebug
 
+    tried: list[Candidate] = []
+    if not cfg.parity and not float_names:
+        return ptq, tried, None  # nothing to gate and no tensor named: the debugger's run would be wasted
     diagnosis = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES])
     summary = diagnosis.summary()
     explicit = qdebug.resolve_float_layers(float_names, diagnosis.layers) if float_names else []
-    tried: list[Candidate] = []
 
     def selective(tensors: list[str], selection: Optional[dict[str, Any]] = None) -> Candidate:
         data = qdebug.selective_int8(diagnosis.calibrated, tensors, io=cfg.io)
@@ -98,10 +100,8 @@ def int8_attempts(ex: Any, cfg: ExportConfig, float_names: Optional[list[str]], 
         return ex.gate(cand, None, size)
 
     if not cfg.parity:
-        if explicit:
-            return ex.stage("selective-float", qdebug.selective_int8(diagnosis.calibrated, explicit, io=cfg.io),
-                            size, explicit), tried, diagnosis
-        return ptq, tried, diagnosis
+        return ex.stage("selective-float", qdebug.selective_int8(diagnosis.calibrated, explicit, io=cfg.io),
+                        size, explicit), tried, diagnosis
 
     ex.gate(ptq, summary, size)
     tried.append(ptq)

@@ -100,9 +100,10 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
 class Classifier:
     """Load a .tflite classifier and run it on RGB frames.
 
-    ``input_size`` is (height, width). Input that is int8/uint8 is quantized with the input
+    ``input_size`` is (height, width). Input that is int8/uint8/int16 is quantized with the input
     tensor's own scale and zero point (the exported models take raw 0-255 pixel values, so a
-    uint8 input with scale 1 and zero point 0 receives the pixel bytes unchanged).
+    uint8 input with scale 1 and zero point 0 receives the pixel bytes unchanged). int16 in/out
+    is what a 16x8 model (int16 activations) may have instead of float32; it cannot be uint8.
     """
 
     def __init__(
@@ -168,7 +169,7 @@ class Classifier:
         img = resize_squash(as_rgb_uint8(rgb), *self.input_size)
         if self.input_dtype == np.float32:
             return img.astype(np.float32)[None]
-        if self.input_dtype in (np.uint8, np.int8):
+        if self.input_dtype in (np.uint8, np.int8, np.int16):
             scale = self.input_scale or 1.0  # scale 0 = not quantized: the integers are the real values
             if abs(scale - 1.0) < 1e-6 and self.input_zero_point == 0 and self.input_dtype == np.uint8:
                 # The exported models' usual case: the pixel bytes go straight in (no float round trip).

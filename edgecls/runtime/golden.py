@@ -9,7 +9,7 @@ prediction the host made with a clear margin must not change; near-ties may flip
 File format (numpy .npz, no pickle)::
 
     images         uint8 [N, H, W, 3]   at the model's input size (no resize on either side)
-    raw            [N, C]               the output tensor as the runtime returned it (uint8/int8/float32)
+    raw            [N, C]               the output tensor as the runtime returned it (uint8/int8/int16/float32)
     probabilities  float32 [N, C]       dequantized by the output tensor's own scale/zero point
     labels         int64 [N]            true class index (labels.txt order), -1 when unknown
     meta           0-d str              JSON: runtime, runtime_version, model_sha256, label_names, margin
