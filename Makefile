@@ -20,7 +20,7 @@ system-deps:
 	bash tools/install_system_packages.sh
 
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q -ra --durations=30
+	$(PY) -m pytest -q -ra --durations=30 -n 2 --dist loadgroup
 
 # Everything except the slow (training/conversion) tests, for a quick edit loop.
 test-fast: $(STAMP)
