@@ -88,7 +88,7 @@ class TrainConfig:
     head_cache: str = "features"
     """Head phase: features (run the frozen backbone once per augmented view and train the head on the cached
     features), none (run the backbone on every batch of every epoch, as edgecls did before)."""
-    head_cache_views: int = 4
+    head_cache_views: int = 3
     """Augmented views per training image in the head-phase feature cache (1 view, unaugmented, with --no-augment)."""
 
     @classmethod
