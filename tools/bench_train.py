@@ -138,6 +138,21 @@ def _load() -> float | None:
         return None
 
 
+def conditions(tensorflow: str | None) -> dict:
+    """The machine and software a figure was measured on (load averages are recorded per run)."""
+    return {"cpu": _cpu(), "isa": _isa(), "cores": os.cpu_count(), "tensorflow": tensorflow,
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "note": "1-minute load averages before/after each run: above ~2 on 2 cores the machine was busy"}
+
+
+def emit(out: dict, json_path: str | None) -> None:
+    """Print the result as JSON (and write it to ``json_path``)."""
+    text = json.dumps(out, indent=2)
+    print(text)
+    if json_path:
+        Path(json_path).write_text(text + "\n")
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -203,20 +218,14 @@ def main() -> None:
         repeats.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     tf_version = next((r["seed"]["tensorflow"] for r in repeats if "seed" in r), None)
-    out = {
+    emit({
         "what": f"seed recipe (model.fit only, {SEED_EPOCHS} epochs) vs whole `edgecls train` command "
                 f"(defaults{(' + ' + args.edgecls_args) if args.edgecls_args else ''}); MobileNetV2 1.0 @ {SIZE_PX}px, "
                 f"shared pretrained weights; realistic synthetic set {made['counts']} ({made['noisy_labels']} noisy "
                 f"training labels)",
         "repeats": repeats,
-        "conditions": {"cpu": _cpu(), "isa": _isa(), "cores": os.cpu_count(), "tensorflow": tf_version,
-                       "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                       "note": "busy shared machine (other developers' jobs running); load averages per repeat"},
-    }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+        "conditions": conditions(tf_version),
+    }, args.json)
 
 
 if __name__ == "__main__":

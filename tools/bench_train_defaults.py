@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import DEFAULT_WEIGHTS, SIZE_PX, _cpu, _isa, _load  # noqa: E402
+from bench_train import DEFAULT_WEIGHTS, SIZE_PX, _load, conditions, emit  # noqa: E402
 
 HOLDOUT_PER_CLASS = 100
 
@@ -106,17 +104,10 @@ def main() -> None:
         row["holdout_acc_per_min"] = round(acc / (secs / 60), 4)
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    out = {"what": f"edgecls train variants, MobileNetV2 1.0 @ {SIZE_PX}px shared pretrained weights, realistic set "
-                   f"{made['counts']} ({made['noisy_labels']} noisy training labels), held-out "
-                   f"{len(labels)} images of another seed",
-           "rows": rows,
-           "conditions": {"cpu": _cpu(), "isa": _isa(), "cores": os.cpu_count(), "tensorflow": tf.__version__,
-                          "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                          "note": "busy shared machine; load averages before/after each variant"}}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    emit({"what": f"edgecls train variants, MobileNetV2 1.0 @ {SIZE_PX}px shared pretrained weights, realistic set "
+                  f"{made['counts']} ({made['noisy_labels']} noisy training labels), held-out "
+                  f"{len(labels)} images of another seed",
+          "rows": rows, "conditions": conditions(tf.__version__)}, args.json)
 
 
 if __name__ == "__main__":
