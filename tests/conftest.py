@@ -80,6 +80,8 @@ SHARED_RUN_FIXTURES = {"tiny_run", "exported_run"}
 """Session fixtures that train/prune/export (~2 min together): built once, in one worker."""
 
 
+# tryfirst: xdist reads the xdist_group marks in its own collection hook; ours must have set them by then.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under ``--dist loadgroup``, put every test that needs a shared trained run, or a module-scoped
     fixture of its file, into one xdist group, so no worker builds such a fixture a second time.

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from edgecls.cli import cli
 from edgecls.train import cluster
-from train_procs import WAIT_S, env, kill_after_checkpoints, log_tail, start, tree, weights
+from train_procs import WAIT_S, env, kill_after_checkpoints, log_tail, old_exported_run, start, tree, weights
 
 # Tiny and deterministic (see tests/test_train_faults.py): no augmentation or dropout draws.
 # The decoded-image cache on disk, so each worker's own cache is real files in its own folder.
@@ -105,13 +105,7 @@ def test_two_workers_killed_then_resumed_end_with_the_weights_of_an_uninterrupte
 
     # 1. An existing run a user exported from: --force must keep it until the new run is complete.
     out = runs / "run"
-    out.mkdir()
-    (out / "config.json").write_text('{"train": {}}')
-    (out / "labels.txt").write_text("a\nb\n")
-    (out / "model.keras").write_bytes(b"the old model")
-    (out / "export").mkdir()
-    (out / "export" / "model_int8.tflite").write_bytes(b"the old deployed model")
-    before = tree(out)
+    before = old_exported_run(out)
 
     # 2. The reference, an uninterrupted pair, trains beside the pair that gets killed: it reads
     # nothing of it, its machines are its own, and TF_DETERMINISTIC_OPS makes its result

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgecls.cli import cli
-from train_procs import WAIT_S, kill_after_checkpoints, log_tail, run, start, tree, weights
+from train_procs import WAIT_S, kill_after_checkpoints, log_tail, old_exported_run, run, start, tree, weights
 
 # Tiny and deterministic: no augmentation, no dropout (their random draws are not replayed by
 # a resume, see docs/train.md), one CPU thread pool, TF's deterministic ops.
@@ -68,13 +68,7 @@ def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(data_
 @pytest.mark.slow
 def test_force_killed_midway_keeps_the_old_run_then_swaps_and_keeps_its_export(data_dir, tmp_path):
     out = tmp_path / "my run"
-    out.mkdir()
-    (out / "config.json").write_text('{"train": {}}')
-    (out / "labels.txt").write_text("a\nb\n")
-    (out / "model.keras").write_bytes(b"the old model")
-    (out / "export").mkdir()
-    (out / "export" / "model_int8.tflite").write_bytes(b"the old deployed model")
-    before = tree(out)
+    before = old_exported_run(out)
 
     proc = start(tmp_path / "force.log", "train", str(data_dir), "-o", str(out), "--force", "--epochs", "40", *TINY)
     staging = tmp_path / "my run.new"

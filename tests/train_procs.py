@@ -90,6 +90,17 @@ def kill_after_checkpoints(procs: Sequence[subprocess.Popen], state_files: Seque
                 proc.wait()
 
 
+def old_exported_run(out: Path) -> dict[str, str]:
+    """An existing run a user exported from, in ``out`` (made here); returns its ``tree`` to compare after."""
+    out.mkdir()
+    (out / "config.json").write_text('{"train": {}}')
+    (out / "labels.txt").write_text("a\nb\n")
+    (out / "model.keras").write_bytes(b"the old model")
+    (out / "export").mkdir()
+    (out / "export" / "model_int8.tflite").write_bytes(b"the old deployed model")
+    return tree(out)
+
+
 def tree(folder: Path) -> dict[str, str]:
     """Every file's hash, except the writer's lock file (edgecls' own, kept: deleting lock files races)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
