@@ -71,6 +71,30 @@ def test_cache_on_and_off_train_the_same_head_without_augmentation(data_dir, tmp
     assert metrics["features"]["timings"]["overlapped_s"]["plots"] > 0
     assert {p.name for p in (runs["features"].path / "plots").iterdir()} == {"learning_curves.png", "confusion_matrix.png"}
     assert not (runs["features"].path / "cache").exists()  # the feature file goes with the run's cache
+    # A head-only float32 run is scored from the cached clean val/test features; the saved model on
+    # the images must score exactly that (a wrong order, split or feature would not).
+    assert (metrics["features"]["evaluated_from"], metrics["none"]["evaluated_from"]) == (
+        "cached backbone features", "images")
+    on_images = _score_on_images(runs["features"])
+    for split in ("val", "test"):
+        assert metrics["features"][f"n_{split}"] == on_images[split]["n"] > 0
+        assert metrics["features"][f"{split}_loss"] == pytest.approx(on_images[split]["loss"], abs=1e-5)
+        assert metrics["features"][f"{split}_accuracy"] == on_images[split]["accuracy"]
+    assert metrics["features"]["confusion_matrix"] == on_images["test"]["confusion_matrix"]
+
+
+def _score_on_images(run) -> dict:
+    """The saved model evaluated on the run's val and test images (the full path)."""
+    from edgecls import data
+    from edgecls.train.fit import evaluate
+    from edgecls.train.model_io import load_model
+
+    model = load_model(run.model_path)
+    root, split = data.load_split(run)
+    labels = run.read_labels()
+    return {name: evaluate(model, data.build_dataset(root, split[name], image_size=SIZE_PX, batch_size=8,
+                                                     training=False), len(labels), labels)
+            for name in ("val", "test")}
 
 
 def _head_at_init(data_dir: Path) -> list[np.ndarray]:

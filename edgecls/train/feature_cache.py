@@ -37,7 +37,7 @@ from edgecls.train.backbones import PREDICTIONS_LAYER, get_backbone
 FEATURES_FILE = "head_features.npz"
 DROPOUT_LAYER = "dropout"
 VIEW_SEED_OFFSET = 1000  # the cache's augmentation layers get seeds apart from the training wrapper's (see fit.py)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: clean test features too
 
 
 @dataclass
@@ -56,6 +56,9 @@ class FeatureCache:
     pass_s: tuple[float, ...] = ()
     """Seconds of each training pass (the first includes tracing the backbone)."""
     loaded: bool = False
+    test: Optional[np.ndarray] = None
+    """[T, D] clean test features (None without a test split, or from a cache made before they were kept)."""
+    test_labels: Optional[np.ndarray] = None
 
     @property
     def views(self) -> int:
@@ -64,11 +67,12 @@ class FeatureCache:
     @property
     def backbone_passes(self) -> int:
         """Images the backbone ran on to build this cache."""
-        return int(self.train.shape[0] * self.train.shape[1] + (0 if self.val is None else self.val.shape[0]))
+        return int(self.train.shape[0] * self.train.shape[1] + sum(0 if a is None else a.shape[0]
+                                                                   for a in (self.val, self.test)))
 
     @property
     def nbytes(self) -> int:
-        return int(self.train.nbytes + (0 if self.val is None else self.val.nbytes))
+        return int(self.train.nbytes + sum(0 if a is None else a.nbytes for a in (self.val, self.test)))
 
 
 def fallback_reason(cfg: TrainConfig, strategy: Any) -> Optional[str]:
@@ -87,19 +91,26 @@ def views_for(cfg: TrainConfig) -> int:
     return cfg.head_cache_views if cfg.augment else 1
 
 
-def _extractor(classifier: "keras.Model", augment: Optional["keras.Model"]):
-    base = get_backbone(classifier)
+def _traced(fn: Any, classifier: "keras.Model") -> Any:
     # One trace for every batch size (the last batch is smaller): tracing MobileNetV2 costs
     # seconds, and shape-specialised retraces showed up as TF retracing warnings.
     spec = tf.TensorSpec([None, *classifier.input_shape[1:]], tf.float32)
+    return tf.function(fn, input_signature=[spec])
 
-    @tf.function(input_signature=[spec])
-    def extract(x):
-        if augment is not None:
-            x = augment(x, training=True)
-        return base(x, training=False)  # BatchNorm in inference mode, as in the classifier
 
-    return extract
+def _extractors(classifier: "keras.Model", augment: Optional["keras.Model"]) -> tuple[Any, Any]:
+    """(augmented, clean) feature functions sharing *one* traced backbone.
+
+    Tracing MobileNetV2 is seconds of a run that has about a minute in all: tracing the backbone
+    once with the augmentation in front and once without (for the clean images) doubled that, so
+    the augmentation is traced on its own and feeds the same backbone function.
+    """
+    base = get_backbone(classifier)
+    backbone = _traced(lambda x: base(x, training=False), classifier)  # BatchNorm in inference mode
+    if augment is None:
+        return backbone, backbone
+    augmented = _traced(lambda x: augment(x, training=True), classifier)
+    return (lambda x: backbone(augmented(x))), backbone
 
 
 def _run(extract, ds: "tf.data.Dataset") -> tuple[np.ndarray, np.ndarray]:
@@ -112,15 +123,16 @@ def _run(extract, ds: "tf.data.Dataset") -> tuple[np.ndarray, np.ndarray]:
 
 
 def build(classifier: "keras.Model", train_ds: "tf.data.Dataset", val_ds: Optional["tf.data.Dataset"], *,
-          views: int, augment: Optional["keras.Model"]) -> FeatureCache:
-    """Run the frozen backbone over ``views`` passes of ``train_ds`` (unshuffled) and one of ``val_ds``.
+          views: int, augment: Optional["keras.Model"], test_ds: Optional["tf.data.Dataset"] = None) -> FeatureCache:
+    """Run the frozen backbone over ``views`` passes of ``train_ds`` (unshuffled) and one of ``val_ds``
+    (and of ``test_ds``: the final evaluation of a head-only run then needs no backbone pass, see
+    :func:`predict_clean`).
 
     ``augment``: the augmentation model (the training wrapper's layers, built with their own
     seeds); each training pass draws fresh random augmentations. None: the clean image.
     """
     t0 = time.perf_counter()
-    extract = _extractor(classifier, augment)
-    plain = _extractor(classifier, None)
+    extract, plain = _extractors(classifier, augment)
     passes, labels, pass_s = [], None, []
     for _ in range(views):
         t = time.perf_counter()
@@ -131,19 +143,23 @@ def build(classifier: "keras.Model", train_ds: "tf.data.Dataset", val_ds: Option
         passes.append(feats)
         labels = lab
     val, val_labels = _run(plain, val_ds) if val_ds is not None else (None, None)
-    return FeatureCache(np.stack(passes), labels, val, val_labels, time.perf_counter() - t0, tuple(pass_s))
+    test, test_labels = _run(plain, test_ds) if test_ds is not None else (None, None)
+    return FeatureCache(np.stack(passes), labels, val, val_labels, time.perf_counter() - t0, tuple(pass_s),
+                        test=test, test_labels=test_labels)
 
 
 def save(cache: FeatureCache, path: Path) -> None:
     arrays = {"version": np.array(FORMAT_VERSION), "train": cache.train, "train_labels": cache.train_labels}
     if cache.val is not None:
         arrays.update(val=cache.val, val_labels=cache.val_labels)
+    if cache.test is not None:
+        arrays.update(test=cache.test, test_labels=cache.test_labels)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load(path: Path, *, views: int, n_train: int, n_val: int) -> Optional[FeatureCache]:
+def load(path: Path, *, views: int, n_train: int, n_val: int, n_test: int = 0) -> Optional[FeatureCache]:
     """The saved cache when it fits this run (views and split sizes), else None (rebuild it)."""
     if not path.is_file():
         return None
@@ -152,10 +168,11 @@ def load(path: Path, *, views: int, n_train: int, n_val: int) -> Optional[Featur
             if int(f["version"]) != FORMAT_VERSION or f["train"].shape[:2] != (views, n_train):
                 return None
             val = f["val"] if "val" in f.files else None
-            if (0 if val is None else len(val)) != n_val:
+            test = f["test"] if "test" in f.files else None
+            if (0 if val is None else len(val)) != n_val or (0 if test is None else len(test)) != n_test:
                 return None
             return FeatureCache(f["train"], f["train_labels"], val, f["val_labels"] if val is not None else None,
-                                0.0, loaded=True)
+                                0.0, loaded=True, test=test, test_labels=f["test_labels"] if test is not None else None)
     except (OSError, ValueError, KeyError):
         return None  # a damaged file is only a lost cache
 
@@ -167,6 +184,18 @@ def head_model(classifier: "keras.Model", feature_dtype: str) -> "keras.Model":
     x = classifier.get_layer(DROPOUT_LAYER)(inp)
     out = classifier.get_layer(PREDICTIONS_LAYER)(x)
     return keras.Model(inp, out, name="head_on_features")
+
+
+def predict_clean(classifier: "keras.Model", features: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The classifier's probabilities for images whose clean backbone features are ``features``.
+
+    The same computation as calling the classifier on the images (its backbone output feeds
+    dropout, inactive here, and the predictions layer), without running the backbone again.
+    """
+    head = head_model(classifier, features.dtype.name)
+    out = [np.asarray(head(features[i:i + batch_size], training=False), dtype=np.float32)
+           for i in range(0, len(features), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, int(head.output_shape[-1])), np.float32)
 
 
 def epoch_order(labels: np.ndarray, views: int, epoch: int, seed: int, *, oversample: bool) -> np.ndarray:
@@ -227,6 +256,7 @@ def describe(cache: FeatureCache, *, head_s: float, epochs_run: int, n_epoch_dra
     n_val = 0 if cache.val is None else int(cache.val.shape[0])
     record: dict[str, Any] = {
         "views": cache.views, "train_images": int(cache.train.shape[1]), "val_images": n_val,
+        "test_images": 0 if cache.test is None else int(cache.test.shape[0]),
         "feature_dim": int(cache.train.shape[2]), "dtype": dtype, "megabytes": round(cache.nbytes / 2**20, 2),
         "build_s": round(cache.build_s, 2), "loaded_from_file": cache.loaded, "head_epochs": epochs_run,
         "head_s": round(head_s, 2),
@@ -241,7 +271,9 @@ def describe(cache: FeatureCache, *, head_s: float, epochs_run: int, n_epoch_dra
 
 def summary_line(record: dict[str, Any]) -> str:
     what = (f"Head cache: {record['views']} view{'s' if record['views'] != 1 else ''} x {record['train_images']} "
-            f"training + {record['val_images']} validation images through the backbone "
+            f"training + {record['val_images']} validation"
+            + (f" + {record['test_images']} test" if record.get("test_images") else "")
+            + " images through the backbone "
             f"({record['feature_dim']}-d {record['dtype']}, {record['megabytes']:.1f} MB)")
     if record["loaded_from_file"]:
         return f"{what} reloaded from the run's cache; {record['head_epochs']} head epochs took {record['head_s']:.1f} s"

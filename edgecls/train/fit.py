@@ -293,18 +293,21 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
         elif not is_pretrained(cfg.weights):
             images, _ = next(iter(ds["train"]))
             calibrate_batchnorm(get_backbone(classifier), images)
-        _run_phases(cfg, strategy, classifier, trainer, ds, weights, state, ckpt, run, verbose, callbacks,
-                    resume=resume, timings=timings)
+        cache = _run_phases(cfg, strategy, classifier, trainer, ds, weights, state, ckpt, run, verbose, callbacks,
+                            resume=resume, timings=timings)
         final = float32_copy(classifier, cfg, n_classes) if worker is None else None
         if task is not None and final is classifier:
             final = local_copy(classifier)
+        # A head-only float32 run's model *is* the cached backbone features + its head: evaluate on those.
+        features = cache if cache is not None and final is classifier and cfg.fine_tune_epochs == 0 else None
 
     if worker is not None:
         print(f"{worker.name}: done; waiting for the chief to write the run {cfg.out}", flush=True)
         barrier(strategy)  # kept until then: should the chief fail writing the run, both can still resume
         runfolder.drop_worker_folder(run.path)
         return RunDir(Path(cfg.out))
-    _finish(run, cfg, final, ds, state, labels, policy, strategy.num_replicas_in_sync, timings=timings)
+    _finish(run, cfg, final, ds, state, labels, policy, strategy.num_replicas_in_sync, timings=timings,
+            features=features)
     if task is None:
         return runfolder.put_in_place(run, state)
     (run.checkpoints / PREVIOUS_WEIGHTS).unlink(missing_ok=True)
@@ -314,8 +317,10 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
 
 
 def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weights, state: dict, ckpt: Path,
-                run: RunDir, verbose: int, callbacks: Sequence, *, resume: bool = False, timings=None) -> None:
-    """Head then fine-tune, skipping what a resumed run already finished."""
+                run: RunDir, verbose: int, callbacks: Sequence, *, resume: bool = False, timings=None):
+    """Head then fine-tune, skipping what a resumed run already finished.
+
+    Returns the head phase's feature cache when this process trained on one (else None)."""
     from edgecls.train.profile import Timings
 
     timings = timings or Timings()
@@ -324,6 +329,7 @@ def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weigh
         phases.append((PHASE_FINE_TUNE, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate))
     order = [p[0] for p in phases]
     current = order.index(state["phase"])
+    used_cache = None
     for i, (phase, epochs, lr) in enumerate(phases):
         if i < current:
             continue  # finished before the interruption
@@ -337,6 +343,7 @@ def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weigh
                 set_phase(classifier, phase, cfg.fine_tune_fraction)  # frozen before the head model is traced
                 model = _head_model(classifier, cache)
             train_data, steps, val_data = _feature_datasets(cfg, cache, ds, start, epochs)
+            used_cache = cache
         with strategy.scope():
             set_phase(classifier, phase, cfg.fine_tune_fraction)
             compile_for(model, lr, cfg.label_smoothing)
@@ -384,6 +391,7 @@ def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weigh
             state.update(phase=phase, phase_epochs_done=epochs)
         save_checkpoint(ckpt / LAST_WEIGHTS, classifier, state=state)
         atomic_write_json(ckpt / STATE_JSON, state)
+    return used_cache
 
 
 # -- the head phase on cached backbone features (edgecls.train.feature_cache) -------------------
@@ -394,10 +402,12 @@ def _feature_cache(cfg: TrainConfig, classifier, ds: dict, run: RunDir):
     from edgecls.train import feature_cache as fc
 
     path = run.path / "cache" / fc.FEATURES_FILE
-    cache = fc.load(path, views=fc.views_for(cfg), n_train=ds["sizes"]["train"], n_val=ds["sizes"]["val"])
+    cache = fc.load(path, views=fc.views_for(cfg), n_train=ds["sizes"]["train"], n_val=ds["sizes"]["val"],
+                    n_test=ds["sizes"]["test"])
     if cache is None:
         augment = make_augmentation(cfg.seed + fc.VIEW_SEED_OFFSET) if cfg.augment else None
-        cache = fc.build(classifier, ds["train_features"], ds["val"], views=fc.views_for(cfg), augment=augment)
+        cache = fc.build(classifier, ds["train_features"], ds["val"], views=fc.views_for(cfg), augment=augment,
+                         test_ds=ds["test"])
         fc.save(cache, path)
     return cache
 
@@ -428,8 +438,13 @@ def _report_feature_cache(cfg: TrainConfig, cache, state: dict, head_s: float, e
 
 
 def _finish(run: RunDir, cfg: TrainConfig, model: "keras.Model", ds: dict, state: dict, labels: list[str],
-            policy: str, replicas: int, timings=None) -> None:
-    """Write model.keras, metrics, history, plots; drop the cache and the checkpoint weights."""
+            policy: str, replicas: int, timings=None, features=None) -> None:
+    """Write model.keras, metrics, history, plots; drop the cache and the checkpoint weights.
+
+    ``features``: the head phase's feature cache, when ``model`` is exactly its backbone + head
+    (a float32 run without fine-tuning): val and test are then scored from their cached clean
+    features instead of running the backbone over the images once more.
+    """
     from edgecls.train.profile import Timings
 
     timings = timings or Timings()
@@ -442,8 +457,14 @@ def _finish(run: RunDir, cfg: TrainConfig, model: "keras.Model", ds: dict, state
     with timings.stage("save_model"):
         save_model(model, run.model_path)
     with timings.stage("evaluate"):
-        val = evaluate(model, ds["val"], len(labels), labels)
-        test = evaluate(model, ds["test"], len(labels), labels) if ds["test"] is not None else None
+        from_features = features is not None and (features.test is not None) == (ds["test"] is not None)
+        if from_features:
+            val = _evaluate_features(model, features.val, features.val_labels, labels)
+            test = _evaluate_features(model, features.test, features.test_labels, labels) \
+                if features.test is not None else None
+        else:
+            val = evaluate(model, ds["val"], len(labels), labels)
+            test = evaluate(model, ds["test"], len(labels), labels) if ds["test"] is not None else None
     shown = test if test is not None else val
     metrics = {
         "test_accuracy": test["accuracy"] if test else None,
@@ -453,6 +474,7 @@ def _finish(run: RunDir, cfg: TrainConfig, model: "keras.Model", ds: dict, state
         "val_loss": val["loss"],
         "n_val": val["n"],
         "evaluated_on": "test" if test else "val",
+        "evaluated_from": "cached backbone features" if from_features else "images",
         "per_class": shown["per_class"],
         "confusion_matrix": shown["confusion_matrix"],
         "best_epoch": state.get("best_epoch"),
@@ -476,6 +498,12 @@ def _finish(run: RunDir, cfg: TrainConfig, model: "keras.Model", ds: dict, state
         (run.checkpoints / name).unlink(missing_ok=True)
     state.update(phase=PHASE_DONE)
     atomic_write_json(run.checkpoints / "state.json", state)
+
+
+def _evaluate_features(model: "keras.Model", features: np.ndarray, y: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    from edgecls.train import feature_cache as fc
+
+    return classification_metrics(np.asarray(y), fc.predict_clean(model, features), list(labels))
 
 
 def _timed(fn, *args) -> float:
