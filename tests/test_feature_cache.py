@@ -40,22 +40,34 @@ def _head(run_path: Path) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-def test_cache_on_and_off_train_the_same_head_without_augmentation(data_dir, tmp_path):
-    """No augmentation, no dropout, one batch per epoch (order cannot matter): the same head either way.
+def test_cache_on_and_off_train_the_same_model_without_augmentation(data_dir, tmp_path):
+    """No augmentation, no dropout, one batch per epoch (order cannot matter): the same model either way,
+    head phase on the backbone's cached output and fine-tune phase on the features cached at the cut.
 
     Tolerance: float32 summation order only. A cache that ran BatchNorm in training mode, used
-    other layers than the classifier's, or fed other features than the full path would differ
-    far more (the head's kernel moves by ~1e-2 per epoch here).
+    other layers than the classifier's, fed other features than the full path, or fine-tuned other
+    layers would differ far more (the head's kernel moves by ~1e-2 per epoch here).
     """
     from edgecls.train.fit import train
+    from edgecls.train.model_io import load_model
 
     big_batch = 64  # >= the training split: every epoch is one full batch on both paths
-    runs = {mode: train(_cfg(data_dir, tmp_path / mode, head_cache=mode, batch_size=big_batch), verbose=0)
+    ft = dict(fine_tune_epochs=2, fine_tune_fraction=0.08)  # MobileNetV2's last block + Conv_1 unfrozen
+    watch = {mode: _WatchConv1() for mode in ("features", "none")}
+    runs = {mode: train(_cfg(data_dir, tmp_path / mode, head_cache=mode, batch_size=big_batch, **ft),
+                        callbacks=[watch[mode]], verbose=0)
             for mode in ("features", "none")}
     cached, full = (_head(runs[m].path) for m in ("features", "none"))
     start = _head_at_init(data_dir)
     assert np.abs(full[0] - start[0]).max() > 5e-4  # the head really trained (Adam's first step is lr = 1e-3)
-    for a, b in zip(cached, full, strict=True):
+    # model.keras holds the best epoch's weights, which may be a head epoch: follow the top conv itself.
+    kernels = {m: w.kernels for m, w in watch.items()}
+    assert (len(kernels["features"]), len(kernels["none"])) == (2, 5)  # fine-tune epochs; every epoch
+    assert np.abs(kernels["none"][-1] - kernels["none"][0]).max() > 1e-5  # the fine-tune phase moved the top
+    for a, b in zip(kernels["features"], kernels["none"][-2:], strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-5)
+    models = {m: load_model(runs[m].path / "model.keras") for m in runs}
+    for a, b in zip(models["features"].get_weights(), models["none"].get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-5)
     # Losses depend on the features' values, not only on the gradients' signs: the stronger check.
     rows = {m: json.loads(runs[m].history_json.read_text())["epochs"] for m in runs}
@@ -64,6 +76,7 @@ def test_cache_on_and_off_train_the_same_head_without_augmentation(data_dir, tmp
     metrics = {m: json.loads(runs[m].metrics_json.read_text()) for m in runs}
     rec = metrics["features"]["head_cache"]
     assert (rec["views"], rec["train_images"], rec["head_epochs"], rec["dtype"]) == (1, 16, 3, "float32")
+    assert rec["fine_tune_cut"] == "block_15_add" and [r["phase"] for r in rows["features"]].count("fine_tune") == 2
     assert metrics["none"]["head_cache"] is None
     for m in metrics.values():  # the profile of the run is always recorded
         assert {"scan", "build_model", "head", "save_model", "evaluate", "plots_wait"} <= set(m["timings"]["stages_s"])
@@ -71,8 +84,9 @@ def test_cache_on_and_off_train_the_same_head_without_augmentation(data_dir, tmp
     assert metrics["features"]["timings"]["overlapped_s"]["plots"] > 0
     assert {p.name for p in (runs["features"].path / "plots").iterdir()} == {"learning_curves.png", "confusion_matrix.png"}
     assert not (runs["features"].path / "cache").exists()  # the feature file goes with the run's cache
-    # A head-only float32 run is scored from the cached clean val/test features; the saved model on
-    # the images must score exactly that (a wrong order, split or feature would not).
+    # A float32 run is scored from the cached clean val/test features (through the fine-tuned layers
+    # above the cut); the saved model on the images must score exactly that (a wrong order, split,
+    # feature or stale layer would not).
     assert (metrics["features"]["evaluated_from"], metrics["none"]["evaluated_from"]) == (
         "cached backbone features", "images")
     on_images = _score_on_images(runs["features"])
@@ -95,6 +109,26 @@ def _score_on_images(run) -> dict:
     return {name: evaluate(model, data.build_dataset(root, split[name], image_size=SIZE_PX, batch_size=8,
                                                      training=False), len(labels), labels)
             for name in ("val", "test")}
+
+
+class _WatchConv1:
+    """Keras callback: MobileNetV2's top conv kernel after every epoch, whichever model is being fitted."""
+
+    def __new__(cls):
+        from edgecls.core.keras import keras
+
+        class Watch(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.kernels: list[np.ndarray] = []
+
+            def on_epoch_end(self, epoch, logs=None):
+                # (absent from the head-phase model on cached features: features -> dropout -> predictions)
+                for conv in [lyr for lyr in self.model._flatten_layers(include_self=False, recursive=True)
+                             if lyr.name == "Conv_1"]:
+                    self.kernels.append(np.array(conv.get_weights()[0]))
+
+        return Watch()
 
 
 def _head_at_init(data_dir: Path) -> list[np.ndarray]:
@@ -160,29 +194,42 @@ def test_epoch_order_is_a_pure_function_of_seed_and_epoch_and_oversamples_evenly
 
 
 @pytest.mark.slow
-def test_resume_in_the_head_phase_reuses_the_cached_views_and_continues_exactly(data_dir, tmp_path):
+@pytest.mark.parametrize("interrupt_after, phase, phase_done", [
+    (2, "head", 2),        # mid head phase
+    (5, "fine_tune", 1),   # mid fine-tune phase, on the features at the cut
+])
+def test_resume_reuses_the_cached_views_and_continues_exactly(data_dir, tmp_path, interrupt_after, phase, phase_done):
     from edgecls.core.keras import keras
     from edgecls.train.fit import train
 
-    cfg = dict(augment=True, head_cache_views=2, epochs=4)  # augmented views: a rebuilt cache would differ
+    # Augmented views: a rebuilt cache would differ. 4 head epochs, then 2 fine-tune epochs on the cut.
+    cfg = dict(augment=True, head_cache_views=2, epochs=4, fine_tune_epochs=2, fine_tune_fraction=0.08)
 
     class Interrupt(keras.callbacks.Callback):
+        seen = 0
+
         def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
+            Interrupt.seen += 1
+            if Interrupt.seen == interrupt_after:
                 raise KeyboardInterrupt
 
     straight = train(_cfg(data_dir, tmp_path / "straight", **cfg), verbose=0)
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(data_dir, tmp_path / "killed", **cfg), callbacks=[Interrupt()], verbose=0)
     state = json.loads((tmp_path / "killed" / "checkpoints" / "state.json").read_text())
-    assert (state["phase"], state["phase_epochs_done"], state["head_cache"]) == ("head", 2, "features")
+    assert (state["phase"], state["phase_epochs_done"], state["head_cache"]) == (phase, phase_done, "features")
+    assert state["fine_tune_cut"] == "block_15_add"
     assert (tmp_path / "killed" / "cache" / "head_features.npz").is_file()
     resumed = train(TrainConfig(out=str(tmp_path / "killed")), resume=True, verbose=0)
     rec = json.loads(resumed.metrics_json.read_text())["head_cache"]
-    assert rec["loaded_from_file"] and rec["head_epochs"] == 2
-    for a, b in zip(_head(straight.path), _head(resumed.path), strict=True):
+    if phase == "head":
+        assert rec["loaded_from_file"] and rec["head_epochs"] == 2
+    from edgecls.train.model_io import load_model
+
+    for a, b in zip(*(load_model(r.path / "model.keras").get_weights() for r in (straight, resumed)), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     hist = [json.loads(r.history_json.read_text())["epochs"] for r in (straight, resumed)]
+    assert [r["phase"] for r in hist[1]] == ["head"] * 4 + ["fine_tune"] * 2
     assert [r["loss"] for r in hist[0]] == pytest.approx([r["loss"] for r in hist[1]], abs=1e-6)
 
 

@@ -1,4 +1,4 @@
-"""The head phase on cached backbone features: run the frozen backbone once, train the head many times.
+"""Training on cached backbone features: run the frozen part of the backbone once, train the rest many times.
 
 While the backbone is frozen (and its BatchNorm in inference mode) its output for an image depends
 only on the image and its augmentation, so running it on every batch of every head epoch repeats
@@ -9,8 +9,14 @@ random (seeded by run seed and epoch number, so a resumed run replays the same e
 augmentation keeps its effect.
 
 The head model is built from the classifier's *own* ``dropout`` and ``predictions`` layers, so
-the weights it learns are the classifier's: nothing is copied back, and the fine-tune phase
-continues on the full path from exactly that head.
+the weights it learns are the classifier's: nothing is copied back.
+
+The fine-tune phase uses the same trick one level down. Only the top of the backbone is unfrozen,
+so the cache also keeps each view's features at the *cut* (:mod:`edgecls.train.cut`: the one tensor
+between the frozen part and the rest), and the fine-tune epochs run just the layers above it (the
+classifier's own, BatchNorm in inference mode) and the head on those: the frozen part is never
+run again. The clean test images are cached too, so the run's final evaluation needs no backbone
+pass either (:func:`predict_clean`).
 
 Features are stored in the dtype the backbone emits (float32, or float16 under mixed precision):
 exactly the values the head sees on the full path, at half the memory under mixed precision.
@@ -33,11 +39,12 @@ from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import atomic_write_bytes
 from edgecls.core.keras import keras, tf
 from edgecls.train.backbones import PREDICTIONS_LAYER, get_backbone
+from edgecls.train.cut import Cut
 
 FEATURES_FILE = "head_features.npz"
 DROPOUT_LAYER = "dropout"
 VIEW_SEED_OFFSET = 1000  # the cache's augmentation layers get seeds apart from the training wrapper's (see fit.py)
-FORMAT_VERSION = 2  # 2: clean test features too
+FORMAT_VERSION = 3  # 2: clean test features too; 3: features at the fine-tune cut
 
 
 @dataclass
@@ -59,6 +66,12 @@ class FeatureCache:
     test: Optional[np.ndarray] = None
     """[T, D] clean test features (None without a test split, or from a cache made before they were kept)."""
     test_labels: Optional[np.ndarray] = None
+    cut_layer: Optional[str] = None
+    """The backbone layer at the fine-tune cut (:mod:`edgecls.train.cut`) whose outputs are kept too."""
+    cut_train: Optional[np.ndarray] = None
+    """[K, N, H, W, C]: the same views at the cut (the fine-tune phase trains the layers above it on these)."""
+    cut_val: Optional[np.ndarray] = None
+    cut_test: Optional[np.ndarray] = None
 
     @property
     def views(self) -> int:
@@ -72,7 +85,8 @@ class FeatureCache:
 
     @property
     def nbytes(self) -> int:
-        return int(self.train.nbytes + sum(0 if a is None else a.nbytes for a in (self.val, self.test)))
+        return int(sum(0 if a is None else a.nbytes
+                       for a in (self.train, self.val, self.test, self.cut_train, self.cut_val, self.cut_test)))
 
 
 def fallback_reason(cfg: TrainConfig, strategy: Any) -> Optional[str]:
@@ -91,61 +105,79 @@ def views_for(cfg: TrainConfig) -> int:
     return cfg.head_cache_views if cfg.augment else 1
 
 
-def _traced(fn: Any, classifier: "keras.Model") -> Any:
+def _traced(fn: Any, shape: tuple) -> Any:
     # One trace for every batch size (the last batch is smaller): tracing MobileNetV2 costs
     # seconds, and shape-specialised retraces showed up as TF retracing warnings.
-    spec = tf.TensorSpec([None, *classifier.input_shape[1:]], tf.float32)
-    return tf.function(fn, input_signature=[spec])
+    return tf.function(fn, input_signature=[tf.TensorSpec([None, *shape], tf.float32)])
 
 
-def _extractors(classifier: "keras.Model", augment: Optional["keras.Model"]) -> tuple[Any, Any]:
-    """(augmented, clean) feature functions sharing *one* traced backbone.
+def _extractors(classifier: "keras.Model", augment: Optional["keras.Model"], cut: Optional[Cut]) -> tuple[Any, Any]:
+    """(augmented, clean) functions image batch -> (cut features or None, backbone features),
+    sharing *one* trace of the backbone.
 
     Tracing MobileNetV2 is seconds of a run that has about a minute in all: tracing the backbone
     once with the augmentation in front and once without (for the clean images) doubled that, so
-    the augmentation is traced on its own and feeds the same backbone function.
+    the augmentation is traced on its own and feeds the same backbone function. With a cut, the
+    backbone runs as its two halves (the same layers), keeping the tensor between them.
     """
-    base = get_backbone(classifier)
-    backbone = _traced(lambda x: base(x, training=False), classifier)  # BatchNorm in inference mode
+    image = tuple(classifier.input_shape[1:])
+    if cut is None:
+        base = get_backbone(classifier)
+        backbone = _traced(lambda x: base(x, training=False), image)  # BatchNorm in inference mode
+        both = lambda x: (None, backbone(x))  # noqa: E731
+    else:
+        lower = _traced(lambda x: cut.lower(x, training=False), image)
+        upper = _traced(lambda f: cut.upper(f, training=False), tuple(cut.upper.input_shape[1:]))
+
+        def both(x):
+            f = lower(x)
+            return f, upper(f)
     if augment is None:
-        return backbone, backbone
-    augmented = _traced(lambda x: augment(x, training=True), classifier)
-    return (lambda x: backbone(augmented(x))), backbone
+        return both, both
+    augmented = _traced(lambda x: augment(x, training=True), image)
+    return (lambda x: both(augmented(x))), both
 
 
-def _run(extract, ds: "tf.data.Dataset") -> tuple[np.ndarray, np.ndarray]:
-    feats, labels = [], []
+def _run(extract, ds: "tf.data.Dataset") -> tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+    """(cut features or None, backbone features, labels) of every image in ``ds``."""
+    cuts, feats, labels = [], [], []
     for x, y in ds:
-        feats.append(np.asarray(extract(x)))
+        c, f = extract(x)
+        feats.append(np.asarray(f))
+        if c is not None:
+            cuts.append(np.asarray(c))
         y = np.asarray(y)
         labels.append(y.argmax(axis=-1) if y.ndim == 2 else y)
-    return np.concatenate(feats), np.concatenate(labels).astype(np.int64)
+    return (np.concatenate(cuts) if cuts else None), np.concatenate(feats), np.concatenate(labels).astype(np.int64)
 
 
 def build(classifier: "keras.Model", train_ds: "tf.data.Dataset", val_ds: Optional["tf.data.Dataset"], *,
-          views: int, augment: Optional["keras.Model"], test_ds: Optional["tf.data.Dataset"] = None) -> FeatureCache:
+          views: int, augment: Optional["keras.Model"], test_ds: Optional["tf.data.Dataset"] = None,
+          cut: Optional[Cut] = None) -> FeatureCache:
     """Run the frozen backbone over ``views`` passes of ``train_ds`` (unshuffled) and one of ``val_ds``
-    (and of ``test_ds``: the final evaluation of a head-only run then needs no backbone pass, see
-    :func:`predict_clean`).
+    (and of ``test_ds``: the final evaluation then needs no backbone pass, see :func:`predict_clean`).
 
     ``augment``: the augmentation model (the training wrapper's layers, built with their own
     seeds); each training pass draws fresh random augmentations. None: the clean image.
+    ``cut``: also keep every image's features at this fine-tune cut.
     """
     t0 = time.perf_counter()
-    extract, plain = _extractors(classifier, augment)
-    passes, labels, pass_s = [], None, []
+    extract, plain = _extractors(classifier, augment, cut)
+    passes, cut_passes, labels, pass_s = [], [], None, []
     for _ in range(views):
         t = time.perf_counter()
-        feats, lab = _run(extract, train_ds)
+        at_cut, feats, lab = _run(extract, train_ds)
         pass_s.append(time.perf_counter() - t)
         if labels is not None and not np.array_equal(lab, labels):
             raise EdgeclsError("the training set changed order between feature-cache passes; use --head-cache none")
         passes.append(feats)
+        cut_passes.append(at_cut)
         labels = lab
-    val, val_labels = _run(plain, val_ds) if val_ds is not None else (None, None)
-    test, test_labels = _run(plain, test_ds) if test_ds is not None else (None, None)
+    cut_val, val, val_labels = _run(plain, val_ds) if val_ds is not None else (None, None, None)
+    cut_test, test, test_labels = _run(plain, test_ds) if test_ds is not None else (None, None, None)
     return FeatureCache(np.stack(passes), labels, val, val_labels, time.perf_counter() - t0, tuple(pass_s),
-                        test=test, test_labels=test_labels)
+                        test=test, test_labels=test_labels, cut_layer=None if cut is None else cut.layer,
+                        cut_train=None if cut is None else np.stack(cut_passes), cut_val=cut_val, cut_test=cut_test)
 
 
 def save(cache: FeatureCache, path: Path) -> None:
@@ -154,25 +186,32 @@ def save(cache: FeatureCache, path: Path) -> None:
         arrays.update(val=cache.val, val_labels=cache.val_labels)
     if cache.test is not None:
         arrays.update(test=cache.test, test_labels=cache.test_labels)
+    if cache.cut_layer is not None:
+        arrays.update(cut_layer=np.array(cache.cut_layer), cut_train=cache.cut_train,
+                      **{k: v for k, v in (("cut_val", cache.cut_val), ("cut_test", cache.cut_test)) if v is not None})
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load(path: Path, *, views: int, n_train: int, n_val: int, n_test: int = 0) -> Optional[FeatureCache]:
-    """The saved cache when it fits this run (views and split sizes), else None (rebuild it)."""
+def load(path: Path, *, views: int, n_train: int, n_val: int, n_test: int = 0,
+         cut_layer: Optional[str] = None) -> Optional[FeatureCache]:
+    """The saved cache when it fits this run (views, split sizes, fine-tune cut), else None (rebuild it)."""
     if not path.is_file():
         return None
     try:
         with np.load(path) as f:
             if int(f["version"]) != FORMAT_VERSION or f["train"].shape[:2] != (views, n_train):
                 return None
-            val = f["val"] if "val" in f.files else None
-            test = f["test"] if "test" in f.files else None
-            if (0 if val is None else len(val)) != n_val or (0 if test is None else len(test)) != n_test:
+            saved_cut = str(f["cut_layer"]) if "cut_layer" in f.files else None
+            get = lambda k: f[k] if k in f.files else None  # noqa: E731
+            val, test = get("val"), get("test")
+            if (0 if val is None else len(val)) != n_val or (0 if test is None else len(test)) != n_test \
+                    or saved_cut != cut_layer:
                 return None
-            return FeatureCache(f["train"], f["train_labels"], val, f["val_labels"] if val is not None else None,
-                                0.0, loaded=True, test=test, test_labels=f["test_labels"] if test is not None else None)
+            return FeatureCache(f["train"], f["train_labels"], val, get("val_labels"), 0.0, loaded=True,
+                                test=test, test_labels=get("test_labels"), cut_layer=saved_cut,
+                                cut_train=get("cut_train"), cut_val=get("cut_val"), cut_test=get("cut_test"))
     except (OSError, ValueError, KeyError):
         return None  # a damaged file is only a lost cache
 
@@ -186,16 +225,31 @@ def head_model(classifier: "keras.Model", feature_dtype: str) -> "keras.Model":
     return keras.Model(inp, out, name="head_on_features")
 
 
-def predict_clean(classifier: "keras.Model", features: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """The classifier's probabilities for images whose clean backbone features are ``features``.
+def tail_model(classifier: "keras.Model", cut: Cut, feature_dtype: str) -> "keras.Model":
+    """cut features -> the backbone's layers above the cut (BatchNorm in inference mode, as in the
+    classifier) -> the classifier's own dropout -> predictions. Shared layers, shared weights."""
+    inp = keras.Input(tuple(cut.upper.input_shape[1:]), dtype=feature_dtype, name="cut_features")
+    x = cut.upper(inp, training=False)
+    x = classifier.get_layer(DROPOUT_LAYER)(x)
+    out = classifier.get_layer(PREDICTIONS_LAYER)(x)
+    return keras.Model(inp, out, name="tail_on_features")
 
-    The same computation as calling the classifier on the images (its backbone output feeds
-    dropout, inactive here, and the predictions layer), without running the backbone again.
+
+def predict_clean(classifier: "keras.Model", cache: FeatureCache, split: str, cut: Optional[Cut] = None,
+                  batch_size: int = 256) -> np.ndarray:
+    """The classifier's probabilities for the clean images of ``split`` ('val' or 'test') from their cached features.
+
+    The same computation as calling the classifier on the images: from the features at ``cut``
+    through the layers above it when given (their weights may have been fine-tuned since the
+    cache was built), else from the backbone's output (valid while the whole backbone is frozen).
     """
-    head = head_model(classifier, features.dtype.name)
-    out = [np.asarray(head(features[i:i + batch_size], training=False), dtype=np.float32)
+    if cut is not None:
+        features, model = getattr(cache, f"cut_{split}"), tail_model(classifier, cut, cache.cut_train.dtype.name)
+    else:
+        features, model = getattr(cache, split), head_model(classifier, cache.train.dtype.name)
+    out = [np.asarray(model(features[i:i + batch_size], training=False), dtype=np.float32)
            for i in range(0, len(features), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, int(head.output_shape[-1])), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, int(model.output_shape[-1])), np.float32)
 
 
 def epoch_order(labels: np.ndarray, views: int, epoch: int, seed: int, *, oversample: bool) -> np.ndarray:
@@ -222,14 +276,16 @@ def epoch_order(labels: np.ndarray, views: int, epoch: int, seed: int, *, oversa
 
 
 def datasets(cache: FeatureCache, *, n_classes: int, batch_size: int, seed: int, start_epoch: int, epochs: int,
-             oversample: bool) -> tuple["tf.data.Dataset", int, Optional["tf.data.Dataset"]]:
+             oversample: bool, at_cut: bool = False) -> tuple["tf.data.Dataset", int, Optional["tf.data.Dataset"]]:
     """(training batches for epochs ``start_epoch..epochs-1`` in one stream, steps per epoch, validation batches).
 
     One stream over all remaining epochs (Keras keeps the iterator when ``steps_per_epoch`` is
     given and differs from the stream's length), each epoch's order from :func:`epoch_order`.
+    ``at_cut``: the features at the fine-tune cut instead of the backbone's output.
     """
-    views, n = cache.train.shape[:2]
-    flat = tf.constant(cache.train.reshape(views * n, -1))
+    train, val_x = (cache.cut_train, cache.cut_val) if at_cut else (cache.train, cache.val)
+    views, n = train.shape[:2]
+    flat = tf.constant(train.reshape(views * n, *train.shape[2:]))
     labels = tf.constant(np.tile(cache.train_labels, views).astype(np.int32))
     orders = np.stack([epoch_order(cache.train_labels, views, e, seed, oversample=oversample)
                        for e in range(start_epoch, max(epochs, start_epoch + 1))]).astype(np.int32)
@@ -238,9 +294,9 @@ def datasets(cache: FeatureCache, *, n_classes: int, batch_size: int, seed: int,
         lambda o: tf.data.Dataset.from_tensor_slices(o).batch(batch_size))
     ds = ds.map(lambda i: (tf.gather(flat, i), tf.one_hot(tf.gather(labels, i), n_classes)))
     val = None
-    if cache.val is not None:
+    if val_x is not None:
         val = tf.data.Dataset.from_tensor_slices(
-            (cache.val, np.eye(n_classes, dtype=np.float32)[cache.val_labels])).batch(batch_size)
+            (val_x, np.eye(n_classes, dtype=np.float32)[cache.val_labels])).batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE), steps, val
 
 
@@ -257,6 +313,8 @@ def describe(cache: FeatureCache, *, head_s: float, epochs_run: int, n_epoch_dra
     record: dict[str, Any] = {
         "views": cache.views, "train_images": int(cache.train.shape[1]), "val_images": n_val,
         "test_images": 0 if cache.test is None else int(cache.test.shape[0]),
+        "fine_tune_cut": cache.cut_layer,
+        "cut_shape": None if cache.cut_train is None else list(cache.cut_train.shape[2:]),
         "feature_dim": int(cache.train.shape[2]), "dtype": dtype, "megabytes": round(cache.nbytes / 2**20, 2),
         "build_s": round(cache.build_s, 2), "loaded_from_file": cache.loaded, "head_epochs": epochs_run,
         "head_s": round(head_s, 2),

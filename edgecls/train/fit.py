@@ -34,10 +34,13 @@ from edgecls.core.keras import keras, tf
 from edgecls.train.report import classification_metrics, plot_confusion_matrix, plot_learning_curves
 from edgecls.core.rundir import RunDir
 from edgecls.train.checks import check_train_config
+from edgecls.train.cut import first_trainable
 from edgecls.train.model_io import save_model
 from edgecls.train import cluster, runfolder
 from edgecls.train.agree import PREVIOUS_WEIGHTS, KeepPrevious, agree, barrier, fingerprint
 from edgecls.train.runfolder import PHASE_DONE, PHASE_FINE_TUNE, PHASE_HEAD
+
+FINE_TUNE_SEED_OFFSET = 1  # the fine-tune phase's epoch draws on cached features (see _feature_datasets)
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -79,7 +82,7 @@ def set_phase(classifier: "keras.Model", phase: str, fine_tune_fraction: float) 
         base.trainable = False
         return
     base.trainable = True
-    cut = int(round(len(base.layers) * (1.0 - fine_tune_fraction)))
+    cut = first_trainable(len(base.layers), fine_tune_fraction)
     for i, layer in enumerate(base.layers):
         if i < cut or isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
@@ -293,13 +296,15 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
         elif not is_pretrained(cfg.weights):
             images, _ = next(iter(ds["train"]))
             calibrate_batchnorm(get_backbone(classifier), images)
-        cache = _run_phases(cfg, strategy, classifier, trainer, ds, weights, state, ckpt, run, verbose, callbacks,
-                            resume=resume, timings=timings)
+        cache, cut = _run_phases(cfg, strategy, classifier, trainer, ds, weights, state, ckpt, run, verbose,
+                                 callbacks, resume=resume, timings=timings)
         final = float32_copy(classifier, cfg, n_classes) if worker is None else None
         if task is not None and final is classifier:
             final = local_copy(classifier)
-        # A head-only float32 run's model *is* the cached backbone features + its head: evaluate on those.
-        features = cache if cache is not None and final is classifier and cfg.fine_tune_epochs == 0 else None
+        # A float32 run's model *is* its cached features + the layers above them: evaluate on those.
+        features = None
+        if cache is not None and final is classifier and (cut is not None or cfg.fine_tune_epochs == 0):
+            features = (cache, cut)
 
     if worker is not None:
         print(f"{worker.name}: done; waiting for the chief to write the run {cfg.out}", flush=True)
@@ -329,21 +334,24 @@ def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weigh
         phases.append((PHASE_FINE_TUNE, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate))
     order = [p[0] for p in phases]
     current = order.index(state["phase"])
-    used_cache = None
+    cut = _fine_tune_cut(cfg, classifier, state, resume)
+    cache = None
     for i, (phase, epochs, lr) in enumerate(phases):
         if i < current:
             continue  # finished before the interruption
         start = state["phase_epochs_done"] if i == current else 0
-        on_features = phase == PHASE_HEAD and state.get("head_cache") == "features" and start < epochs
+        on_features = state.get("head_cache") == "features" and start < epochs and (
+            phase == PHASE_HEAD or cut is not None)
         model, train_data, val_data, steps = trainer, ds["train"], ds["val"], None
         if on_features:
-            with timings.stage("feature_cache"):
-                cache = _feature_cache(cfg, classifier, ds, run)
+            if cache is None:  # built in the head phase, or reloaded by a run resumed in the fine-tune phase
+                with timings.stage("feature_cache"):
+                    cache = _feature_cache(cfg, classifier, ds, run, cut)
             with strategy.scope():
-                set_phase(classifier, phase, cfg.fine_tune_fraction)  # frozen before the head model is traced
-                model = _head_model(classifier, cache)
-            train_data, steps, val_data = _feature_datasets(cfg, cache, ds, start, epochs)
-            used_cache = cache
+                set_phase(classifier, phase, cfg.fine_tune_fraction)  # frozen before the model is traced
+                model = _head_model(classifier, cache) if phase == PHASE_HEAD else \
+                    _tail_model(classifier, cut, cache)
+            train_data, steps, val_data = _feature_datasets(cfg, cache, ds, start, epochs, at_cut=phase != PHASE_HEAD)
         with strategy.scope():
             set_phase(classifier, phase, cfg.fine_tune_fraction)
             compile_for(model, lr, cfg.label_smoothing)
@@ -358,7 +366,8 @@ def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weigh
             what = "new head, backbone frozen" if phase == PHASE_HEAD else (
                 f"top {cfg.fine_tune_fraction:.0%} of the backbone unfrozen, BatchNorm frozen")
             if on_features:
-                what += ", on cached backbone features"
+                what += ", on cached backbone features" if phase == PHASE_HEAD else (
+                    f", on cached features at {cut.layer}")
             print(f"Phase {i + 1}/{len(phases)}: {phase} ({what}), epochs {start + 1}-{epochs} at lr {lr:g}",
                   flush=True)
         if start < epochs:
@@ -379,7 +388,7 @@ def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weigh
                         *callbacks,
                     ],
                 )
-            if on_features:
+            if on_features and phase == PHASE_HEAD:
                 _report_feature_cache(cfg, cache, state, time.perf_counter() - t0, len(state["rows"]) - rows_before,
                                       steps, verbose)
         # The next phase starts from the best weights so far, and a crash right here resumes there.
@@ -391,23 +400,44 @@ def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weigh
             state.update(phase=phase, phase_epochs_done=epochs)
         save_checkpoint(ckpt / LAST_WEIGHTS, classifier, state=state)
         atomic_write_json(ckpt / STATE_JSON, state)
-    return used_cache
+    return cache, cut
 
 
 # -- the head phase on cached backbone features (edgecls.train.feature_cache) -------------------
 
 
-def _feature_cache(cfg: TrainConfig, classifier, ds: dict, run: RunDir):
+def _fine_tune_cut(cfg: TrainConfig, classifier, state: dict, resume: bool):
+    """Where the fine-tune phase trains on cached features (:mod:`edgecls.train.cut`), or None (on the images).
+
+    Decided when the run starts and kept in its state: a run resumed from before this existed
+    (no ``fine_tune_cut``) fine-tunes on the images, as it would have."""
+    from edgecls.train.cut import find_cut
+
+    if state.get("head_cache") != "features" or cfg.fine_tune_epochs <= 0:
+        return None
+    if not resume and "fine_tune_cut" not in state:
+        found = find_cut(classifier, cfg.fine_tune_fraction)
+        state["fine_tune_cut"] = found.layer if found is not None else None
+    if not state.get("fine_tune_cut"):
+        return None
+    cut = find_cut(classifier, cfg.fine_tune_fraction)
+    if cut is None or cut.layer != state["fine_tune_cut"]:
+        raise EdgeclsError(f"cannot resume: this run fine-tunes from the cut at {state['fine_tune_cut']}, this "
+                           "edgecls version finds another; start again with --force")
+    return cut
+
+
+def _feature_cache(cfg: TrainConfig, classifier, ds: dict, run: RunDir, cut=None):
     """The run's cached features (a resumed run reloads its own, so it trains on the same views), or a new cache."""
     from edgecls.train import feature_cache as fc
 
     path = run.path / "cache" / fc.FEATURES_FILE
     cache = fc.load(path, views=fc.views_for(cfg), n_train=ds["sizes"]["train"], n_val=ds["sizes"]["val"],
-                    n_test=ds["sizes"]["test"])
+                    n_test=ds["sizes"]["test"], cut_layer=None if cut is None else cut.layer)
     if cache is None:
         augment = make_augmentation(cfg.seed + fc.VIEW_SEED_OFFSET) if cfg.augment else None
         cache = fc.build(classifier, ds["train_features"], ds["val"], views=fc.views_for(cfg), augment=augment,
-                         test_ds=ds["test"])
+                         test_ds=ds["test"], cut=cut)
         fc.save(cache, path)
     return cache
 
@@ -418,11 +448,19 @@ def _head_model(classifier, cache):
     return fc.head_model(classifier, cache.train.dtype.name)
 
 
-def _feature_datasets(cfg: TrainConfig, cache, ds: dict, start: int, epochs: int):
+def _tail_model(classifier, cut, cache):
     from edgecls.train import feature_cache as fc
 
+    return fc.tail_model(classifier, cut, cache.cut_train.dtype.name)
+
+
+def _feature_datasets(cfg: TrainConfig, cache, ds: dict, start: int, epochs: int, at_cut: bool = False):
+    from edgecls.train import feature_cache as fc
+
+    # The fine-tune phase draws its own epoch orders (another seed), not a replay of the head's.
     return fc.datasets(cache, n_classes=ds["n_classes"], batch_size=cfg.batch_size,
-                       seed=cfg.seed, start_epoch=start, epochs=epochs, oversample=balance_mode(cfg) == "oversample")
+                       seed=cfg.seed + (FINE_TUNE_SEED_OFFSET if at_cut else 0), start_epoch=start, epochs=epochs,
+                       oversample=balance_mode(cfg) == "oversample", at_cut=at_cut)
 
 
 def _report_feature_cache(cfg: TrainConfig, cache, state: dict, head_s: float, epochs_run: int, steps: int,
@@ -457,11 +495,10 @@ def _finish(run: RunDir, cfg: TrainConfig, model: "keras.Model", ds: dict, state
     with timings.stage("save_model"):
         save_model(model, run.model_path)
     with timings.stage("evaluate"):
-        from_features = features is not None and (features.test is not None) == (ds["test"] is not None)
+        from_features = features is not None and (features[0].test is not None) == (ds["test"] is not None)
         if from_features:
-            val = _evaluate_features(model, features.val, features.val_labels, labels)
-            test = _evaluate_features(model, features.test, features.test_labels, labels) \
-                if features.test is not None else None
+            val = _evaluate_features(model, *features, "val", labels)
+            test = _evaluate_features(model, *features, "test", labels) if ds["test"] is not None else None
         else:
             val = evaluate(model, ds["val"], len(labels), labels)
             test = evaluate(model, ds["test"], len(labels), labels) if ds["test"] is not None else None
@@ -500,10 +537,11 @@ def _finish(run: RunDir, cfg: TrainConfig, model: "keras.Model", ds: dict, state
     atomic_write_json(run.checkpoints / "state.json", state)
 
 
-def _evaluate_features(model: "keras.Model", features: np.ndarray, y: np.ndarray, labels: list[str]) -> dict[str, Any]:
+def _evaluate_features(model: "keras.Model", cache, cut, split: str, labels: list[str]) -> dict[str, Any]:
     from edgecls.train import feature_cache as fc
 
-    return classification_metrics(np.asarray(y), fc.predict_clean(model, features), list(labels))
+    y = np.asarray(getattr(cache, f"{split}_labels"))
+    return classification_metrics(y, fc.predict_clean(model, cache, split, cut), list(labels))
 
 
 def _timed(fn, *args) -> float:
