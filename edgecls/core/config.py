@@ -43,7 +43,7 @@ class TrainConfig:
     """Global batch size (split over replicas)."""
     epochs: int = 20
     """Epochs of head training on the frozen backbone. Cheap on cached features (measured in docs/train.md)."""
-    fine_tune_epochs: int = 5
+    fine_tune_epochs: int = 10
     """Epochs of fine-tuning with the top of the backbone unfrozen (0 to skip; on cached features at the cut
     with the head cache; measured in docs/train.md)."""
     fine_tune_fraction: float = 0.08
