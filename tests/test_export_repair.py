@@ -395,3 +395,76 @@ def test_qat_quantizes_depthwise_kernels_per_channel_and_starts_at_the_float_ran
     lo, hi = _range_variables(q.get_layer("quant_dw_relu"))["output"]
     assert float(lo.numpy()) == 0.0 and float(hi.numpy()) == pytest.approx(float(f_relu.max()), rel=1e-5)
     assert np.abs(q.predict(x, verbose=0) - model.predict(x, verbose=0)).mean() < 0.02
+
+
+# -- empirical bias correction -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, axes", [((1, 1, 4, 5), (3,)), ((3, 3, 4, 1), (2, 3)), ((6, 2), (1,))])
+def test_round_kernel_rounds_each_output_channel_on_its_own_int8_grid(shape, axes):
+    from edgecls.optimize.bias_correction import round_kernel
+
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(0, 1, shape).astype(np.float32) * rng.uniform(0.01, 10, [shape[a] if a in axes else 1
+                                                                               for a in range(len(shape))])
+    r = round_kernel(kernel, axes)
+    reduce = tuple(a for a in range(len(shape)) if a not in axes)
+    scale = np.abs(kernel).max(axis=reduce, keepdims=True) / 127
+    steps = r / scale
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)  # on the channel's own grid
+    assert np.abs(steps).max() <= 127 + 1e-3
+    np.testing.assert_allclose(np.abs(r).max(axis=reduce), np.abs(kernel).max(axis=reduce), rtol=1e-6)
+    assert np.all(np.abs(r - kernel) <= scale / 2 + 1e-7)
+
+
+def _rounding_biased_model():
+    """A classifier whose decision int8 weight rounding flips *by a systematic shift*, not by noise:
+    class 1's logit beats class 0's by 15 small weights of 0.44 int8 steps each (so they round to 0
+    on the grid a large weight of 1.0 sets), times the always-positive features."""
+    from edgecls.core.keras import keras
+
+    keras.backend.clear_session()
+    inp = keras.Input((8, 8, 3), name="image")
+    h = keras.layers.Rescaling(1.0 / 255.0, name="preprocess")(inp)
+    conv = keras.layers.Conv2D(16, 1, use_bias=False, name="conv")
+    bn = keras.layers.BatchNormalization(name="bn")
+    h = keras.layers.GlobalAveragePooling2D(name="pool")(keras.layers.ReLU(6.0, name="relu")(bn(conv(h))))
+    dense = keras.layers.Dense(3, activation="softmax", name="predictions")
+    model = keras.Model(inp, dense(h))
+    rng = np.random.default_rng(0)
+    conv.set_weights([rng.uniform(0.5, 1.0, (1, 1, 3, 16)).astype(np.float32)])
+    bn.set_weights([np.ones(16), np.full(16, 0.1), np.zeros(16), np.ones(16)])
+    kernel = np.zeros((16, 3), np.float32)
+    kernel[0] = 1.0
+    kernel[1:, 1] = 0.44 / 127
+    dense.set_weights([kernel, np.array([0.0, 0.0, -1.0], np.float32)])
+    return model, rng.integers(0, 256, (64, 8, 8, 3)).astype(np.float32)
+
+
+def test_bias_correction_removes_the_mean_shift_of_weight_rounding(tmp_path):
+    from edgecls.optimize.bias_correction import correct_biases
+    from edgecls.optimize.convert import convert_model
+    from edgecls.optimize.selective import tflite_probabilities
+
+    model, x = _rounding_biased_model()
+    p = model.predict(x, verbose=0)
+    assert (p.argmax(1) == 1).all()
+    corrected, info = correct_biases(model, x[:32])
+    assert info["layers"] == 2 and info["images"] == 32  # the BatchNorm after the conv, the classifier
+    bias = corrected.get_layer("predictions").get_weights()[1]
+    # 15 weights lose 0.44 steps (1/127 each) of the mean feature: that much is added back to class 1 only.
+    features = keras_features(model, x[:32]).mean(0)
+    np.testing.assert_allclose(bias, [0.0, 0.44 / 127 * features[1:].sum(), -1.0], rtol=1e-3, atol=1e-6)
+    np.testing.assert_array_equal(corrected.get_layer("predictions").get_weights()[0],
+                                  model.get_layer("predictions").get_weights()[0])  # kernels: the converter rounds
+    agree = {}
+    for name, m in (("ptq", model), ("corrected", corrected)):
+        q = tflite_probabilities(convert_model(m, "int8", representative=x[:32]), x.astype(np.uint8), tmp_path)
+        agree[name] = float(np.mean(q.argmax(1) == p.argmax(1)))
+    assert agree == {"ptq": 0.0, "corrected": 1.0}
+
+
+def keras_features(model, x):
+    from edgecls.core.keras import keras
+
+    return keras.Model(model.input, model.get_layer("pool").output).predict(x, verbose=0)
