@@ -1,8 +1,13 @@
 """int8 repair: try plain post-training quantization, then the repairs, in order; the first that passes ships.
 
 Export (:mod:`edgecls.optimize.export`) owns the staging folder and the gate; this module owns
-the order of attempts: PTQ, then (a) selective quantization, keeping tensors in float
-(:mod:`edgecls.optimize.qdebug`), then (b) quantization-aware training (:mod:`edgecls.optimize.qat`).
+the order of attempts: PTQ, then (0) PTQ of the model with its biases corrected for the mean shift of
+int8 weight rounding (:mod:`edgecls.optimize.bias_correction`: no size or latency cost, one forward
+pass), then (a) selective quantization, keeping tensors in float (:mod:`edgecls.optimize.qdebug`),
+then (b) quantization-aware training (:mod:`edgecls.optimize.qat`). Selective float starts from the
+bias-corrected model when that step ran (it keeps what the step won; the debugger and the effect
+search run on the corrected model, the float reference stays the original). QAT starts from the
+original model: it learns its biases itself, and it is distilled from the original's outputs.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from typing import Any, Optional
 from edgecls.core.config import ExportConfig
 from edgecls.optimize.convert import convert_model
 
-PATHS = ("ptq", "selective-float", "qat")
-"""How an int8 file was made: post-training quantization, PTQ with some tensors in float, QAT."""
+PATHS = ("ptq", "selective-float", "qat", "bias-corrected")
+"""How an int8 file was made: post-training quantization, PTQ with some tensors in float, QAT, PTQ after bias correction."""
 LATENCY_WARMUP = 5
 LATENCY_RUNS = 30
 """Invokes timed (1 thread, after warm-up) for the card's latency cost of a repair."""
@@ -57,6 +62,8 @@ class Candidate:
     qat: Optional[dict[str, Any]] = None
     selection: Optional[dict[str, Any]] = None
     """How --float-layers auto chose the float tensors (their measured effect)."""
+    bias_correction: Optional[dict[str, Any]] = None
+    """What bias correction changed (layers, images, largest shift), when the file was made from a corrected model."""
 
     @property
     def passed(self) -> bool:
@@ -115,16 +122,46 @@ def int8_attempts(ex: Any, cfg: ExportConfig, float_names: Optional[list[str]], 
     else:
         if ptq.passed or not cfg.repair:
             return ptq, tried, diagnosis
-        selection = _select_by_effect(ex, cfg, model, rep, diagnosis) if float_names is None else None
-        if selection is not None and selection.tensors:
-            plan.append(lambda: selective(selection.tensors, selection.as_dict()))
-        elif selection is not None:
-            ex.note(f"keeping no tensor in float lowered the int8 error on {selection.images} calibration images "
-                    f"(worst rmse/scale {diagnosis.layers[0].rmse_scale:.2f}); skipping selective float layers")
+        base = {"model": model, "diagnosis": diagnosis}
+
+        def bias_corrected() -> Candidate:
+            from edgecls.optimize.bias_correction import correct_biases
+
+            corrected, info = correct_biases(model, rep)
+            cand = ex.stage("bias-corrected", convert_model(corrected, "int8", representative=rep, io=cfg.io,
+                                                            allow_float_fallback=cfg.allow_float_fallback), size)
+            cand.bias_correction = info
+            base["model"], base["bias_correction"] = corrected, info
+            base["diagnosis"] = None  # the selection below needs the debugger's view of the corrected model
+            return ex.gate(cand, None, size)
+
+        def auto_selective() -> Optional[Candidate]:
+            diag = base["diagnosis"]
+            if diag is None:
+                diag = qdebug.diagnose(base["model"], rep, rep[: qdebug.DEBUG_IMAGES])
+            selection = _select_by_effect(ex, cfg, model, rep, diag)
+            if not selection.tensors:
+                ex.note(f"keeping no tensor in float lowered the int8 error on {selection.images} calibration images "
+                        f"(worst rmse/scale {diag.layers[0].rmse_scale:.2f}); skipping selective float layers")
+                return None
+            data = qdebug.selective_int8(diag.calibrated, selection.tensors, io=cfg.io)
+            sel_summary = qdebug.diagnose(base["model"], rep, rep[: qdebug.DEBUG_IMAGES],
+                                          denylisted=selection.tensors).summary()
+            cand = ex.stage("selective-float", data, size, selection.tensors)
+            cand.selection = selection.as_dict()
+            cand.bias_correction = base.get("bias_correction")
+            return ex.gate(cand, sel_summary, size)
+
+        if cfg.bias_correction:
+            plan.append(bias_corrected)
+        if float_names is None:  # --float-layers none: no selective step
+            plan.append(auto_selective)
         plan.append(qat)
     planned: list[Candidate] = []
     for step in plan:
         cand = step()
+        if cand is None:  # a step with nothing to try (no tensor worth keeping in float)
+            continue
         tried.append(cand)
         planned.append(cand)
         if cand.passed:
@@ -137,7 +174,8 @@ def int8_attempts(ex: Any, cfg: ExportConfig, float_names: Optional[list[str]], 
 
 def _select_by_effect(ex: Any, cfg: ExportConfig, model: Any, rep: Any, diagnosis: Any) -> Any:
     """--float-layers auto: the debugger nominates, the effect on calibration images decides
-    (:mod:`edgecls.optimize.selective`); parity's held-out images are never looked at."""
+    (:mod:`edgecls.optimize.selective`); parity's held-out images are never looked at. ``model`` is
+    the original float model (the reference); ``diagnosis`` may be of a bias-corrected copy."""
     import numpy as np
 
     from edgecls.optimize.selective import EFFECT_IMAGES, select_float_tensors
