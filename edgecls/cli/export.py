@@ -93,7 +93,7 @@ class _OneModeCommand(click.Command):
 @click.option("--float-layers", default=EXPORT_DEFAULTS.float_layers, show_default=True, metavar="auto|none|NAME,...",
               help=field_help(ExportConfig, "float_layers"))
 @click.option("--qat", is_flag=True, help=field_help(ExportConfig, "qat"))
-@click.option("--no-repair", is_flag=True, help="Ship plain post-training int8 or fail: no float layers, no QAT.")
+@click.option("--no-repair", is_flag=True, help="Ship plain post-training int8 or fail: no bias correction, no float layers, no QAT.")
 @click.option("--qat-epochs", type=click.IntRange(min=1), default=EXPORT_DEFAULTS.qat_epochs, show_default=True,
               help=field_help(ExportConfig, "qat_epochs"))
 @click.option("--qat-learning-rate", type=click.FloatRange(min=0.0, min_open=True), default=EXPORT_DEFAULTS.qat_learning_rate,
