@@ -120,9 +120,8 @@ def correct_biases(model: Any, images: np.ndarray) -> tuple[Any, dict[str, Any]]
     compares the int8 file with the original ``model``.
     """
     from edgecls.core.keras import keras
-    from edgecls.optimize.qat import flatten
 
-    flat = flatten(model)
+    flat = _flat_copy(model, keras)
     targets = _targets(flat, keras)
     if not targets:
         return flat, {"layers": 0, "images": int(len(images))}
@@ -139,6 +138,17 @@ def correct_biases(model: Any, images: np.ndarray) -> tuple[Any, dict[str, Any]]
         var = target.beta if t.kind == "beta" else target.bias
         var.assign(var.numpy() - shift.astype(np.float32))
     return flat, {"layers": len(targets), "images": int(len(images)), "max_shift": round(worst, 6)}
+
+
+def _flat_copy(model: Any, keras: Any) -> Any:
+    """A copy of ``model`` with every layer on its own graph (its biases are then changed in the copy only)."""
+    from edgecls.optimize.qat import flatten
+
+    if any(isinstance(layer, keras.Model) for layer in model.layers):
+        return flatten(model)  # edgecls classifiers nest their backbone (a chain: input, backbone, head)
+    copy = keras.models.clone_model(model)  # any functional graph, branches included
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _weighted_layer(flat: Any, t: _Target) -> Any:

@@ -4,10 +4,10 @@ Export (:mod:`edgecls.optimize.export`) owns the staging folder and the gate; th
 the order of attempts: PTQ, then (0) PTQ of the model with its biases corrected for the mean shift of
 int8 weight rounding (:mod:`edgecls.optimize.bias_correction`: no size or latency cost, one forward
 pass), then (a) selective quantization, keeping tensors in float (:mod:`edgecls.optimize.qdebug`),
-then (b) quantization-aware training (:mod:`edgecls.optimize.qat`). Selective float starts from the
-bias-corrected model when that step ran (it keeps what the step won; the debugger and the effect
-search run on the corrected model, the float reference stays the original). QAT starts from the
-original model: it learns its biases itself, and it is distilled from the original's outputs.
+then (b) quantization-aware training (:mod:`edgecls.optimize.qat`). Both start from the original
+model, not the bias-corrected one: a tensor that selective float keeps in float would still carry
+the correction for a rounding it no longer has (on the suite's planted defect that over-correction
+made keeping the broken conv in float useless), and QAT learns its biases itself.
 """
 
 from __future__ import annotations
@@ -122,7 +122,6 @@ def int8_attempts(ex: Any, cfg: ExportConfig, float_names: Optional[list[str]], 
     else:
         if ptq.passed or not cfg.repair:
             return ptq, tried, diagnosis
-        base = {"model": model, "diagnosis": diagnosis}
 
         def bias_corrected() -> Candidate:
             from edgecls.optimize.bias_correction import correct_biases
@@ -131,26 +130,15 @@ def int8_attempts(ex: Any, cfg: ExportConfig, float_names: Optional[list[str]], 
             cand = ex.stage("bias-corrected", convert_model(corrected, "int8", representative=rep, io=cfg.io,
                                                             allow_float_fallback=cfg.allow_float_fallback), size)
             cand.bias_correction = info
-            base["model"], base["bias_correction"] = corrected, info
-            base["diagnosis"] = None  # the selection below needs the debugger's view of the corrected model
             return ex.gate(cand, None, size)
 
         def auto_selective() -> Optional[Candidate]:
-            diag = base["diagnosis"]
-            if diag is None:
-                diag = qdebug.diagnose(base["model"], rep, rep[: qdebug.DEBUG_IMAGES])
-            selection = _select_by_effect(ex, cfg, model, rep, diag)
+            selection = _select_by_effect(ex, cfg, model, rep, diagnosis)
             if not selection.tensors:
                 ex.note(f"keeping no tensor in float lowered the int8 error on {selection.images} calibration images "
-                        f"(worst rmse/scale {diag.layers[0].rmse_scale:.2f}); skipping selective float layers")
+                        f"(worst rmse/scale {diagnosis.layers[0].rmse_scale:.2f}); skipping selective float layers")
                 return None
-            data = qdebug.selective_int8(diag.calibrated, selection.tensors, io=cfg.io)
-            sel_summary = qdebug.diagnose(base["model"], rep, rep[: qdebug.DEBUG_IMAGES],
-                                          denylisted=selection.tensors).summary()
-            cand = ex.stage("selective-float", data, size, selection.tensors)
-            cand.selection = selection.as_dict()
-            cand.bias_correction = base.get("bias_correction")
-            return ex.gate(cand, sel_summary, size)
+            return selective(selection.tensors, selection.as_dict())
 
         if cfg.bias_correction:
             plan.append(bias_corrected)
@@ -174,8 +162,7 @@ def int8_attempts(ex: Any, cfg: ExportConfig, float_names: Optional[list[str]], 
 
 def _select_by_effect(ex: Any, cfg: ExportConfig, model: Any, rep: Any, diagnosis: Any) -> Any:
     """--float-layers auto: the debugger nominates, the effect on calibration images decides
-    (:mod:`edgecls.optimize.selective`); parity's held-out images are never looked at. ``model`` is
-    the original float model (the reference); ``diagnosis`` may be of a bias-corrected copy."""
+    (:mod:`edgecls.optimize.selective`); parity's held-out images are never looked at."""
     import numpy as np
 
     from edgecls.optimize.selective import EFFECT_IMAGES, select_float_tensors
