@@ -157,14 +157,14 @@ def test_failed_gate_tries_repairs_then_keeps_the_old_set_and_rejects(tiny_run, 
     assert sum(line.startswith("Error:") for line in result.output.splitlines()) == 1
     assert "Traceback" not in result.output
     assert "Error: int8 parity failed: " in result.output and "tried ptq (agreement" in result.output
-    assert ", qat (agreement" in result.output and "model_int8.REJECTED.tflite (do not ship it)" in result.output
+    assert ", bias-corrected (agreement" in result.output and ", qat (agreement" in result.output and "model_int8.REJECTED.tflite (do not ship it)" in result.output
     after = {p.name: p.read_bytes() for p in exp.iterdir() if "REJECTED" not in p.name}
     assert after == before
     card = json.loads((exp / "model_int8.REJECTED.card.json").read_text())
     assert card["parity_passed"] is False and card["model"] == "model_int8.REJECTED.tflite"
-    assert [a["path"] for a in card["quantization"]["attempts"]] == ["ptq", "selective-float", "qat"]
+    assert [a["path"] for a in card["quantization"]["attempts"]] == ["ptq", "bias-corrected", "selective-float", "qat"]
     assert ", selective-float (agreement" in result.output
-    assert card["quantization"]["path"] in ("ptq", "selective-float", "qat") and card["parity"]["report"] == "parity_int8.REJECTED.json"
+    assert card["quantization"]["path"] in ("ptq", "bias-corrected", "selective-float", "qat") and card["parity"]["report"] == "parity_int8.REJECTED.json"
     assert (exp / "parity_int8.REJECTED.json").is_file() and not (exp / "model_int8.REJECTED.golden.npz").exists()
     assert not any(p.name.startswith(".") for p in exp.iterdir())
 
@@ -342,7 +342,9 @@ def test_auto_repair_keeps_the_tensor_that_matters_in_float(outlier_run, tmp_pat
     card = export_run(ExportConfig(run=str(outlier_run), out=str(out)))
     q = card["quantization"]
     attempts = {a["path"]: a for a in q["attempts"]}
-    assert list(attempts) == ["ptq", "selective-float"] and attempts["ptq"]["passed"] is False
+    # Bias correction cannot help: the defect destroys each image's signal, not just its mean.
+    assert list(attempts) == ["ptq", "bias-corrected", "selective-float"] and attempts["ptq"]["passed"] is False
+    assert attempts["bias-corrected"]["passed"] is False
     assert attempts["ptq"]["agreement"] < 0.9  # the planted defect really breaks plain int8
     assert q["path"] == "selective-float" and card["parity_passed"] is True
     assert card["parity"]["agreement"] == 1.0 and card["parity"]["accuracy_drop_points"] == 0.0
@@ -395,3 +397,128 @@ def test_qat_quantizes_depthwise_kernels_per_channel_and_starts_at_the_float_ran
     lo, hi = _range_variables(q.get_layer("quant_dw_relu"))["output"]
     assert float(lo.numpy()) == 0.0 and float(hi.numpy()) == pytest.approx(float(f_relu.max()), rel=1e-5)
     assert np.abs(q.predict(x, verbose=0) - model.predict(x, verbose=0)).mean() < 0.02
+
+
+# -- empirical bias correction -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape, axes", [((1, 1, 4, 5), (3,)), ((3, 3, 4, 1), (2, 3)), ((6, 2), (1,))])
+def test_round_kernel_rounds_each_output_channel_on_its_own_int8_grid(shape, axes):
+    from edgecls.optimize.bias_correction import round_kernel
+
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(0, 1, shape).astype(np.float32) * rng.uniform(0.01, 10, [shape[a] if a in axes else 1
+                                                                               for a in range(len(shape))])
+    r = round_kernel(kernel, axes)
+    reduce = tuple(a for a in range(len(shape)) if a not in axes)
+    scale = np.abs(kernel).max(axis=reduce, keepdims=True) / 127
+    steps = r / scale
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)  # on the channel's own grid
+    assert np.abs(steps).max() <= 127 + 1e-3
+    np.testing.assert_allclose(np.abs(r).max(axis=reduce), np.abs(kernel).max(axis=reduce), rtol=1e-6)
+    assert np.all(np.abs(r - kernel) <= scale / 2 + 1e-7)
+
+
+def _rounding_biased_model(size: int = 8, features: int = 16):
+    """A classifier whose decision int8 weight rounding flips *by a systematic shift*, not by noise:
+    class 1's logit beats class 0's by ``features - 1`` small weights of 0.44 int8 steps each (so
+    they round to 0 on the grid a large weight of 1.0 sets), times the always-positive features.
+    After rounding, classes 0 and 1 tie exactly and the int8 file answers class 0 everywhere."""
+    from edgecls.core.keras import keras
+
+    keras.backend.clear_session()
+    inp = keras.Input((size, size, 3), name="image")
+    h = keras.layers.Rescaling(1.0 / 255.0, name="preprocess")(inp)
+    conv = keras.layers.Conv2D(features, 1, use_bias=False, name="conv")
+    bn = keras.layers.BatchNormalization(name="bn")
+    h = keras.layers.GlobalAveragePooling2D(name="pool")(keras.layers.ReLU(6.0, name="relu")(bn(conv(h))))
+    dense = keras.layers.Dense(3, activation="softmax", name="predictions")
+    model = keras.Model(inp, dense(h), name="rounding_biased")
+    rng = np.random.default_rng(0)
+    conv.set_weights([rng.uniform(0.5, 1.0, (1, 1, 3, features)).astype(np.float32)])
+    bn.set_weights([np.ones(features), np.full(features, 0.1), np.zeros(features), np.ones(features)])
+    kernel = np.zeros((features, 3), np.float32)
+    kernel[0] = 1.0
+    kernel[1:, 1] = 0.44 / 127
+    dense.set_weights([kernel, np.array([0.0, 0.0, -1.0], np.float32)])
+    return model, rng.integers(0, 256, (64, size, size, 3)).astype(np.float32)
+
+
+def test_bias_correction_removes_the_mean_shift_of_weight_rounding(tmp_path):
+    from edgecls.optimize.bias_correction import correct_biases
+    from edgecls.optimize.convert import convert_model
+    from edgecls.optimize.selective import tflite_probabilities
+
+    model, x = _rounding_biased_model()
+    p = model.predict(x, verbose=0)
+    assert (p.argmax(1) == 1).all()
+    corrected, info = correct_biases(model, x[:32])
+    assert info["layers"] == 2 and info["images"] == 32  # the BatchNorm after the conv, the classifier
+    bias = corrected.get_layer("predictions").get_weights()[1]
+    # 15 weights lose 0.44 steps (1/127 each) of the mean feature: that much is added back to class 1 only.
+    features = keras_features(model, x[:32]).mean(0)
+    np.testing.assert_allclose(bias, [0.0, 0.44 / 127 * features[1:].sum(), -1.0], rtol=1e-3, atol=1e-6)
+    np.testing.assert_array_equal(corrected.get_layer("predictions").get_weights()[0],
+                                  model.get_layer("predictions").get_weights()[0])  # kernels: the converter rounds
+    agree = {}
+    for name, m in (("ptq", model), ("corrected", corrected)):
+        q = tflite_probabilities(convert_model(m, "int8", representative=x[:32]), x.astype(np.uint8), tmp_path)
+        agree[name] = float(np.mean(q.argmax(1) == p.argmax(1)))
+    assert agree == {"ptq": 0.0, "corrected": 1.0}
+
+
+def keras_features(model, x):
+    from edgecls.core.keras import keras
+
+    return keras.Model(model.input, model.get_layer("pool").output).predict(x, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def rounding_run(tiny_run, tmp_path_factory):
+    """tiny_run with the rounding-biased classifier (64 features) in place of its model: plain int8
+    disagrees with the float model on every image, by a mean shift bias correction removes."""
+    import json as _json
+
+    from edgecls.train.model_io import save_model
+
+    run = tmp_path_factory.mktemp("rounding") / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints", "logs", "cache", "plots", "export"))
+    size = _json.loads((run / "config.json").read_text())["train"]["size"]
+    model, _ = _rounding_biased_model(size=size, features=64)
+    save_model(model, run / "model.keras")
+    return run
+
+
+@pytest.mark.slow
+def test_bias_correction_is_the_first_repair_and_ships_at_no_cost(rounding_run, tmp_path):
+    from edgecls.cli import cli
+
+    out = tmp_path / "exp"
+    result = CliRunner().invoke(cli, ["export", str(rounding_run), "--out", str(out),
+                                      "--representative-samples", str(FEW_CALIBRATION_IMAGES)])
+    assert result.exit_code == 0, result.output
+    assert "int8 path: bias-corrected (post-training quantization after bias correction); " \
+           "tried ptq -> bias-corrected" in result.output
+    card = json.loads((out / "model_int8.card.json").read_text())
+    q = card["quantization"]
+    attempts = {a["path"]: a for a in q["attempts"]}
+    assert list(attempts) == ["ptq", "bias-corrected"] and attempts["ptq"]["agreement"] == 0.0
+    assert card["parity_passed"] is True and card["parity"]["agreement"] == 1.0
+    assert q["bias_correction"]["layers"] == 2 and q["bias_correction"]["images"] == FEW_CALIBRATION_IMAGES
+    assert q["float_layers"] == [] and card["mixed"] is False
+    assert q["cost_vs_ptq"]["file_bytes"]["difference"] == 0  # the same ops, only the biases moved
+
+
+@pytest.mark.slow
+def test_no_bias_correction_goes_straight_to_selective_float(rounding_run, tmp_path):
+    from edgecls.cli import cli
+
+    out = tmp_path / "exp"
+    result = CliRunner().invoke(cli, ["export", str(rounding_run), "--out", str(out), "--no-bias-correction",
+                                      "--representative-samples", str(FEW_CALIBRATION_IMAGES), "--golden-images", "0"])
+    assert "Traceback" not in result.output and "bias-corrected" not in result.output
+    # Whether selective float or QAT then passes is not the point here: the step is not tried.
+    name = "model_int8.card.json" if result.exit_code == 0 else "model_int8.REJECTED.card.json"
+    q = json.loads((out / name).read_text())["quantization"]
+    assert [a["path"] for a in q["attempts"]][:2] == ["ptq", "selective-float"]
+    assert q["bias_correction"] is None

@@ -6,7 +6,9 @@ second class's image blended in, some labels flipped: many borderline images), f
 shared pretrained MobileNetV2 1.0 @ 160 (/work/shared/pretrained) on it with ``edgecls train``,
 then builds the int8 variants from the same calibration -- plain PTQ, selective float chosen by the
 debugger's rmse/scale rule (tensors above twice rounding noise), selective float chosen by *effect*
-on calibration images (:mod:`edgecls.optimize.selective`), QAT, 16x8 (int16 activations, int8
+on calibration images (:mod:`edgecls.optimize.selective`), PTQ after empirical bias correction
+(:mod:`edgecls.optimize.bias_correction`), selective float (effect) on the bias-corrected model
+(what the default repair chain builds second), QAT, 16x8 (int16 activations, int8
 weights, float32 in/out), and two reference rows: dynamic range (int8 weights, float activations)
 and float16 -- and measures each through the
 device runtime on every held-out image (test + val, as parity does by default): top-1 agreement
@@ -74,6 +76,10 @@ def make_hard_set(out: Path, *, classes: int, per_class: int, native_px: int, no
             im.save(out / label / f"{name}_{f.stem}.jpg", quality=90)
 
 
+class _Skipped(Exception):
+    """--skip export: the default export is not run."""
+
+
 def _int16_selective(calibrated: bytes, tensors: list) -> dict:
     """Selective float on top of 16x8: the MLIR quantizer (the one that takes a denylist) asked for
     int16 activations on the same calibrated model. Returns what happened (it is recorded, not assumed)."""
@@ -107,6 +113,7 @@ def main() -> int:
     ap.add_argument("--qat-lr", type=float, default=1e-5)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip", default="", help="comma-separated rows to leave out: rmse-rule,16x8,reference,export")
     args = ap.parse_args()
     if not PRETRAINED.is_file():
         print(f"needs {PRETRAINED}", file=sys.stderr)
@@ -118,6 +125,7 @@ def main() -> int:
     from edgecls.core.rundir import RunDir
     from edgecls.optimize import qdebug
     from edgecls.optimize.convert import convert_model, representative_images
+    from edgecls.optimize.bias_correction import correct_biases
     from edgecls.optimize.export import export_run, measure_latency_ms
     from edgecls.optimize.parity import run_parity
     from edgecls.optimize.qat import qat_finetune
@@ -147,12 +155,14 @@ def main() -> int:
     t = time.perf_counter()
     diag = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES])
     variants = {"ptq": (convert_model(model, "int8", representative=rep), [], diag.summary(), time.perf_counter() - t)}
-    rule = qdebug.auto_float_layers(diag.layers) or [e.tensor for e in diag.layers[:2]]  # none above: worst two
-    _log(f"selective float by rmse/scale: {len(rule)} tensors")
-    t = time.perf_counter()
-    sel = qdebug.selective_int8(diag.calibrated, rule)
-    sel_diag = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES], denylisted=rule).summary()
-    variants["selective-float (rmse rule)"] = (sel, rule, sel_diag, time.perf_counter() - t)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if "rmse-rule" not in skip:
+        rule = qdebug.auto_float_layers(diag.layers) or [e.tensor for e in diag.layers[:2]]  # none above: worst two
+        _log(f"selective float by rmse/scale: {len(rule)} tensors")
+        t = time.perf_counter()
+        sel = qdebug.selective_int8(diag.calibrated, rule)
+        sel_diag = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES], denylisted=rule).summary()
+        variants["selective-float (rmse rule)"] = (sel, rule, sel_diag, time.perf_counter() - t)
     _log("selective float by effect")
     t = time.perf_counter()
     images = rep[:EFFECT_IMAGES]
@@ -162,20 +172,47 @@ def main() -> int:
     sel = qdebug.selective_int8(diag.calibrated, selection.tensors)
     sel_diag = qdebug.diagnose(model, rep, rep[: qdebug.DEBUG_IMAGES], denylisted=selection.tensors).summary()
     variants["selective-float (effect)"] = (sel, selection.tensors, sel_diag, time.perf_counter() - t)
+    _log("bias correction")
+    t = time.perf_counter()
+    corrected, bias_info = correct_biases(model, rep)
+    bias_info["seconds"] = round(time.perf_counter() - t, 1)
+    bc_data = convert_model(corrected, "int8", representative=rep)
+    bc_seconds = time.perf_counter() - t  # what the export's repair step costs before its gate
+    bc_diag = qdebug.diagnose(corrected, rep, rep[: qdebug.DEBUG_IMAGES])
+    variants["bias-corrected"] = (bc_data, [], bc_diag.summary(), bc_seconds)
+    _log("selective float by effect on the bias-corrected model")
+    t = time.perf_counter()
+    bc_selection = select_float_tensors(bc_diag.calibrated, bc_diag.layers, images, p_float, io="uint8", workdir=files,
+                                        log=_log)
+    bc_sel_diag = qdebug.diagnose(corrected, rep, rep[: qdebug.DEBUG_IMAGES], denylisted=bc_selection.tensors).summary()
+    variants["bias-corrected + selective-float (effect)"] = (
+        qdebug.selective_int8(bc_diag.calibrated, bc_selection.tensors), bc_selection.tensors, bc_sel_diag,
+        time.perf_counter() - t)
     _log("QAT")
     t = time.perf_counter()
     q, info = qat_finetune(model, rep, epochs=args.qat_epochs, learning_rate=args.qat_lr, seed=args.seed)
     variants["qat"] = (convert_model(q, "int8", representative=rep), [], None, time.perf_counter() - t)
-    _log("16x8: int16 activations, int8 weights (float32 in/out: the converter refuses uint8)")
-    t = time.perf_counter()
-    variants["16x8"] = (convert_model(model, "int8", representative=rep, io="float32", activations="int16"), [], None,
-                        time.perf_counter() - t)
-    int16_selective = _int16_selective(diag.calibrated, selection.tensors)
+    int16_selective = None
+    if "16x8" not in skip:
+        _log("16x8: int16 activations, int8 weights (float32 in/out: the converter refuses uint8)")
+        t = time.perf_counter()
+        variants["16x8"] = (convert_model(model, "int8", representative=rep, io="float32", activations="int16"), [],
+                            None, time.perf_counter() - t)
+        int16_selective = _int16_selective(diag.calibrated, selection.tensors)
     # Where the error comes from: int8 weights with float activations; float16 (the near-tie ceiling).
     for mode, label in (("dynamic", "dynamic (int8 weights, float activations)"), ("float16", "float16")):
+        if "reference" in skip:
+            break
         t = time.perf_counter()
         variants[label] = (convert_model(model, mode), [], None, time.perf_counter() - t)
 
+    from edgecls import data as edata
+
+    root, split = edata.load_split(run)
+    held_x, _ = edata.load_images(root, [it for n in ("test", "val") for it in split.get(n) or []], 160)
+    p_held = model.predict(held_x.astype(np.float32), batch_size=32, verbose=0)
+    top2 = np.sort(p_held, 1)
+    margin = top2[:, -1] - top2[:, -2]  # the float model's top-1/top-2 probability margin per held-out image
     rows = {}
     for name, (data, floats, qe, seconds) in variants.items():
         path = files / _file_name(name)
@@ -187,15 +224,29 @@ def main() -> int:
                       "accuracy_drop_points": r["accuracy_drop_points"], "mean_abs_prob_diff": r["mean_abs_prob_diff"],
                       "worst_rmse_scale": qe["worst"][0]["rmse_scale"] if qe else None, "file_bytes": len(data),
                       "float_layers": len(floats), "n_images": r["n_images"], "build_s": round(seconds, 1)}
+        from edgecls.optimize.selective import tflite_probabilities
+
+        flips = tflite_probabilities(data, held_x, files).argmax(1) != p_held.argmax(1)
+        clear = margin >= 0.1
+        rows[name]["flips_by_margin"] = {"<0.02": int((flips & (margin < 0.02)).sum()),
+                                         "<0.05": int((flips & (margin < 0.05)).sum()),
+                                         "<0.1": int((flips & (margin < 0.1)).sum()), "all": int(flips.sum())}
+        rows[name]["agreement_margin_ge_0.1"] = round(float(1 - flips[clear].mean()), 4)
     _log("latency")
     for name in variants:  # in turn, in this process: the ratios are side by side
         rows[name]["latency_ms_1thread"] = float(np.median(
             [measure_latency_ms(files / _file_name(name), 160, threads=1) for _ in range(max(1, args.runs // 30))]))
     _log("default edgecls export --int8")
+    if "export" in skip:
+        shipped = {"skipped": True}
     try:
+        if "export" in skip:
+            raise _Skipped()
         card = export_run(ExportConfig(run=str(run_dir), force=True))
         shipped = {"path": card["quantization"]["path"], "agreement": card["parity"]["agreement"], "passed": True,
                    "attempts": card["quantization"]["attempts"], "float_layers": card["quantization"]["float_layers"]}
+    except _Skipped:
+        pass
     except Exception as e:  # noqa: BLE001 - the benchmark records a failure too
         card = getattr(e, "card", None) or {}
         shipped = {"path": None, "passed": False, "error": str(e)[:600],
@@ -203,22 +254,30 @@ def main() -> int:
     result = {
         "date": dt.date.today().isoformat(), "machine": platform.machine(), "cpu_isa": "AVX2 (no AVX-512/VNNI)",
         "runtime": f"ai-edge-litert {version('ai-edge-litert')}", "threads": 1, "conditions": "busy shared machine",
-        "set": vars(args) | {"work": str(args.work), "out": str(args.out)}, "qat": info,
+        "set": vars(args) | {"work": str(args.work), "out": str(args.out)}, "qat": info, "bias_correction": bias_info,
+        "bias_corrected_selection": bc_selection.as_dict(),
+        "held_out_margins": {"n": int(len(margin)), "<0.02": int((margin < 0.02).sum()),
+                             "<0.05": int((margin < 0.05).sum()), "<0.1": int((margin < 0.1).sum())},
         "int16_selective_float": int16_selective,
         "selection": selection.as_dict(), "variants": rows,
         "default_export": shipped,
     }
     if args.out:
         args.out.write_text(json.dumps(result, indent=2, default=str))
-    print("| variant | agreement (95% CI) | float acc | int8 acc | mean abs prob diff | worst rmse/scale | "
-          "float tensors | size | latency 1 thread |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| variant | agreement (95% CI) | flips (margin <0.02/<0.05/<0.1/all) | agreement, margin >= 0.1 | float acc | "
+          "int8 acc | mean abs prob diff | worst rmse/scale | float tensors | size | latency 1 thread | build |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         ci = r["agreement_ci95"]
         worst = f"{r['worst_rmse_scale']:.2f}" if r["worst_rmse_scale"] is not None else "n/a"
-        print(f"| {name} | {r['agreement']:.4f} ({ci[0]:.3f}-{ci[1]:.3f}) | {100 * r['float_accuracy']:.1f}% | "
+        fm = r["flips_by_margin"]
+        print(f"| {name} | {r['agreement']:.4f} ({ci[0]:.3f}-{ci[1]:.3f}) | "
+              f"{fm['<0.02']}/{fm['<0.05']}/{fm['<0.1']}/{fm['all']} | {r['agreement_margin_ge_0.1']:.4f} | "
+              f"{100 * r['float_accuracy']:.1f}% | "
               f"{100 * r['tflite_accuracy']:.1f}% | {r['mean_abs_prob_diff']:.4f} | {worst} | {r['float_layers']} | "
-              f"{r['file_bytes'] / 1e6:.3f} MB | {r['latency_ms_1thread']:.2f} ms |")
+              f"{r['file_bytes'] / 1e6:.3f} MB | {r['latency_ms_1thread']:.2f} ms | {r['build_s']:.0f} s |")
+    print(f"\nheld-out float margins: {result['held_out_margins']}")
+    print(f"bias correction: {bias_info}")
     print(f"\nQAT: {info}")
     print(f"selective float on top of 16x8: {int16_selective}")
     print(f"\ndefault export: {shipped}")

@@ -151,11 +151,13 @@ class ExportConfig:
     qat: bool = False
     """Quantization-aware training (short tfmot fine-tune) instead of post-training quantization."""
     repair: bool = True
-    """When the int8 gate fails, try selective float layers, then QAT, and ship the first that passes."""
+    """When the int8 gate fails, try bias correction, selective float layers, then QAT, and ship the first that passes."""
     qat_epochs: int = 2
     """Epochs of the QAT fine-tune (on the training split, distilled from the float model)."""
     qat_learning_rate: float = 1e-5
     """Adam learning rate of the QAT fine-tune."""
+    bias_correction: bool = True
+    """As the first int8 repair, correct each layer's bias for the mean shift int8 weight rounding causes (no size or latency cost)."""
     golden_images: int = 32
     """Held-out images in the golden set written beside the model (test split, else val; stratified)."""
 

@@ -325,7 +325,7 @@ def _card(ex: _Exporter, chosen: Candidate, ptq: Candidate, tried: list[Candidat
                     "file_bytes": {"ptq": len(ptq.data), "shipped": len(chosen.data),
                                    "difference": len(chosen.data) - len(ptq.data)}}
         quantization = {"path": chosen.path, "float_layers": chosen.float_layers, "qat": chosen.qat,
-                        "selection": chosen.selection, "attempts": [c.summary() for c in tried], "cost_vs_ptq": cost, "repair": cfg.repair}
+                        "selection": chosen.selection, "bias_correction": chosen.bias_correction, "attempts": [c.summary() for c in tried], "cost_vs_ptq": cost, "repair": cfg.repair}
     card: dict[str, Any] = {
         "model": paths.model.name,
         "mode": cfg.mode,

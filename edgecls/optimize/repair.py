@@ -1,8 +1,13 @@
 """int8 repair: try plain post-training quantization, then the repairs, in order; the first that passes ships.
 
 Export (:mod:`edgecls.optimize.export`) owns the staging folder and the gate; this module owns
-the order of attempts: PTQ, then (a) selective quantization, keeping tensors in float
-(:mod:`edgecls.optimize.qdebug`), then (b) quantization-aware training (:mod:`edgecls.optimize.qat`).
+the order of attempts: PTQ, then (0) PTQ of the model with its biases corrected for the mean shift of
+int8 weight rounding (:mod:`edgecls.optimize.bias_correction`: no size or latency cost, one forward
+pass), then (a) selective quantization, keeping tensors in float (:mod:`edgecls.optimize.qdebug`),
+then (b) quantization-aware training (:mod:`edgecls.optimize.qat`). Both start from the original
+model, not the bias-corrected one: a tensor that selective float keeps in float would still carry
+the correction for a rounding it no longer has (on the suite's planted defect that over-correction
+made keeping the broken conv in float useless), and QAT learns its biases itself.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from typing import Any, Optional
 from edgecls.core.config import ExportConfig
 from edgecls.optimize.convert import convert_model
 
-PATHS = ("ptq", "selective-float", "qat")
-"""How an int8 file was made: post-training quantization, PTQ with some tensors in float, QAT."""
+PATHS = ("ptq", "selective-float", "qat", "bias-corrected")
+"""How an int8 file was made: post-training quantization, PTQ with some tensors in float, QAT, PTQ after bias correction."""
 LATENCY_WARMUP = 5
 LATENCY_RUNS = 30
 """Invokes timed (1 thread, after warm-up) for the card's latency cost of a repair."""
@@ -57,6 +62,8 @@ class Candidate:
     qat: Optional[dict[str, Any]] = None
     selection: Optional[dict[str, Any]] = None
     """How --float-layers auto chose the float tensors (their measured effect)."""
+    bias_correction: Optional[dict[str, Any]] = None
+    """What bias correction changed (layers, images, largest shift), when the file was made from a corrected model."""
 
     @property
     def passed(self) -> bool:
@@ -115,16 +122,34 @@ def int8_attempts(ex: Any, cfg: ExportConfig, float_names: Optional[list[str]], 
     else:
         if ptq.passed or not cfg.repair:
             return ptq, tried, diagnosis
-        selection = _select_by_effect(ex, cfg, model, rep, diagnosis) if float_names is None else None
-        if selection is not None and selection.tensors:
-            plan.append(lambda: selective(selection.tensors, selection.as_dict()))
-        elif selection is not None:
-            ex.note(f"keeping no tensor in float lowered the int8 error on {selection.images} calibration images "
-                    f"(worst rmse/scale {diagnosis.layers[0].rmse_scale:.2f}); skipping selective float layers")
+
+        def bias_corrected() -> Candidate:
+            from edgecls.optimize.bias_correction import correct_biases
+
+            corrected, info = correct_biases(model, rep)
+            cand = ex.stage("bias-corrected", convert_model(corrected, "int8", representative=rep, io=cfg.io,
+                                                            allow_float_fallback=cfg.allow_float_fallback), size)
+            cand.bias_correction = info
+            return ex.gate(cand, None, size)
+
+        def auto_selective() -> Optional[Candidate]:
+            selection = _select_by_effect(ex, cfg, model, rep, diagnosis)
+            if not selection.tensors:
+                ex.note(f"keeping no tensor in float lowered the int8 error on {selection.images} calibration images "
+                        f"(worst rmse/scale {diagnosis.layers[0].rmse_scale:.2f}); skipping selective float layers")
+                return None
+            return selective(selection.tensors, selection.as_dict())
+
+        if cfg.bias_correction:
+            plan.append(bias_corrected)
+        if float_names is None:  # --float-layers none: no selective step
+            plan.append(auto_selective)
         plan.append(qat)
     planned: list[Candidate] = []
     for step in plan:
         cand = step()
+        if cand is None:  # a step with nothing to try (no tensor worth keeping in float)
+            continue
         tried.append(cand)
         planned.append(cand)
         if cand.passed:
