@@ -24,6 +24,33 @@ if str(Path(__file__).parent) not in sys.path:  # tests' helper modules; --impor
 def pytest_configure(config):
     config.addinivalue_line("markers", "prebuild(name): needs tests/prebuild.py's build NAME (started in the "
                                        "background when the session starts)")
+    import xdist_groups
+
+    if xdist_groups.wanted(config):
+        xdist_groups.make_dir(config)
+
+
+def pytest_unconfigure(config):
+    import xdist_groups
+
+    xdist_groups.remove_dir(config)
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist controller: tell each worker where to publish its groups
+def pytest_configure_node(node):
+    import xdist_groups
+
+    xdist_groups.pass_to_worker(node)
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist controller; xdist's own implementation is trylast
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` with the groups read from the workers' files (tests/xdist_groups.py)."""
+    import xdist_groups
+
+    if getattr(config, "_edgecls_groups_dir", None):
+        return xdist_groups.make_scheduler(config, log)
+    return None
 
 
 def _xdist_worker(config) -> str | None:
@@ -109,6 +136,11 @@ def pytest_collection_modifyitems(config, items):
             keyed.append((item, keys[0]))
     for item, key in keyed:
         item.add_marker(pytest.mark.xdist_group(find(key)))
+    # xdist's own way (an "@group" suffix on the node id) is lost under pytest 9.2: publish the
+    # groups to the controller's scheduler instead (tests/xdist_groups.py).
+    import xdist_groups
+
+    xdist_groups.write(config, {item.nodeid: find(key) for item, key in keyed})
 
 
 @pytest.fixture(scope="session")

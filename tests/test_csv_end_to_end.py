@@ -44,8 +44,9 @@ def test_csv_set_trains_with_oversampling_resumes_exports_and_passes_parity(tmp_
 
     csv_path = _write_set(tmp_path)
     data, out = tmp_path / "data", tmp_path / "run"
+    # MobileNetV3-Small minimalistic: the cheapest backbone to trace; the CSV path does not care.
     cfg = TrainConfig(data=str(data), labels_csv=str(csv_path), out=str(out), balance="oversample",
-                      alpha=0.35, size=SIZE_PX, weights="none", epochs=4, fine_tune_epochs=0, batch_size=16,
+                      backbone="mobilenet_v3_small", minimalistic=True, alpha=0.35, size=SIZE_PX, weights="none", epochs=4, fine_tune_epochs=0, batch_size=16,
                       learning_rate=3e-2, dropout=0.0, augment=False, cache="memory", seed=0)
 
     class Interrupt(keras.callbacks.Callback):

@@ -117,8 +117,9 @@ _MIRRORED_SCRIPT = textwrap.dedent(
     root = Path(sys.argv[1])
     write_synthetic_dataset(root / "data", classes=2, per_class=10, size=32, seed=2)
     strategy = make_strategy("mirrored")
-    cfg = TrainConfig(data=str(root / "data"), out=str(root / "run"), alpha=0.35, size=32, weights="none",
-                      epochs=1, fine_tune_epochs=0, batch_size=8, augment=False, cache="none",
+    # MobileNetV3-Small minimalistic: each replica traces its own copy; the cheapest backbone to trace.
+    cfg = TrainConfig(data=str(root / "data"), out=str(root / "run"), backbone="mobilenet_v3_small",
+                      minimalistic=True, alpha=0.35, size=32, weights="none", epochs=1, fine_tune_epochs=0, batch_size=8, augment=False, cache="none",
                       strategy="mirrored", seed=2)
     run = train(cfg, verbose=0)
     model = load_model(run.model_path)

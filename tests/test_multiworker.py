@@ -23,8 +23,9 @@ from edgecls.train import cluster
 from train_procs import WAIT_S, env, kill_after_checkpoints, log_tail, old_exported_run, start, tree, weights
 
 # Tiny and deterministic (see tests/test_train_faults.py): no augmentation or dropout draws.
+# The cheapest backbone to trace (see tests/test_train_faults.py): six processes each trace it.
 # The decoded-image cache on disk, so each worker's own cache is real files in its own folder.
-TINY = ["--backbone", "mobilenet_v2", "--alpha", "0.35", "--size", "32", "--weights", "none",
+TINY = ["--backbone", "mobilenet_v3_small", "--minimalistic", "--alpha", "0.35", "--size", "32", "--weights", "none",
         "--batch-size", "8", "--no-augment", "--dropout", "0", "--cache", "disk", "--seed", "7",
         "--fine-tune-epochs", "0", "--patience", "10", "--strategy", "multiworker"]
 HEAD_EPOCHS = 3

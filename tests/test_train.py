@@ -167,7 +167,9 @@ def test_interrupted_run_resumes_where_it_stopped_then_prunes(tmp_path, monkeypa
     for f in sorted((tmp_path / "data" / minority).iterdir())[:5]:  # 12 vs 7 images: imbalanced
         f.unlink()
     out = tmp_path / "run"
-    cfg = TrainConfig(data=str(tmp_path / "data"), out=str(out), alpha=0.35, size=32, weights="none", epochs=2,
+    # MobileNetV3-Small minimalistic: the cheapest backbone to trace; resume is backbone-agnostic.
+    cfg = TrainConfig(data=str(tmp_path / "data"), out=str(out), backbone="mobilenet_v3_small", minimalistic=True,
+                      alpha=0.35, size=32, weights="none", epochs=2,
                       fine_tune_epochs=1, batch_size=8, augment=True, cache="disk", seed=1,
                       prune=0.5, prune_epochs=1)
 
