@@ -17,6 +17,7 @@ from edgecls.core.config import TrainConfig
 
 SIZE_PX = 32
 BACKBONE = dict(backbone="mobilenet_v3_small", minimalistic=True, alpha=0.35)
+CUT_AT_8_PERCENT = "expanded_conv_9/Add"  # its fine-tune cut at fine_tune_fraction 0.08 (105 layers)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,10 @@ def test_cache_on_and_off_train_the_same_model_without_augmentation(data_dir, tm
     from edgecls.train.model_io import load_model
 
     big_batch = 64  # >= the training split: every epoch is one full batch on both paths
-    ft = dict(fine_tune_epochs=2, fine_tune_fraction=0.08)  # MobileNetV2's last block + Conv_1 unfrozen
+    # The top 8 % of MobileNetV3-Small's layers starts inside block 10, where two tensors cross (the block's
+    # input also feeds its add): the cut moves down to block 9's add, and block 10's expand and depthwise
+    # layers are computed above the cut but stay frozen; its project conv and Conv_1 train.
+    ft = dict(fine_tune_epochs=2, fine_tune_fraction=0.08)
     watch = {mode: _WatchConv1() for mode in ("features", "none")}
     runs = {mode: train(_cfg(data_dir, tmp_path / mode, head_cache=mode, batch_size=big_batch, **ft),
                         callbacks=[watch[mode]], verbose=0)
@@ -79,7 +83,7 @@ def test_cache_on_and_off_train_the_same_model_without_augmentation(data_dir, tm
     metrics = {m: json.loads(runs[m].metrics_json.read_text()) for m in runs}
     rec = metrics["features"]["head_cache"]
     assert (rec["views"], rec["train_images"], rec["head_epochs"], rec["dtype"]) == (1, 16, 3, "float32")
-    assert rec["fine_tune_cut"] == "block_15_add" and [r["phase"] for r in rows["features"]].count("fine_tune") == 2
+    assert rec["fine_tune_cut"] == CUT_AT_8_PERCENT and [r["phase"] for r in rows["features"]].count("fine_tune") == 2
     assert metrics["none"]["head_cache"] is None
     for m in metrics.values():  # the profile of the run is always recorded
         assert {"scan", "build_model", "head", "save_model", "evaluate", "plots_wait"} <= set(m["timings"]["stages_s"])
@@ -115,7 +119,7 @@ def _score_on_images(run) -> dict:
 
 
 class _WatchConv1:
-    """Keras callback: MobileNetV2's top conv kernel after every epoch, whichever model is being fitted."""
+    """Keras callback: the backbone's top 1x1 conv kernel after every epoch, whichever model is being fitted."""
 
     def __new__(cls):
         from edgecls.core.keras import keras
@@ -223,7 +227,7 @@ def test_resume_reuses_the_cached_views_and_continues_exactly(data_dir, tmp_path
         train(_cfg(data_dir, tmp_path / "killed", **cfg), callbacks=[Interrupt()], verbose=0)
     state = json.loads((tmp_path / "killed" / "checkpoints" / "state.json").read_text())
     assert (state["phase"], state["phase_epochs_done"], state["head_cache"]) == (phase, phase_done, "features")
-    assert state["fine_tune_cut"] == "block_15_add"
+    assert state["fine_tune_cut"] == CUT_AT_8_PERCENT
     assert (tmp_path / "killed" / "cache" / "head_features.npz").is_file()
     resumed = train(TrainConfig(out=str(tmp_path / "killed")), resume=True, verbose=0)
     rec = json.loads(resumed.metrics_json.read_text())["head_cache"]
