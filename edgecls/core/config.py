@@ -43,8 +43,8 @@ class TrainConfig:
     """Global batch size (split over replicas)."""
     epochs: int = 20
     """Epochs of head training on the frozen backbone. Cheap on cached features (measured in docs/train.md)."""
-    fine_tune_epochs: int = 10
-    """Epochs of fine-tuning with the top of the backbone unfrozen (0 to skip; on cached features at the cut
+    fine_tune_epochs: int = 0
+    """Epochs of fine-tuning with the top of the backbone unfrozen (0 skips it; on features cached at the cut
     with the head cache; measured in docs/train.md)."""
     fine_tune_fraction: float = 0.08
     """Share of the backbone's layers (from the top) unfrozen for fine-tuning (0.08: MobileNetV2's last block
