@@ -415,12 +415,11 @@ def _fine_tune_cut(cfg: TrainConfig, classifier, state: dict, resume: bool):
 
     if state.get("head_cache") != "features" or cfg.fine_tune_epochs <= 0:
         return None
+    cut = find_cut(classifier, cfg.fine_tune_fraction)
     if not resume and "fine_tune_cut" not in state:
-        found = find_cut(classifier, cfg.fine_tune_fraction)
-        state["fine_tune_cut"] = found.layer if found is not None else None
+        state["fine_tune_cut"] = cut.layer if cut is not None else None
     if not state.get("fine_tune_cut"):
         return None
-    cut = find_cut(classifier, cfg.fine_tune_fraction)
     if cut is None or cut.layer != state["fine_tune_cut"]:
         raise EdgeclsError(f"cannot resume: this run fine-tunes from the cut at {state['fine_tune_cut']}, this "
                            "edgecls version finds another; start again with --force")
