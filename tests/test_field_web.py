@@ -106,7 +106,6 @@ def test_page_stream_and_label_follow_the_video(served_camera, browser):
     assert wait_until(lambda: browser.execute_script("return arguments[0].naturalWidth", img) == 320)
     assert wait_until(lambda: browser.find_element("id", "frames").text not in ("", "0"))
     frames1 = int(browser.find_element("id", "frames").text)
-    shot1 = _png_pixels(img.screenshot_as_png)
     labels_seen, stream_colours = set(), set()
     deadline = time.monotonic() + 25
     while time.monotonic() < deadline and (len(labels_seen) < 2 or len(stream_colours) < 2):
@@ -115,11 +114,11 @@ def test_page_stream_and_label_follow_the_video(served_camera, browser):
         b, r = px[100:, 100:, 0].mean(), px[100:, 100:, 2].mean()  # below the overlay panel
         stream_colours.add("red" if r > b + 80 else "blue" if b > r + 80 else "?")
         time.sleep(0.25)
-    # The label text and the streamed picture both follow the video's colour.
+    # The label text and the streamed picture both follow the video's colour: the picture was seen red
+    # and blue. (An element screenshot can catch the page background while the layout settles, so a
+    # single before/after pair of screenshots is no evidence either way; the colours seen are.)
     assert {"red", "blue"} <= labels_seen, labels_seen
     assert {"red", "blue"} <= stream_colours, stream_colours
-    shot2 = _png_pixels(img.screenshot_as_png)
-    assert shot1.shape == shot2.shape and np.abs(shot1.astype(int) - shot2.astype(int)).mean() > 1
     assert int(browser.find_element("id", "frames").text) > frames1
     fps = float(browser.find_element("id", "fps").text)
     assert fps > 5  # the video plays at 15 fps
