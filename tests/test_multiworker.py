@@ -145,6 +145,12 @@ def test_two_workers_killed_then_resumed_end_with_the_weights_of_an_uninterrupte
     assert len(aside) == 1 and (aside[0] / "export" / "model_int8.tflite").read_bytes() == b"the old deployed model"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["replicas"] == 2
+    # The head phase ran on the sharded image pipeline, not on a per-process feature cache: each
+    # worker said so, and the run records no cache.
+    for index in (0, 1):
+        log = (tmp_path / f"ref-{index}.log").read_text()
+        assert "Head phase on the full path (no feature cache): multi-worker training shards" in log, log[-2000:]
+    assert metrics["head_cache"] is None
 
     # Same seed, data order, optimizer state and all-reduce: the same weights as the uninterrupted
     # pair, bit for bit (measured: max |difference| 0.0; two workers' ring all-reduce adds two

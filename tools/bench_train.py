@@ -14,11 +14,18 @@ repeat runs, in this process tree and in turn:
   imports, scan, both phases, evaluation, plots).
 
 Both are scored on the same test split (50 images) and on a larger held-out set of another seed
-(500 images, clean labels; scored in child processes, tf_keras' resize for both). Prints one JSON object (``--json`` writes it):
-per repeat the seconds and test accuracy of each, the ratio edgecls wall / seed fit (goal <= 1.0),
-edgecls's own stage breakdown (metrics.json "timings"), and the conditions.
+(``--holdout-per-class`` x 5 images, clean labels; scored in child processes, tf_keras' resize for
+both). Prints one JSON object (``--json`` writes it): per repeat the seconds and test accuracy of each,
+the ratio edgecls wall / seed fit (goal <= 1.0), edgecls's own stage breakdown (metrics.json
+"timings"), and the conditions.
 
-    .venv/bin/python tools/bench_train.py --repeats 3 --json /tmp/bench_train.json
+With ``--seeds 0,1,2,...`` one run covers several sets: for each seed S a new set is drawn and both
+sides train with seed S (``edgecls train --seed S``), so the comparison averages over data *and*
+training luck instead of fixing one draw of each. The ``summary`` then gives each side's mean
+held-out accuracy, the mean of the paired differences (edgecls - recipe, same set, same held-out
+images) with its 95 % confidence interval over the sets, and the ratios.
+
+    .venv/bin/python tools/bench_train.py --seeds 0,1,2,3,4,5 --repeats 1 --json /tmp/bench_train.json
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ SIZE_PX = 160  # the shared backbone's size
 SEED_EPOCHS = 10
 SEED_BATCH = 32
 HOLDOUT_PER_CLASS = 100
+T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}  # two-sided t, by degrees of freedom
 
 # The seed recipe, run as its own process so its TensorFlow state never touches edgecls's run.
 SEED_SCRIPT = r'''
@@ -153,6 +161,26 @@ def emit(out: dict, json_path: str | None) -> None:
         Path(json_path).write_text(text + "\n")
 
 
+def summarize(repeats: list[dict]) -> dict:
+    """Means over every repeat, and the paired held-out difference (edgecls - recipe) with a 95 % t interval."""
+    pairs = [r for r in repeats if "seed" in r]
+    if not pairs:
+        return {}
+    diffs = [r["edgecls"]["holdout_accuracy"] - r["seed"]["holdout_accuracy"] for r in pairs]
+    ratios = [r["ratio_edgecls_wall_to_seed_fit"] for r in pairs]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    out = {"pairs": n, "ratio_mean": round(sum(ratios) / n, 3), "ratio_max": max(ratios),
+           "seed_holdout_mean": round(sum(r["seed"]["holdout_accuracy"] for r in pairs) / n, 4),
+           "edgecls_holdout_mean": round(sum(r["edgecls"]["holdout_accuracy"] for r in pairs) / n, 4),
+           "holdout_diff_mean_points": round(100 * mean, 2)}
+    if n > 1:
+        sd = (sum((d - mean) ** 2 for d in diffs) / (n - 1)) ** 0.5
+        half = T95.get(n - 1, 2.0) * sd / n ** 0.5
+        out["holdout_diff_95ci_points"] = [round(100 * (mean - half), 2), round(100 * (mean + half), 2)]
+    return out
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -190,6 +218,8 @@ def main() -> None:
     p.add_argument("--weights", default=DEFAULT_WEIGHTS, help="the shared MobileNetV2 1.0 no-top .h5")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="data and training seed")
+    p.add_argument("--seeds", help="several data-and-training seeds in one run, e.g. 0,1,2,3,4,5 (overrides --seed)")
+    p.add_argument("--holdout-per-class", type=int, default=HOLDOUT_PER_CLASS, help="held-out images per class")
     p.add_argument("--edgecls-args", default="", help="extra edgecls train options, e.g. '--head-cache none'")
     p.add_argument("--skip-seed", action="store_true", help="edgecls only (e.g. to profile it)")
     p.add_argument("--json")
@@ -200,23 +230,28 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from train_bench_data import make_realistic_set
 
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    data = work / "data"
-    made = make_realistic_set(data, seed=args.seed)
-    # A larger held-out set of another seed (clean labels) resolves accuracy finer than the 50-image test split.
-    holdout = work / "holdout"
-    make_realistic_set(holdout, seed=args.seed + 1000, per_class=HOLDOUT_PER_CLASS, label_noise=0.0)
     repeats = []
-    for i in range(args.repeats):
-        row: dict = {"load_before": _load()}
-        if not args.skip_seed:
-            row["seed"] = run_seed(data, args.weights, holdout, seed=args.seed)
-        row["edgecls"] = run_edgecls(data, work / f"run{i}", args.weights, holdout, args.edgecls_args.split())
-        if not args.skip_seed:
-            row["ratio_edgecls_wall_to_seed_fit"] = round(row["edgecls"]["wall_s"] / row["seed"]["fit_s"], 3)
-        row["load_after"] = _load()
-        repeats.append(row)
-        print(json.dumps(row), file=sys.stderr, flush=True)
+    for seed in seeds:
+        data = work / f"data{seed}"
+        made = make_realistic_set(data, seed=seed)
+        # A larger held-out set of another seed (clean labels) resolves accuracy finer than the 50-image test split.
+        holdout = work / f"holdout{seed}"
+        make_realistic_set(holdout, seed=seed + 1000, per_class=args.holdout_per_class, label_noise=0.0)
+        for i in range(args.repeats):
+            row: dict = {"data_seed": seed, "load_before": _load()}
+            if not args.skip_seed:
+                row["seed"] = run_seed(data, args.weights, holdout, seed=seed)
+            extra = args.edgecls_args.split()
+            if args.seeds:  # the training seed follows the set, as the recipe's does
+                extra = ["--seed", str(seed), *extra]
+            row["edgecls"] = run_edgecls(data, work / f"run{seed}_{i}", args.weights, holdout, extra)
+            if not args.skip_seed:
+                row["ratio_edgecls_wall_to_seed_fit"] = round(row["edgecls"]["wall_s"] / row["seed"]["fit_s"], 3)
+            row["load_after"] = _load()
+            repeats.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
     tf_version = next((r["seed"]["tensorflow"] for r in repeats if "seed" in r), None)
     emit({
         "what": f"seed recipe (model.fit only, {SEED_EPOCHS} epochs) vs whole `edgecls train` command "
@@ -224,6 +259,7 @@ def main() -> None:
                 f"shared pretrained weights; realistic synthetic set {made['counts']} ({made['noisy_labels']} noisy "
                 f"training labels)",
         "repeats": repeats,
+        "summary": summarize(repeats),
         "conditions": conditions(tf_version),
     }, args.json)
 
