@@ -216,7 +216,7 @@ def run_edgecls(data: Path, out: Path, weights: str, holdout: Path, extra: list[
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", default=DEFAULT_WEIGHTS, help="the shared MobileNetV2 1.0 no-top .h5")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=None, help="runs per set (timing repeats; default 2, or 1 with --seeds)")
     p.add_argument("--seed", type=int, default=0, help="data and training seed")
     p.add_argument("--seeds", help="several data-and-training seeds in one run, e.g. 0,1,2,3,4,5 (overrides --seed)")
     p.add_argument("--holdout-per-class", type=int, default=HOLDOUT_PER_CLASS, help="held-out images per class")
@@ -231,6 +231,8 @@ def main() -> None:
     from train_bench_data import make_realistic_set
 
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+    if args.repeats is None:
+        args.repeats = 1 if args.seeds else 2
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))
     repeats = []
     for seed in seeds:
