@@ -184,6 +184,12 @@ def test_interrupted_run_resumes_where_it_stopped_then_prunes(tmp_path, monkeypa
     assert not (out / "model.keras").exists()
     assert [p for p in (out / "cache").rglob("*") if p.is_file()]  # --cache disk writes inside the run
     first = state["rows"][0]
+    # The epoch's checkpoint holds the weights that can change and names the file the frozen rest
+    # was written to once for the phase.
+    [frozen] = list((out / "checkpoints").glob("frozen-*.npz"))
+    with np.load(out / "checkpoints" / "last.weights.npz") as last:
+        assert str(last["frozen"]) == frozen.name
+    assert (out / "checkpoints" / "last.weights.npz").stat().st_size < frozen.stat().st_size / 5
 
     # Not overwritten without --force; resumed from the CLI with the saved config.
     with pytest.raises(EdgeclsError, match="already exists"):
@@ -210,6 +216,7 @@ def test_interrupted_run_resumes_where_it_stopped_then_prunes(tmp_path, monkeypa
     ]
     assert rows[0] == first  # history continues, epoch 1 was not trained again
     assert not (out / "cache").exists()  # the decoded-image cache is dropped once the run is done
+    assert not list((out / "checkpoints").glob("*.npz"))  # and the checkpoints with their frozen weights
     weights = json.loads((out / "metrics.json").read_text())["class_weights"]
     assert weights[minority] > 1.0 > weights[summary["classes"][0]]  # the minority class counts more
     # Trained with augmentation, saved without it: the model takes clean pixels.
@@ -222,6 +229,36 @@ def test_interrupted_run_resumes_where_it_stopped_then_prunes(tmp_path, monkeypa
     assert f"pruned:  {out / 'model_pruned.keras'}" in result.output
     with pytest.raises(EdgeclsError, match="already complete"):
         train(TrainConfig(out=str(out)), resume=True)
+
+
+def test_checkpoints_write_the_frozen_weights_once_and_load_them_back(tmp_path):
+    from edgecls.core.keras import keras
+    from edgecls.train.checkpoint import FrozenWeights, load_weights_npz, save_checkpoint
+
+    def build(seed: int) -> "keras.Model":
+        keras.utils.set_random_seed(seed)
+        inp = keras.Input((4,))
+        return keras.Model(inp, keras.layers.Dense(2, name="head")(keras.layers.Dense(64, name="body")(inp)))
+
+    model = build(0)
+    model.get_layer("body").trainable = False
+    frozen = FrozenWeights(model, model.trainable_variables, tmp_path)
+    save_checkpoint(tmp_path / "last.weights.npz", model, frozen=frozen)
+    [body_file] = list(tmp_path.glob("frozen-*.npz"))
+    written = body_file.stat().st_mtime_ns
+    head = model.get_layer("head")
+    head.set_weights([w + 1.0 for w in head.get_weights()])  # an epoch trains the head
+    save_checkpoint(tmp_path / "last.weights.npz", model, frozen=FrozenWeights(model, model.trainable_variables,
+                                                                              tmp_path))
+    assert list(tmp_path.glob("frozen-*.npz")) == [body_file] and body_file.stat().st_mtime_ns == written
+
+    other = build(1)  # another initialisation gets every weight back, the frozen ones from their file
+    load_weights_npz(other, tmp_path / "last.weights.npz")
+    for a, b in zip(model.get_weights(), other.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    body_file.unlink()
+    with pytest.raises(EdgeclsError, match=f"needs {body_file}, which is missing; start again with --force"):
+        load_weights_npz(other, tmp_path / "last.weights.npz")
 
 
 @pytest.mark.slow

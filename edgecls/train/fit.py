@@ -26,8 +26,8 @@ from edgecls.train.backbones import build_classifier, calibrate_batchnorm, get_b
 from edgecls.core.config import TrainConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.train.checkpoint import (
-    BEST_WEIGHTS, LAST_WEIGHTS, STATE_JSON, Checkpointer, ResumableEarlyStopping, copy_weights, has_optimizer_state,
-    load_optimizer, restore, save_checkpoint,
+    BEST_WEIGHTS, FROZEN_GLOB, LAST_WEIGHTS, STATE_JSON, Checkpointer, ResumableEarlyStopping, copy_weights,
+    has_optimizer_state, load_optimizer, restore, save_checkpoint,
 )
 from edgecls.core.io import atomic_write_json, read_json
 from edgecls.core.keras import keras, tf
@@ -532,6 +532,8 @@ def _finish(run: RunDir, cfg: TrainConfig, model: "keras.Model", ds: dict, state
     shutil.rmtree(run.path / "cache", ignore_errors=True)
     for name in (LAST_WEIGHTS, BEST_WEIGHTS):
         (run.checkpoints / name).unlink(missing_ok=True)
+    for frozen in run.checkpoints.glob(FROZEN_GLOB):
+        frozen.unlink()
     state.update(phase=PHASE_DONE)
     atomic_write_json(run.checkpoints / "state.json", state)
 
