@@ -13,6 +13,7 @@ with phase, epoch and history) so ``--resume`` continues an interrupted run.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 import time
@@ -270,7 +271,9 @@ def _train(cfg: TrainConfig, run: Optional[RunDir], state: dict[str, Any], *, fo
             # Built before the run's files exist: a weights file that does not fit leaves nothing behind.
             classifier = build_classifier(cfg.backbone, num_classes=n_classes, size=cfg.size, alpha=cfg.alpha,
                                           minimalistic=cfg.minimalistic, weights=cfg.weights, dropout=cfg.dropout)
-            trainer = make_trainer(classifier, augment=cfg.augment, seed=cfg.seed)
+        # Built when a phase first trains on the images: on cached features (the default) it is
+        # never needed, and wrapping the classifier re-traces every backbone layer (1-3 s).
+        trainer = functools.cache(lambda: make_trainer(classifier, augment=cfg.augment, seed=cfg.seed))
         if run is None:
             run = runfolder.create_run(cfg, folder, scan, split)
         ckpt = run.checkpoints  # a non-chief worker's run is its own worker folder
@@ -325,6 +328,7 @@ def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weigh
                 run: RunDir, verbose: int, callbacks: Sequence, *, resume: bool = False, timings=None):
     """Head then fine-tune, skipping what a resumed run already finished.
 
+    ``trainer()`` gives the model that trains on the images (augmentation + classifier), built on first use.
     Returns the head phase's feature cache when this process trained on one (else None)."""
     from edgecls.train.profile import Timings
 
@@ -342,7 +346,7 @@ def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weigh
         start = state["phase_epochs_done"] if i == current else 0
         on_features = state.get("head_cache") == "features" and start < epochs and (
             phase == PHASE_HEAD or cut is not None)
-        model, train_data, val_data, steps = trainer, ds["train"], ds["val"], None
+        model, train_data, val_data, steps = None, ds["train"], ds["val"], None
         if on_features:
             if cache is None:  # built in the head phase, or reloaded by a run resumed in the fine-tune phase
                 with timings.stage("feature_cache"):
@@ -354,6 +358,8 @@ def _run_phases(cfg: TrainConfig, strategy, classifier, trainer, ds: dict, weigh
             train_data, steps, val_data = _feature_datasets(cfg, cache, ds, start, epochs, at_cut=phase != PHASE_HEAD)
         with strategy.scope():
             set_phase(classifier, phase, cfg.fine_tune_fraction)
+            if model is None:  # this phase trains on the images
+                model = trainer()
             compile_for(model, lr, cfg.label_smoothing)
             mid_phase = resume and i == current and start > 0
             if mid_phase:
