@@ -157,14 +157,14 @@ def test_failed_gate_tries_repairs_then_keeps_the_old_set_and_rejects(tiny_run, 
     assert sum(line.startswith("Error:") for line in result.output.splitlines()) == 1
     assert "Traceback" not in result.output
     assert "Error: int8 parity failed: " in result.output and "tried ptq (agreement" in result.output
-    assert ", bias-corrected (agreement" in result.output and ", qat (agreement" in result.output and "model_int8.REJECTED.tflite (do not ship it)" in result.output
+    assert ", gptq (agreement" in result.output and ", qat (agreement" in result.output and "model_int8.REJECTED.tflite (do not ship it)" in result.output
     after = {p.name: p.read_bytes() for p in exp.iterdir() if "REJECTED" not in p.name}
     assert after == before
     card = json.loads((exp / "model_int8.REJECTED.card.json").read_text())
     assert card["parity_passed"] is False and card["model"] == "model_int8.REJECTED.tflite"
-    assert [a["path"] for a in card["quantization"]["attempts"]] == ["ptq", "bias-corrected", "selective-float", "qat"]
+    assert [a["path"] for a in card["quantization"]["attempts"]] == ["ptq", "gptq", "selective-float", "qat"]
     assert ", selective-float (agreement" in result.output
-    assert card["quantization"]["path"] in ("ptq", "bias-corrected", "selective-float", "qat") and card["parity"]["report"] == "parity_int8.REJECTED.json"
+    assert card["quantization"]["path"] in ("ptq", "gptq", "selective-float", "qat") and card["parity"]["report"] == "parity_int8.REJECTED.json"
     assert (exp / "parity_int8.REJECTED.json").is_file() and not (exp / "model_int8.REJECTED.golden.npz").exists()
     assert not any(p.name.startswith(".") for p in exp.iterdir())
 
@@ -342,9 +342,10 @@ def test_auto_repair_keeps_the_tensor_that_matters_in_float(outlier_run, tmp_pat
     card = export_run(ExportConfig(run=str(outlier_run), out=str(out)))
     q = card["quantization"]
     attempts = {a["path"]: a for a in q["attempts"]}
-    # Bias correction cannot help: the defect destroys each image's signal, not just its mean.
-    assert list(attempts) == ["ptq", "bias-corrected", "selective-float"] and attempts["ptq"]["passed"] is False
-    assert attempts["bias-corrected"]["passed"] is False
+    # GPTQ + bias correction cannot help: a level is 7.9x the weights that carry the signal, and the
+    # defect destroys each image's signal, not just its mean.
+    assert list(attempts) == ["ptq", "gptq", "selective-float"] and attempts["ptq"]["passed"] is False
+    assert attempts["gptq"]["passed"] is False
     assert attempts["ptq"]["agreement"] < 0.9  # the planted defect really breaks plain int8
     assert q["path"] == "selective-float" and card["parity_passed"] is True
     assert card["parity"]["agreement"] == 1.0 and card["parity"]["accuracy_drop_points"] == 0.0
@@ -490,35 +491,151 @@ def rounding_run(tiny_run, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_bias_correction_is_the_first_repair_and_ships_at_no_cost(rounding_run, tmp_path):
+def test_gptq_is_the_first_repair_and_ships_at_no_cost(rounding_run, tmp_path):
+    """GPTQ rounds the 63 small weights so that their sum survives (some up, most down), bias
+    correction removes what is left of the mean shift: the first repair ships."""
     from edgecls.cli import cli
 
     out = tmp_path / "exp"
     result = CliRunner().invoke(cli, ["export", str(rounding_run), "--out", str(out),
                                       "--representative-samples", str(FEW_CALIBRATION_IMAGES)])
     assert result.exit_code == 0, result.output
-    assert "int8 path: bias-corrected (post-training quantization after bias correction); " \
-           "tried ptq -> bias-corrected" in result.output
+    assert "int8 path: gptq (post-training quantization of GPTQ-rounded weights, bias-corrected); " \
+           "tried ptq -> gptq" in result.output
     card = json.loads((out / "model_int8.card.json").read_text())
     q = card["quantization"]
     attempts = {a["path"]: a for a in q["attempts"]}
-    assert list(attempts) == ["ptq", "bias-corrected"] and attempts["ptq"]["agreement"] == 0.0
+    assert list(attempts) == ["ptq", "gptq"] and attempts["ptq"]["agreement"] == 0.0
     assert card["parity_passed"] is True and card["parity"]["agreement"] == 1.0
+    assert q["gptq"]["layers"] == 2 and q["gptq"]["images"] == FEW_CALIBRATION_IMAGES  # the conv, the classifier
     assert q["bias_correction"]["layers"] == 2 and q["bias_correction"]["images"] == FEW_CALIBRATION_IMAGES
     assert q["float_layers"] == [] and card["mixed"] is False
-    assert q["cost_vs_ptq"]["file_bytes"]["difference"] == 0  # the same ops, only the biases moved
+    assert q["cost_vs_ptq"]["file_bytes"]["difference"] == 0  # the same ops, only weight values moved
 
 
 @pytest.mark.slow
-def test_no_bias_correction_goes_straight_to_selective_float(rounding_run, tmp_path):
+@pytest.mark.parametrize("flags, second", [
+    (["--no-gptq"], "bias-corrected"),
+    (["--no-gptq", "--no-bias-correction"], "selective-float"),
+])
+def test_without_gptq_bias_correction_then_selective_float_come_first(rounding_run, tmp_path, flags, second):
     from edgecls.cli import cli
 
     out = tmp_path / "exp"
-    result = CliRunner().invoke(cli, ["export", str(rounding_run), "--out", str(out), "--no-bias-correction",
+    result = CliRunner().invoke(cli, ["export", str(rounding_run), "--out", str(out), *flags,
                                       "--representative-samples", str(FEW_CALIBRATION_IMAGES), "--golden-images", "0"])
-    assert "Traceback" not in result.output and "bias-corrected" not in result.output
-    # Whether selective float or QAT then passes is not the point here: the step is not tried.
+    assert "Traceback" not in result.output and "gptq" not in result.output
+    # Whether selective float or QAT then passes is not the point when both are off: the steps are not tried.
     name = "model_int8.card.json" if result.exit_code == 0 else "model_int8.REJECTED.card.json"
     q = json.loads((out / name).read_text())["quantization"]
-    assert [a["path"] for a in q["attempts"]][:2] == ["ptq", "selective-float"]
-    assert q["bias_correction"] is None
+    assert [a["path"] for a in q["attempts"]][:2] == ["ptq", second] and q["gptq"] is None
+    if second == "bias-corrected":  # alone, bias correction still repairs this model's mean shift
+        assert result.exit_code == 0 and q["path"] == "bias-corrected" and q["bias_correction"]["layers"] == 2
+    else:
+        assert q["bias_correction"] is None
+
+
+# -- error-compensating rounding (GPTQ) ----------------------------------------------------------
+
+
+def test_gptq_round_lowers_the_output_error_on_the_converters_grid():
+    """Correlated inputs (a shared positive mean, as after a ReLU): rounding each weight to nearest
+    leaves errors that add up in the output; GPTQ spreads each column's error onto the columns not
+    yet rounded and keeps the output much closer, on the same per-row grid, with each row's max pinned."""
+    from edgecls.optimize.gptq import channel_scales, gptq_round
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (4000, 1)) + rng.normal(0, 0.2, (4000, 24))  # [N, in]
+    w = rng.normal(0, 1, (6, 24)) * rng.uniform(0.1, 2, (6, 1))  # [out, in]
+    scale = channel_scales(w, (0,)).reshape(-1)
+    nearest = np.round(w / scale[:, None])
+    q = gptq_round(w, x.T @ x / len(x), scale)
+    assert np.array_equal(q, np.round(q)) and np.abs(q).max() <= 127
+    assert np.array_equal(np.abs(q).max(1), np.full(6, 127.0))  # max |w| kept: the converter's scale is unchanged
+    rows = np.arange(6)
+    assert np.array_equal(np.abs(q[rows, np.abs(w).argmax(1)]), np.full(6, 127.0))
+    err = {name: float(np.mean((x @ (w - levels * scale[:, None]).T) ** 2))
+           for name, levels in (("nearest", nearest), ("gptq", q))}
+    assert err["gptq"] < 0.3 * err["nearest"], err
+
+
+def _gptq_model(size: int = 16):
+    """Every kernel kind GPTQ handles: a 3x3 stem conv, 1x1 conv, depthwise 3x3 (+BatchNorm), Dense."""
+    from edgecls.core.keras import keras
+
+    keras.backend.clear_session()
+    inp = keras.Input((size, size, 3), name="image")
+    h = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inp)
+    h = keras.layers.ReLU(6.0, name="stem_relu")(keras.layers.Conv2D(8, 3, strides=2, padding="same", name="stem")(h))
+    h = keras.layers.ReLU(6.0, name="expand_relu")(keras.layers.Conv2D(12, 1, name="expand")(h))
+    h = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(h)
+    h = keras.layers.ReLU(6.0, name="dw_relu")(keras.layers.BatchNormalization(name="dw_bn")(h))
+    h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
+    model = keras.Model(inp, keras.layers.Dense(4, activation="softmax", name="predictions")(h))
+    rng = np.random.default_rng(1)
+    expand = model.get_layer("expand")  # a positive offset: the depthwise conv's inputs share a large mean, as
+    expand.set_weights([expand.get_weights()[0], np.full(12, 2.0, np.float32)])  # after MobileNetV2's first ReLU6
+    bn = model.get_layer("dw_bn")
+    bn.set_weights([rng.uniform(0.5, 2, 12), rng.normal(0, 0.1, 12), rng.normal(0, 0.1, 12), rng.uniform(0.01, 0.1, 12)])
+    return model, rng.integers(0, 256, (48, size, size, 3)).astype(np.float32)
+
+
+def _file_levels(tflite: bytes, tmp_path, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The int8 weight tensor of layer ``name`` in the file (per-channel quantized, of ``shape``)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = tmp_path / "levels.tflite"
+    path.write_bytes(tflite)
+    it = Interpreter(model_path=str(path))
+    it.allocate_tensors()
+    found = [d for d in it.get_tensor_details() if d["dtype"] == np.int8 and f"/{name}/" in d["name"]
+             and tuple(d["shape"]) == shape and len(d["quantization_parameters"]["scales"]) > 1]
+    assert len(found) == 1, [d["name"] for d in it.get_tensor_details()]
+    return it.get_tensor(found[0]["index"]).astype(np.int64)
+
+
+def test_gptq_kernels_round_to_the_chosen_integers_and_beat_round_to_nearest(tmp_path):
+    from edgecls.core.keras import keras
+    from edgecls.optimize.bias_correction import round_kernel
+    from edgecls.optimize.convert import convert_model
+    from edgecls.optimize.gptq import channel_scales, compensate_rounding
+
+    model, x = _gptq_model()
+    rounded, info = compensate_rounding(model, x[:32], bias_correction=False)
+    assert info["layers"] == 4 and info["images"] == 32
+    data = convert_model(rounded, "int8", representative=x[:32])
+    for name, axes in (("stem", (3,)), ("expand", (3,)), ("dw", (2, 3)), ("predictions", (1,))):
+        kernel = rounded.get_layer(name).get_weights()[0]
+        levels = kernel / channel_scales(kernel, axes)
+        np.testing.assert_allclose(levels, np.round(levels), atol=1e-4)  # written back on the grid
+        levels = np.round(levels).astype(np.int64)
+        original = model.get_layer(name).get_weights()[0]
+        np.testing.assert_allclose(channel_scales(kernel, axes), channel_scales(original, axes), rtol=1e-6)
+        # TFLite's layouts: conv [out, kh, kw, in], depthwise [1, kh, kw, C], fully connected [out, in].
+        want = {"dw": lambda v: v.reshape(1, *v.shape[:2], -1), "predictions": lambda v: v.T}.get(
+            name, lambda v: v.transpose(3, 0, 1, 2))(levels)
+        # The converter's own rounding reproduces the chosen integers (the BatchNorm folded into dw scales
+        # whole channels by a positive factor: the same levels).
+        np.testing.assert_array_equal(_file_levels(data, tmp_path, name, want.shape), want)
+        if name != "predictions":  # GPTQ chose other integers than round-to-nearest
+            assert not np.array_equal(levels, np.round(original / channel_scales(original, axes)))
+    # The error that matters, each layer's output on the images: below round-to-nearest's.
+    for name in ("stem", "expand", "dw"):
+        probe = keras.Model(model.input, model.get_layer(name).input)  # the float inputs GPTQ saw
+        inputs = probe.predict(x, verbose=0)
+        layer = model.get_layer(name)
+        twin = layer.__class__.from_config({**layer.get_config(), "use_bias": False, "activation": "linear",
+                                            "name": name + "_twin"})
+        twin.build(inputs.shape)
+        outs = {}
+        for label, kernel in (("float", layer.get_weights()[0]), ("gptq", rounded.get_layer(name).get_weights()[0]),
+                              ("nearest", round_kernel(layer.get_weights()[0], _axes(name)))):
+            twin.set_weights([kernel])
+            outs[label] = twin(inputs).numpy()
+        e = {k: float(np.mean((outs[k] - outs["float"]) ** 2)) for k in ("gptq", "nearest")}
+        # The stem sees random pixels (independent inputs: little to compensate); after a ReLU they correlate.
+        assert e["gptq"] < (1.0 if name == "stem" else 0.8) * e["nearest"], (name, e)
+
+
+def _axes(name: str) -> tuple[int, ...]:
+    return (2, 3) if name == "dw" else (3,)

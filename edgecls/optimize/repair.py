@@ -21,8 +21,9 @@ from typing import Any, Optional
 from edgecls.core.config import ExportConfig
 from edgecls.optimize.convert import convert_model
 
-PATHS = ("ptq", "selective-float", "qat", "bias-corrected")
-"""How an int8 file was made: post-training quantization, PTQ with some tensors in float, QAT, PTQ after bias correction."""
+PATHS = ("ptq", "selective-float", "qat", "bias-corrected", "gptq")
+"""How an int8 file was made: post-training quantization, PTQ with some tensors in float, QAT, PTQ after bias
+correction, PTQ of GPTQ-rounded weights (+ bias correction)."""
 LATENCY_WARMUP = 5
 LATENCY_RUNS = 30
 """Invokes timed (1 thread, after warm-up) for the card's latency cost of a repair."""
@@ -64,6 +65,8 @@ class Candidate:
     """How --float-layers auto chose the float tensors (their measured effect)."""
     bias_correction: Optional[dict[str, Any]] = None
     """What bias correction changed (layers, images, largest shift), when the file was made from a corrected model."""
+    gptq: Optional[dict[str, Any]] = None
+    """What error-compensating rounding did (layers, images, damping, seconds), when the file was made from its weights."""
 
     @property
     def passed(self) -> bool:
@@ -132,6 +135,16 @@ def int8_attempts(ex: Any, cfg: ExportConfig, float_names: Optional[list[str]], 
             cand.bias_correction = info
             return ex.gate(cand, None, size)
 
+        def gptq() -> Candidate:
+            from edgecls.optimize.gptq import compensate_rounding
+
+            rounded, info = compensate_rounding(model, rep, bias_correction=cfg.bias_correction)
+            cand = ex.stage("gptq", convert_model(rounded, "int8", representative=rep, io=cfg.io,
+                                                  allow_float_fallback=cfg.allow_float_fallback), size)
+            cand.gptq = {k: v for k, v in info.items() if k != "bias_correction"}
+            cand.bias_correction = info.get("bias_correction")
+            return ex.gate(cand, None, size)
+
         def auto_selective() -> Optional[Candidate]:
             selection = _select_by_effect(ex, cfg, model, rep, diagnosis)
             if not selection.tensors:
@@ -140,7 +153,9 @@ def int8_attempts(ex: Any, cfg: ExportConfig, float_names: Optional[list[str]], 
                 return None
             return selective(selection.tensors, selection.as_dict())
 
-        if cfg.bias_correction:
+        if cfg.gptq:  # GPTQ rounding, then bias correction on top (--no-bias-correction: without it)
+            plan.append(gptq)
+        elif cfg.bias_correction:
             plan.append(bias_corrected)
         if float_names is None:  # --float-layers none: no selective step
             plan.append(auto_selective)
