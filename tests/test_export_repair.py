@@ -573,8 +573,11 @@ def _gptq_model(size: int = 16):
     h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
     model = keras.Model(inp, keras.layers.Dense(4, activation="softmax", name="predictions")(h))
     rng = np.random.default_rng(1)
-    expand = model.get_layer("expand")  # a positive offset: the depthwise conv's inputs share a large mean, as
-    expand.set_weights([expand.get_weights()[0], np.full(12, 2.0, np.float32)])  # after MobileNetV2's first ReLU6
+    model.get_layer("stem").set_weights([rng.normal(0, 0.3, (3, 3, 3, 8)), np.full(8, 1.0)])
+    # Positive offsets: the inputs after each ReLU6 share a large mean, as after MobileNetV2's first one.
+    model.get_layer("expand").set_weights([rng.normal(0, 0.3, (1, 1, 8, 12)), np.full(12, 2.0)])
+    model.get_layer("dw").set_weights([rng.normal(0, 0.3, (3, 3, 12, 1))])
+    model.get_layer("predictions").set_weights([rng.normal(0, 0.3, (12, 4)), np.zeros(4)])
     bn = model.get_layer("dw_bn")
     bn.set_weights([rng.uniform(0.5, 2, 12), rng.normal(0, 0.1, 12), rng.normal(0, 0.1, 12), rng.uniform(0.01, 0.1, 12)])
     return model, rng.integers(0, 256, (48, size, size, 3)).astype(np.float32)
@@ -634,7 +637,8 @@ def test_gptq_kernels_round_to_the_chosen_integers_and_beat_round_to_nearest(tmp
             outs[label] = twin(inputs).numpy()
         e = {k: float(np.mean((outs[k] - outs["float"]) ** 2)) for k in ("gptq", "nearest")}
         # The stem sees random pixels (independent inputs: little to compensate); after a ReLU they correlate.
-        assert e["gptq"] < (1.0 if name == "stem" else 0.8) * e["nearest"], (name, e)
+        # Measured 0.99 / 0.43 / 0.12 of round-to-nearest's error.
+        assert e["gptq"] < {"stem": 1.0, "expand": 0.6, "dw": 0.3}[name] * e["nearest"], (name, e)
 
 
 def _axes(name: str) -> tuple[int, ...]:
