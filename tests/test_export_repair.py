@@ -157,14 +157,14 @@ def test_failed_gate_tries_repairs_then_keeps_the_old_set_and_rejects(tiny_run, 
     assert sum(line.startswith("Error:") for line in result.output.splitlines()) == 1
     assert "Traceback" not in result.output
     assert "Error: int8 parity failed: " in result.output and "tried ptq (agreement" in result.output
-    assert ", gptq (agreement" in result.output and ", qat (agreement" in result.output and "model_int8.REJECTED.tflite (do not ship it)" in result.output
+    assert ", bias-corrected (agreement" in result.output and ", qat (agreement" in result.output and "model_int8.REJECTED.tflite (do not ship it)" in result.output
     after = {p.name: p.read_bytes() for p in exp.iterdir() if "REJECTED" not in p.name}
     assert after == before
     card = json.loads((exp / "model_int8.REJECTED.card.json").read_text())
     assert card["parity_passed"] is False and card["model"] == "model_int8.REJECTED.tflite"
-    assert [a["path"] for a in card["quantization"]["attempts"]] == ["ptq", "gptq", "selective-float", "qat"]
+    assert [a["path"] for a in card["quantization"]["attempts"]] == ["ptq", "bias-corrected", "selective-float", "qat"]
     assert ", selective-float (agreement" in result.output
-    assert card["quantization"]["path"] in ("ptq", "gptq", "selective-float", "qat") and card["parity"]["report"] == "parity_int8.REJECTED.json"
+    assert card["quantization"]["path"] in ("ptq", "bias-corrected", "selective-float", "qat") and card["parity"]["report"] == "parity_int8.REJECTED.json"
     assert (exp / "parity_int8.REJECTED.json").is_file() and not (exp / "model_int8.REJECTED.golden.npz").exists()
     assert not any(p.name.startswith(".") for p in exp.iterdir())
 
@@ -342,10 +342,9 @@ def test_auto_repair_keeps_the_tensor_that_matters_in_float(outlier_run, tmp_pat
     card = export_run(ExportConfig(run=str(outlier_run), out=str(out)))
     q = card["quantization"]
     attempts = {a["path"]: a for a in q["attempts"]}
-    # GPTQ + bias correction cannot help: a level is 7.9x the weights that carry the signal, and the
-    # defect destroys each image's signal, not just its mean.
-    assert list(attempts) == ["ptq", "gptq", "selective-float"] and attempts["ptq"]["passed"] is False
-    assert attempts["gptq"]["passed"] is False
+    # Bias correction cannot help: the defect destroys each image's signal, not just its mean.
+    assert list(attempts) == ["ptq", "bias-corrected", "selective-float"] and attempts["ptq"]["passed"] is False
+    assert attempts["bias-corrected"]["passed"] is False
     assert attempts["ptq"]["agreement"] < 0.9  # the planted defect really breaks plain int8
     assert q["path"] == "selective-float" and card["parity_passed"] is True
     assert card["parity"]["agreement"] == 1.0 and card["parity"]["accuracy_drop_points"] == 0.0
@@ -491,48 +490,68 @@ def rounding_run(tiny_run, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_gptq_is_the_first_repair_and_ships_at_no_cost(rounding_run, tmp_path):
-    """GPTQ rounds the 63 small weights so that their sum survives (some up, most down), bias
-    correction removes what is left of the mean shift: the first repair ships."""
+def test_bias_correction_is_the_first_repair_and_ships_at_no_cost(rounding_run, tmp_path):
     from edgecls.cli import cli
 
     out = tmp_path / "exp"
     result = CliRunner().invoke(cli, ["export", str(rounding_run), "--out", str(out),
                                       "--representative-samples", str(FEW_CALIBRATION_IMAGES)])
     assert result.exit_code == 0, result.output
-    assert "int8 path: gptq (post-training quantization of GPTQ-rounded weights, bias-corrected); " \
-           "tried ptq -> gptq" in result.output
+    assert "int8 path: bias-corrected (post-training quantization after bias correction); " \
+           "tried ptq -> bias-corrected" in result.output
+    card = json.loads((out / "model_int8.card.json").read_text())
+    q = card["quantization"]
+    attempts = {a["path"]: a for a in q["attempts"]}
+    assert list(attempts) == ["ptq", "bias-corrected"] and attempts["ptq"]["agreement"] == 0.0
+    assert card["parity_passed"] is True and card["parity"]["agreement"] == 1.0
+    assert q["bias_correction"]["layers"] == 2 and q["bias_correction"]["images"] == FEW_CALIBRATION_IMAGES
+    assert q["float_layers"] == [] and card["mixed"] is False
+    assert q["cost_vs_ptq"]["file_bytes"]["difference"] == 0  # the same ops, only the biases moved
+
+
+@pytest.mark.slow
+def test_no_bias_correction_goes_straight_to_selective_float(rounding_run, tmp_path):
+    from edgecls.cli import cli
+
+    out = tmp_path / "exp"
+    result = CliRunner().invoke(cli, ["export", str(rounding_run), "--out", str(out), "--no-bias-correction",
+                                      "--representative-samples", str(FEW_CALIBRATION_IMAGES), "--golden-images", "0"])
+    assert "Traceback" not in result.output and "bias-corrected" not in result.output
+    # Whether selective float or QAT then passes is not the point here: the step is not tried.
+    name = "model_int8.card.json" if result.exit_code == 0 else "model_int8.REJECTED.card.json"
+    q = json.loads((out / name).read_text())["quantization"]
+    assert [a["path"] for a in q["attempts"]][:2] == ["ptq", "selective-float"]
+    assert q["bias_correction"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags, described", [
+    ([], "GPTQ-rounded weights, bias-corrected"),
+    (["--no-bias-correction"], "GPTQ-rounded weights"),
+])
+def test_gptq_repair_ships_at_no_cost_and_records_what_it_did(rounding_run, tmp_path, flags, described):
+    """--gptq: GPTQ rounds the 63 small weights so that their sum survives (a few round up, the rest
+    down): alone that repairs the model (bias correction alone does too, but does not run here);
+    with bias correction on top the same file ships with the remaining mean shift removed."""
+    from edgecls.cli import cli
+
+    out = tmp_path / "exp"
+    result = CliRunner().invoke(cli, ["export", str(rounding_run), "--out", str(out), "--gptq", *flags,
+                                      "--representative-samples", str(FEW_CALIBRATION_IMAGES), "--golden-images", "0"])
+    assert result.exit_code == 0, result.output
+    assert f"int8 path: gptq (post-training quantization of {described}); tried ptq -> gptq;" in result.output
     card = json.loads((out / "model_int8.card.json").read_text())
     q = card["quantization"]
     attempts = {a["path"]: a for a in q["attempts"]}
     assert list(attempts) == ["ptq", "gptq"] and attempts["ptq"]["agreement"] == 0.0
     assert card["parity_passed"] is True and card["parity"]["agreement"] == 1.0
     assert q["gptq"]["layers"] == 2 and q["gptq"]["images"] == FEW_CALIBRATION_IMAGES  # the conv, the classifier
-    assert q["bias_correction"]["layers"] == 2 and q["bias_correction"]["images"] == FEW_CALIBRATION_IMAGES
+    if flags:
+        assert q["bias_correction"] is None
+    else:
+        assert q["bias_correction"]["layers"] == 2 and q["bias_correction"]["images"] == FEW_CALIBRATION_IMAGES
     assert q["float_layers"] == [] and card["mixed"] is False
     assert q["cost_vs_ptq"]["file_bytes"]["difference"] == 0  # the same ops, only weight values moved
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("flags, second", [
-    (["--no-gptq"], "bias-corrected"),
-    (["--no-gptq", "--no-bias-correction"], "selective-float"),
-])
-def test_without_gptq_bias_correction_then_selective_float_come_first(rounding_run, tmp_path, flags, second):
-    from edgecls.cli import cli
-
-    out = tmp_path / "exp"
-    result = CliRunner().invoke(cli, ["export", str(rounding_run), "--out", str(out), *flags,
-                                      "--representative-samples", str(FEW_CALIBRATION_IMAGES), "--golden-images", "0"])
-    assert "Traceback" not in result.output and "int8 gptq:" not in result.output
-    # Whether selective float or QAT then passes is not the point when both are off: the steps are not tried.
-    name = "model_int8.card.json" if result.exit_code == 0 else "model_int8.REJECTED.card.json"
-    q = json.loads((out / name).read_text())["quantization"]
-    assert [a["path"] for a in q["attempts"]][:2] == ["ptq", second] and q["gptq"] is None
-    if second == "bias-corrected":  # alone, bias correction still repairs this model's mean shift
-        assert result.exit_code == 0 and q["path"] == "bias-corrected" and q["bias_correction"]["layers"] == 2
-    else:
-        assert q["bias_correction"] is None
 
 
 # -- error-compensating rounding (GPTQ) ----------------------------------------------------------

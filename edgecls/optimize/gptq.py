@@ -104,8 +104,11 @@ def _layer_rows(layer: Any, x: np.ndarray, keras: Any, tf: Any) -> np.ndarray:
 
 
 def _layers(flat: Any, keras: Any) -> list[Any]:
+    """The layers rounded here: Dense, and 2-D convs in channels_last without groups (im2col as written)."""
     return [layer for layer in flat.layers if _channel_axes(layer, keras) is not None
-            and not (isinstance(layer, keras.layers.DepthwiseConv2D) and layer.data_format != "channels_last")]
+            and getattr(layer, "data_format", "channels_last") == "channels_last"
+            and getattr(layer, "groups", 1) == 1 and not isinstance(layer, keras.layers.Conv2DTranspose)
+            and (isinstance(layer, keras.layers.Dense) or len(layer.kernel_size) == 2)]
 
 
 def input_moments(flat: Any, layers: list[Any], images: np.ndarray, seed: int = 0) -> list[np.ndarray]:

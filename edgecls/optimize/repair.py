@@ -157,7 +157,7 @@ def int8_attempts(ex: Any, cfg: ExportConfig, float_names: Optional[list[str]], 
                 return None
             return selective(selection.tensors, selection.as_dict())
 
-        if cfg.gptq:  # GPTQ rounding, then bias correction on top (--no-bias-correction: without it)
+        if cfg.gptq:  # GPTQ rounding, then bias correction on top (--no-bias-correction: without it); opt-in
             plan.append(gptq)
         elif cfg.bias_correction:
             plan.append(bias_corrected)
