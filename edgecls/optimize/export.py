@@ -12,7 +12,8 @@ The set is a transaction (:mod:`edgecls.optimize.transaction`): candidates are b
 and gated in a staging folder and the set is moved into place only when it passed.
 
 int8 repair: plain post-training quantization (PTQ) is tried first; when its parity gate fails
-export tries (0) GPTQ weight rounding + bias correction (:mod:`edgecls.optimize.gptq`), then
+export tries (0) bias correction (``--gptq``: GPTQ weight rounding + bias correction,
+:mod:`edgecls.optimize.gptq`), then
 (a) selective quantization, keeping the tensors whose error is far above rounding noise in float
 (:mod:`edgecls.optimize.qdebug`), then (b) quantization-aware training (:mod:`edgecls.optimize.qat`).
 The first candidate that passes ships; the card says which path, which tensors stayed float, and

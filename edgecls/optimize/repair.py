@@ -1,10 +1,12 @@
 """int8 repair: try plain post-training quantization, then the repairs, in order; the first that passes ships.
 
 Export (:mod:`edgecls.optimize.export`) owns the staging folder and the gate; this module owns
-the order of attempts: PTQ, then (0) PTQ of the model whose kernels GPTQ rounded onto the int8 grid
-with their errors compensated (:mod:`edgecls.optimize.gptq`) and whose biases are then corrected
-for the mean shift that rounding leaves (:mod:`edgecls.optimize.bias_correction`; no size or
-latency cost; with ``--no-gptq`` bias correction alone, with ``--no-bias-correction`` GPTQ alone),
+the order of attempts: PTQ, then (0) PTQ of the model with its biases corrected for the mean shift
+of int8 weight rounding (:mod:`edgecls.optimize.bias_correction`; no size or latency cost, one
+forward pass) -- or, with ``--gptq`` (opt-in: on the hard benchmark set it did not beat bias
+correction alone and cost ~3.5 minutes more), PTQ of the model whose kernels GPTQ rounded onto the
+int8 grid with their errors compensated (:mod:`edgecls.optimize.gptq`), bias-corrected on top
+unless ``--no-bias-correction`` --,
 then (a) selective quantization, keeping tensors in float (:mod:`edgecls.optimize.qdebug`),
 then (b) quantization-aware training (:mod:`edgecls.optimize.qat`). Both start from the original
 model, not the rounded/corrected one: a tensor that selective float keeps in float would still carry
