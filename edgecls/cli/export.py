@@ -110,8 +110,9 @@ def export_cmd(run: Path, mode: Optional[str], out: Optional[Path], no_parity: b
     Writes model_<mode>.tflite (with labels and normalisation metadata), model_<mode>.card.json,
     model_<mode>.golden.npz and labels.txt, all replaced together or not at all. --int8 checks
     parity against the float model (parity_int8.json); when the gate fails it tries bias
-    correction (with --gptq: GPTQ rounding + bias correction), then float layers, then QAT, and ships the first that passes. If none passes it exits 1, replaces nothing and
-    keeps the best candidate as model_<mode>.REJECTED.tflite.
+    correction (with --gptq: GPTQ rounding + bias correction), then float layers, then QAT, and
+    ships the first that passes. If none passes it exits 1, replaces nothing and keeps the best
+    candidate as model_<mode>.REJECTED.tflite.
     """
     from edgecls.optimize.export import ExportFailed, export_run
     from edgecls.optimize.parity import format_parity

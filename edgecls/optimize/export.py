@@ -13,11 +13,10 @@ and gated in a staging folder and the set is moved into place only when it passe
 
 int8 repair: plain post-training quantization (PTQ) is tried first; when its parity gate fails
 export tries (0) bias correction (``--gptq``: GPTQ weight rounding + bias correction,
-:mod:`edgecls.optimize.gptq`), then
-(a) selective quantization, keeping the tensors whose error is far above rounding noise in float
-(:mod:`edgecls.optimize.qdebug`), then (b) quantization-aware training (:mod:`edgecls.optimize.qat`).
-The first candidate that passes ships; the card says which path, which tensors stayed float, and
-the latency/size cost against PTQ. When none passes, the best
+:mod:`edgecls.optimize.gptq`), then (a) selective quantization, keeping the tensors whose error is
+far above rounding noise in float (:mod:`edgecls.optimize.qdebug`), then (b) quantization-aware
+training (:mod:`edgecls.optimize.qat`). The first candidate that passes ships; the card says which
+path, which tensors stayed float, and the latency/size cost against PTQ. When none passes, the best
 candidate is kept as ``model_<mode>.REJECTED.tflite`` (+ card and report) and export fails.
 
 Conversion itself lives in :mod:`edgecls.optimize.convert`, the file names in
