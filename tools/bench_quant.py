@@ -7,8 +7,9 @@ shared pretrained MobileNetV2 1.0 @ 160 (/work/shared/pretrained) on it with ``e
 then builds the int8 variants from the same calibration -- plain PTQ, selective float chosen by the
 debugger's rmse/scale rule (tensors above twice rounding noise), selective float chosen by *effect*
 on calibration images (:mod:`edgecls.optimize.selective`), PTQ after empirical bias correction
-(:mod:`edgecls.optimize.bias_correction`), selective float (effect) on the bias-corrected model
-(what the default repair chain builds second), QAT, 16x8 (int16 activations, int8
+(:mod:`edgecls.optimize.bias_correction`), selective float (effect) on the bias-corrected model,
+GPTQ error-compensating weight rounding alone and with bias correction on top
+(:mod:`edgecls.optimize.gptq`; the latter is the default chain's first repair), QAT, 16x8 (int16 activations, int8
 weights, float32 in/out), and two reference rows: dynamic range (int8 weights, float activations)
 and float16 -- and measures each through the
 device runtime on every held-out image (test + val, as parity does by default): top-1 agreement
@@ -113,7 +114,8 @@ def main() -> int:
     ap.add_argument("--qat-lr", type=float, default=1e-5)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip", default="", help="comma-separated rows to leave out: rmse-rule,16x8,reference,export")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated rows to leave out: rmse-rule,16x8,reference,export,bc-selective,gptq-alone")
     args = ap.parse_args()
     if not PRETRAINED.is_file():
         print(f"needs {PRETRAINED}", file=sys.stderr)
@@ -126,6 +128,7 @@ def main() -> int:
     from edgecls.optimize import qdebug
     from edgecls.optimize.convert import convert_model, representative_images
     from edgecls.optimize.bias_correction import correct_biases
+    from edgecls.optimize.gptq import compensate_rounding
     from edgecls.optimize.export import export_run, measure_latency_ms
     from edgecls.optimize.parity import run_parity
     from edgecls.optimize.qat import qat_finetune
@@ -180,14 +183,27 @@ def main() -> int:
     bc_seconds = time.perf_counter() - t  # what the export's repair step costs before its gate
     bc_diag = qdebug.diagnose(corrected, rep, rep[: qdebug.DEBUG_IMAGES])
     variants["bias-corrected"] = (bc_data, [], bc_diag.summary(), bc_seconds)
-    _log("selective float by effect on the bias-corrected model")
-    t = time.perf_counter()
-    bc_selection = select_float_tensors(bc_diag.calibrated, bc_diag.layers, images, p_float, io="uint8", workdir=files,
-                                        log=_log)
-    bc_sel_diag = qdebug.diagnose(corrected, rep, rep[: qdebug.DEBUG_IMAGES], denylisted=bc_selection.tensors).summary()
-    variants["bias-corrected + selective-float (effect)"] = (
-        qdebug.selective_int8(bc_diag.calibrated, bc_selection.tensors), bc_selection.tensors, bc_sel_diag,
-        time.perf_counter() - t)
+    if "bc-selective" not in skip:
+        _log("selective float by effect on the bias-corrected model")
+        t = time.perf_counter()
+        bc_selection = select_float_tensors(bc_diag.calibrated, bc_diag.layers, images, p_float, io="uint8",
+                                            workdir=files, log=_log)
+        bc_sel_diag = qdebug.diagnose(corrected, rep, rep[: qdebug.DEBUG_IMAGES],
+                                      denylisted=bc_selection.tensors).summary()
+        variants["bias-corrected + selective-float (effect)"] = (
+            qdebug.selective_int8(bc_diag.calibrated, bc_selection.tensors), bc_selection.tensors, bc_sel_diag,
+            time.perf_counter() - t)
+    gptq_info = {}
+    for label, with_bc in (("gptq", False), ("gptq + bias correction", True)):
+        if label == "gptq" and "gptq-alone" in skip:
+            continue
+        _log(label)
+        t = time.perf_counter()
+        rounded, gptq_info[label] = compensate_rounding(model, rep, bias_correction=with_bc)
+        g_data = convert_model(rounded, "int8", representative=rep)
+        g_seconds = time.perf_counter() - t  # what the export's repair step costs before its gate
+        g_diag = qdebug.diagnose(rounded, rep, rep[: qdebug.DEBUG_IMAGES])
+        variants[label] = (g_data, [], g_diag.summary(), g_seconds)
     _log("QAT")
     t = time.perf_counter()
     q, info = qat_finetune(model, rep, epochs=args.qat_epochs, learning_rate=args.qat_lr, seed=args.seed)
@@ -255,7 +271,8 @@ def main() -> int:
         "date": dt.date.today().isoformat(), "machine": platform.machine(), "cpu_isa": "AVX2 (no AVX-512/VNNI)",
         "runtime": f"ai-edge-litert {version('ai-edge-litert')}", "threads": 1, "conditions": "busy shared machine",
         "set": vars(args) | {"work": str(args.work), "out": str(args.out)}, "qat": info, "bias_correction": bias_info,
-        "bias_corrected_selection": bc_selection.as_dict(),
+        "bias_corrected_selection": bc_selection.as_dict() if "bc-selective" not in skip else None,
+        "gptq": gptq_info,
         "held_out_margins": {"n": int(len(margin)), "<0.02": int((margin < 0.02).sum()),
                              "<0.05": int((margin < 0.05).sum()), "<0.1": int((margin < 0.1).sum())},
         "int16_selective_float": int16_selective,
@@ -278,6 +295,7 @@ def main() -> int:
               f"{r['file_bytes'] / 1e6:.3f} MB | {r['latency_ms_1thread']:.2f} ms | {r['build_s']:.0f} s |")
     print(f"\nheld-out float margins: {result['held_out_margins']}")
     print(f"bias correction: {bias_info}")
+    print(f"gptq: {gptq_info}")
     print(f"\nQAT: {info}")
     print(f"selective float on top of 16x8: {int16_selective}")
     print(f"\ndefault export: {shipped}")

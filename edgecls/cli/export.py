@@ -93,7 +93,7 @@ class _OneModeCommand(click.Command):
 @click.option("--float-layers", default=EXPORT_DEFAULTS.float_layers, show_default=True, metavar="auto|none|NAME,...",
               help=field_help(ExportConfig, "float_layers"))
 @click.option("--qat", is_flag=True, help=field_help(ExportConfig, "qat"))
-@click.option("--no-repair", is_flag=True, help="Ship plain post-training int8 or fail: no bias correction, no float layers, no QAT.")
+@click.option("--no-repair", is_flag=True, help="Ship plain post-training int8 or fail: no GPTQ, no bias correction, no float layers, no QAT.")
 @click.option("--qat-epochs", type=click.IntRange(min=1), default=EXPORT_DEFAULTS.qat_epochs, show_default=True,
               help=field_help(ExportConfig, "qat_epochs"))
 @click.option("--qat-learning-rate", type=click.FloatRange(min=0.0, min_open=True), default=EXPORT_DEFAULTS.qat_learning_rate,
@@ -102,14 +102,17 @@ class _OneModeCommand(click.Command):
               help=field_help(ExportConfig, "bias_correction"))
 @click.option("--golden-images", type=click.IntRange(min=0), default=EXPORT_DEFAULTS.golden_images, show_default=True,
               help=field_help(ExportConfig, "golden_images"))
+@click.option("--gptq/--no-gptq", default=EXPORT_DEFAULTS.gptq, show_default=True,
+              help=field_help(ExportConfig, "gptq"))
 def export_cmd(run: Path, mode: Optional[str], out: Optional[Path], no_parity: bool, no_repair: bool, **options) -> None:
     """Convert RUN's model to TFLite in RUN/export/ (one file set per mode).
 
     Writes model_<mode>.tflite (with labels and normalisation metadata), model_<mode>.card.json,
     model_<mode>.golden.npz and labels.txt, all replaced together or not at all. --int8 checks
     parity against the float model (parity_int8.json); when the gate fails it tries bias
-    correction, then float layers, then QAT, and ships the first that passes. If none passes it exits 1, replaces nothing and
-    keeps the best candidate as model_<mode>.REJECTED.tflite.
+    correction (with --gptq: GPTQ rounding + bias correction), then float layers, then QAT, and
+    ships the first that passes. If none passes it exits 1, replaces nothing and keeps the best
+    candidate as model_<mode>.REJECTED.tflite.
     """
     from edgecls.optimize.export import ExportFailed, export_run
     from edgecls.optimize.parity import format_parity
@@ -139,7 +142,9 @@ def describe_quantization(q: dict) -> str:
     what = {"ptq": "plain post-training quantization",
             "selective-float": f"selective float layers ({len(q['float_layers'])} tensor(s) kept in float)",
             "qat": "quantization-aware training",
-            "bias-corrected": "post-training quantization after bias correction"}[q["path"]]
+            "bias-corrected": "post-training quantization after bias correction",
+            "gptq": "post-training quantization of GPTQ-rounded weights" + (
+                ", bias-corrected" if q.get("bias_correction") else "")}[q["path"]]
     line = f"int8 path: {q['path']} ({what})"
     tried = [a["path"] for a in q.get("attempts") or []]
     if len(tried) > 1:

@@ -12,10 +12,11 @@ The set is a transaction (:mod:`edgecls.optimize.transaction`): candidates are b
 and gated in a staging folder and the set is moved into place only when it passed.
 
 int8 repair: plain post-training quantization (PTQ) is tried first; when its parity gate fails
-export tries (a) selective quantization, keeping the tensors whose error is far above rounding
-noise in float (:mod:`edgecls.optimize.qdebug`), then (b) quantization-aware training
-(:mod:`edgecls.optimize.qat`). The first candidate that passes ships; the card says which path,
-which tensors stayed float, and the latency/size cost against PTQ. When none passes, the best
+export tries (0) bias correction (``--gptq``: GPTQ weight rounding + bias correction,
+:mod:`edgecls.optimize.gptq`), then (a) selective quantization, keeping the tensors whose error is
+far above rounding noise in float (:mod:`edgecls.optimize.qdebug`), then (b) quantization-aware
+training (:mod:`edgecls.optimize.qat`). The first candidate that passes ships; the card says which
+path, which tensors stayed float, and the latency/size cost against PTQ. When none passes, the best
 candidate is kept as ``model_<mode>.REJECTED.tflite`` (+ card and report) and export fails.
 
 Conversion itself lives in :mod:`edgecls.optimize.convert`, the file names in
@@ -325,7 +326,7 @@ def _card(ex: _Exporter, chosen: Candidate, ptq: Candidate, tried: list[Candidat
                     "file_bytes": {"ptq": len(ptq.data), "shipped": len(chosen.data),
                                    "difference": len(chosen.data) - len(ptq.data)}}
         quantization = {"path": chosen.path, "float_layers": chosen.float_layers, "qat": chosen.qat,
-                        "selection": chosen.selection, "bias_correction": chosen.bias_correction, "attempts": [c.summary() for c in tried], "cost_vs_ptq": cost, "repair": cfg.repair}
+                        "selection": chosen.selection, "bias_correction": chosen.bias_correction, "gptq": chosen.gptq, "attempts": [c.summary() for c in tried], "cost_vs_ptq": cost, "repair": cfg.repair}
     card: dict[str, Any] = {
         "model": paths.model.name,
         "mode": cfg.mode,
