@@ -40,14 +40,19 @@ class _Target:
     kind: str  # "beta" (BatchNorm after a bias-free conv), "bias" (linear output), "dense" (Dense + activation: its pre-activation is not a tensor)
 
 
+def channel_scales(kernel: np.ndarray, channel_axes: tuple[int, ...]) -> np.ndarray:
+    """The converter's per-output-channel scale (max |w| / 127), broadcastable against ``kernel``."""
+    reduce = tuple(a for a in range(kernel.ndim) if a not in channel_axes)
+    scale = np.max(np.abs(kernel), axis=reduce, keepdims=True) / INT8_LEVELS
+    return np.where(scale > 0, scale, 1.0)
+
+
 def round_kernel(kernel: np.ndarray, channel_axes: tuple[int, ...]) -> np.ndarray:
     """``kernel`` rounded to int8 per output channel as TFLite's converter does (symmetric, narrow range).
 
     ``channel_axes`` are the axes that index an output channel (kept); the scale is the channel's max |w| / 127.
     """
-    reduce = tuple(a for a in range(kernel.ndim) if a not in channel_axes)
-    scale = np.max(np.abs(kernel), axis=reduce, keepdims=True) / INT8_LEVELS
-    scale = np.where(scale > 0, scale, 1.0)
+    scale = channel_scales(kernel, channel_axes)
     return (np.round(kernel / scale) * scale).astype(kernel.dtype)
 
 

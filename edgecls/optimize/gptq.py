@@ -41,20 +41,13 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgecls.optimize.bias_correction import INT8_LEVELS, _channel_axes, _flat_copy
+from edgecls.optimize.bias_correction import INT8_LEVELS, _channel_axes, _flat_copy, channel_scales
 
 BATCH = 8
 DAMPING = 0.01
 """Added to H's diagonal, as a fraction of its mean diagonal (GPTQ's default)."""
 MAX_ROWS = 100_000
 """Input rows (positions x images) a layer's H is built from; early layers have 6400 positions an image at 160 px."""
-
-
-def channel_scales(kernel: np.ndarray, channel_axes: tuple[int, ...]) -> np.ndarray:
-    """The converter's per-output-channel scale (max |w| / 127), broadcastable against ``kernel``."""
-    reduce = tuple(a for a in range(kernel.ndim) if a not in channel_axes)
-    scale = np.max(np.abs(kernel), axis=reduce, keepdims=True) / INT8_LEVELS
-    return np.where(scale > 0, scale, 1.0)
 
 
 def gptq_round(w: np.ndarray, h: np.ndarray, scale: np.ndarray, damping: float = DAMPING) -> np.ndarray:
