@@ -167,6 +167,13 @@ def test_failed_gate_tries_repairs_then_keeps_the_old_set_and_rejects(tiny_run, 
     assert card["quantization"]["path"] in ("ptq", "bias-corrected", "selective-float", "qat") and card["parity"]["report"] == "parity_int8.REJECTED.json"
     assert (exp / "parity_int8.REJECTED.json").is_file() and not (exp / "model_int8.REJECTED.golden.npz").exists()
     assert not any(p.name.startswith(".") for p in exp.iterdir())
+    # The kept candidate's flips, split by the float model's margin: the message says when all are near-ties.
+    kept = json.loads((exp / "parity_int8.REJECTED.json").read_text())
+    ties = kept["near_ties"]
+    assert ties["flipped"] == round((1 - kept["agreement"]) * kept["n_images"]) > 0
+    all_near = ties["flipped_clear"] == 0
+    assert (f"(all {ties['flipped']} changed top-1s near-ties, float margin < 0.1; none of the "
+            f"{ties['n_clear']} clearly decided images changed)" in result.output) is all_near
 
 
 @pytest.mark.slow

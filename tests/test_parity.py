@@ -39,6 +39,34 @@ def test_compare_figures_and_gates():
     assert dlo < 0.0 < 20.0 < dhi
 
 
+def test_compare_tells_near_tie_flips_from_clear_ones():
+    """A flip among images the float model barely decides is reported apart from a flip of a clear one."""
+    from edgecls.optimize.parity import compare, format_parity
+
+    y = np.array([0, 1, 2, 0, 1, 2])
+    p_float = np.array([[0.50, 0.46, 0.04],    # near-tie (margin 0.04)
+                        [0.30, 0.65, 0.05],    # clear (margin 0.35)
+                        [0.05, 0.15, 0.80],    # clear
+                        [0.44, 0.40, 0.16],    # near-tie (0.04)
+                        [0.10, 0.80, 0.10],    # clear
+                        [0.10, 0.10, 0.80]])   # clear
+    near = p_float.copy()
+    near[[0, 3]] = near[[0, 3]][:, [1, 0, 2]]  # both near-ties swap their top two
+    r = compare(p_float, near, y, LABELS, max_drop=100.0, min_agreement=0.9)
+    t = r["near_ties"]
+    assert (t["flipped"], t["flipped_clear"], t["n_clear"], t["agreement_clear"]) == (2, 0, 4, 1.0)
+    assert t["agreement_clear_ci95"][1] == 1.0 and t["agreement_clear_ci95"][0] < 0.6  # 4 images decide little
+    assert "every changed top-1 (2) was a near-tie (float margin < 0.1)" in r["failure"]
+    assert "2, 0 of them on the 4 images the float model decides with a margin >= 0.1" in format_parity(r)
+
+    clear = p_float.copy()
+    clear[1] = [0.65, 0.30, 0.05]  # a clear decision changes
+    r = compare(p_float, clear, y, LABELS, max_drop=100.0, min_agreement=0.9)
+    assert (r["near_ties"]["flipped"], r["near_ties"]["flipped_clear"]) == (1, 1)
+    assert r["near_ties"]["agreement_clear"] == pytest.approx(0.75)
+    assert "near-tie" not in r["failure"]
+
+
 @pytest.mark.parametrize("k, n, lo, hi", [
     (0, 10, 0.0, 0.2775),      # the textbook "0 of 10" upper bound
     (8, 10, 0.4902, 0.9433),   # Wilson (1927) score interval, as tabulated

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgecls.runtime.scores import Category, ScoreSmoother, dequantize, quantize, top_k
+from edgecls.runtime.scores import Category, ScoreSmoother, dequantize, quantize, top1_margin, top_k
 
 
 @pytest.mark.parametrize(
@@ -94,3 +94,16 @@ def test_smoother_is_an_exponential_moving_average():
     assert ScoreSmoother(0.0)(np.array([0.3, 0.7])).tolist() == pytest.approx([0.3, 0.7])
     with pytest.raises(ValueError):
         ScoreSmoother(1.0)
+
+
+@pytest.mark.parametrize("probs, margins", [
+    ([[0.5, 0.46, 0.04], [0.05, 0.15, 0.8]], [0.04, 0.65]),   # order of the classes does not matter
+    ([[0.3, 0.3, 0.4], [0.45, 0.45, 0.1]], [0.1, 0.0]),       # an exact tie has margin 0
+    ([[0.7], [0.2]], [0.7, 0.2]),                             # one class: the score itself
+])
+def test_top1_margin_is_top1_minus_runner_up(probs, margins):
+    assert top1_margin(np.array(probs)) == pytest.approx(margins, abs=1e-6)
+
+
+def test_top1_margin_of_no_rows_is_empty():
+    assert top1_margin(np.zeros((0, 3))).shape == (0,)

@@ -25,6 +25,11 @@ training luck instead of fixing one draw of each. The ``summary`` then gives eac
 held-out accuracy, the mean of the paired differences (edgecls - recipe, same set, same held-out
 images) with its 95 % confidence interval over the sets, and the ratios.
 
+``--recipe-minus1to1`` also runs the recipe with its backbone's own input convention ([-1, 1], as
+MobileNetV2's ``preprocess_input`` and the shared backbone's source use) instead of pixels / 255, on
+the same set with the same seed, and adds the paired difference against it to the ``summary``: it
+separates what the /255 input does on a set from what the training does.
+
     .venv/bin/python tools/bench_train.py --seeds 0,1,2,3,4,5 --repeats 1 --json /tmp/bench_train.json
 """
 
@@ -59,7 +64,9 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf
 import tf_keras as keras
 
-data, weights, size, epochs, batch, seed, holdout = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
+data, weights, size, epochs, batch, seed, holdout, inputs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7], sys.argv[8]
+# "div255": the recipe as quoted (pixels / 255); "minus1to1": its backbone's own convention (MobileNetV2's preprocess_input).
+scale = (lambda x: x / 255.0) if inputs == "div255" else (lambda x: x / 127.5 - 1.0)
 keras.utils.set_random_seed(seed)
 train_ds = keras.utils.image_dataset_from_directory(
     f"{data}/train", image_size=(size, size), batch_size=batch, shuffle=True, seed=seed, label_mode="categorical")
@@ -72,9 +79,9 @@ augment = keras.Sequential([
     keras.layers.RandomRotation(0.1),
     keras.layers.RandomZoom(0.1),
 ])
-train_ds = train_ds.map(lambda x, y: (x / 255.0, y)).map(lambda x, y: (augment(x, training=True), y))
+train_ds = train_ds.map(lambda x, y: (scale(x), y)).map(lambda x, y: (augment(x, training=True), y))
 train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
-test_ds = test_ds.map(lambda x, y: (x / 255.0, y)).prefetch(tf.data.AUTOTUNE)
+test_ds = test_ds.map(lambda x, y: (scale(x), y)).prefetch(tf.data.AUTOTUNE)
 base = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False, weights=None)
 base.load_weights(weights)
 base.trainable = False
@@ -89,7 +96,7 @@ for split in ("train", "val", "test"):
     ds = keras.utils.image_dataset_from_directory(f"{holdout}/{split}", image_size=(size, size), batch_size=64,
                                                   shuffle=False, label_mode="int", class_names=train_ds_names)
     for x, y in ds:
-        hits += int((model(x / 255.0, training=False).numpy().argmax(1) == y.numpy()).sum())
+        hits += int((model(scale(x), training=False).numpy().argmax(1) == y.numpy()).sum())
         n += int(y.shape[0])
 print("RESULT " + json.dumps({"fit_s": fit_s, "test_accuracy": acc, "holdout_accuracy": hits / n, "n_holdout": n, "n_test": sum(int(y.shape[0]) for _, y in test_ds),
                               "tensorflow": tf.__version__, "tf_keras": keras.__version__}))
@@ -162,23 +169,37 @@ def emit(out: dict, json_path: str | None) -> None:
 
 
 def summarize(repeats: list[dict]) -> dict:
-    """Means over every repeat, and the paired held-out difference (edgecls - recipe) with a 95 % t interval."""
+    """Means over every repeat, and the paired held-out difference (edgecls - recipe) with a 95 % t interval;
+    the same against the recipe with [-1, 1] input when it ran (``--recipe-minus1to1``)."""
     pairs = [r for r in repeats if "seed" in r]
     if not pairs:
         return {}
     diffs = [r["edgecls"]["holdout_accuracy"] - r["seed"]["holdout_accuracy"] for r in pairs]
     ratios = [r["ratio_edgecls_wall_to_seed_fit"] for r in pairs]
     n = len(diffs)
-    mean = sum(diffs) / n
     out = {"pairs": n, "ratio_mean": round(sum(ratios) / n, 3), "ratio_max": max(ratios),
            "seed_holdout_mean": round(sum(r["seed"]["holdout_accuracy"] for r in pairs) / n, 4),
            "edgecls_holdout_mean": round(sum(r["edgecls"]["holdout_accuracy"] for r in pairs) / n, 4),
-           "holdout_diff_mean_points": round(100 * mean, 2)}
+           "holdout_diff_mean_points": round(100 * sum(diffs) / n, 2)}
     if n > 1:
-        sd = (sum((d - mean) ** 2 for d in diffs) / (n - 1)) ** 0.5
-        half = T95.get(n - 1, 2.0) * sd / n ** 0.5
-        out["holdout_diff_95ci_points"] = [round(100 * (mean - half), 2), round(100 * (mean + half), 2)]
+        out["holdout_diff_95ci_points"] = _t_interval(diffs)
+    scaled = [r for r in pairs if "seed_minus1to1" in r]
+    if scaled:
+        d2 = [r["edgecls"]["holdout_accuracy"] - r["seed_minus1to1"]["holdout_accuracy"] for r in scaled]
+        out["seed_minus1to1_holdout_mean"] = round(sum(r["seed_minus1to1"]["holdout_accuracy"] for r in scaled) / len(scaled), 4)
+        out["holdout_diff_vs_minus1to1_mean_points"] = round(100 * sum(d2) / len(d2), 2)
+        if len(d2) > 1:
+            out["holdout_diff_vs_minus1to1_95ci_points"] = _t_interval(d2)
     return out
+
+
+def _t_interval(diffs: list[float]) -> list[float]:
+    """95 % t interval of the mean of ``diffs`` (two or more), in points."""
+    n = len(diffs)
+    mean = sum(diffs) / n
+    sd = (sum((d - mean) ** 2 for d in diffs) / (n - 1)) ** 0.5
+    half = T95.get(n - 1, 2.0) * sd / n ** 0.5
+    return [round(100 * (mean - half), 2), round(100 * (mean + half), 2)]
 
 
 def _env() -> dict[str, str]:
@@ -188,9 +209,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_seed(data: Path, weights: str, holdout: Path, *, seed: int) -> dict:
+def run_seed(data: Path, weights: str, holdout: Path, *, seed: int, inputs: str = "div255") -> dict:
     proc = subprocess.run([sys.executable, "-c", SEED_SCRIPT, str(data), weights, str(SIZE_PX), str(SEED_EPOCHS),
-                           str(SEED_BATCH), str(seed), str(holdout)], capture_output=True, text=True, env=_env())
+                           str(SEED_BATCH), str(seed), str(holdout), inputs], capture_output=True, text=True, env=_env())
     return _result(proc, "seed recipe")
 
 
@@ -222,6 +243,9 @@ def main() -> None:
     p.add_argument("--holdout-per-class", type=int, default=HOLDOUT_PER_CLASS, help="held-out images per class")
     p.add_argument("--edgecls-args", default="", help="extra edgecls train options, e.g. '--head-cache none'")
     p.add_argument("--skip-seed", action="store_true", help="edgecls only (e.g. to profile it)")
+    p.add_argument("--recipe-minus1to1", action="store_true",
+                   help="also run the recipe with its backbone's input convention ([-1, 1], MobileNetV2's "
+                        "preprocess_input) instead of pixels / 255, on the same set, scored beside the other two")
     p.add_argument("--json")
     args = p.parse_args()
     if not Path(args.weights).is_file():
@@ -245,6 +269,8 @@ def main() -> None:
             row: dict = {"data_seed": seed, "load_before": _load()}
             if not args.skip_seed:
                 row["seed"] = run_seed(data, args.weights, holdout, seed=seed)
+            if args.recipe_minus1to1:
+                row["seed_minus1to1"] = run_seed(data, args.weights, holdout, seed=seed, inputs="minus1to1")
             extra = args.edgecls_args.split()
             if args.seeds:  # the training seed follows the set, as the recipe's does
                 extra = ["--seed", str(seed), *extra]

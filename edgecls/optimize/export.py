@@ -284,6 +284,10 @@ def _export(cfg: ExportConfig, float_names: Optional[list[str]], run: RunDir, so
     kept = paths.model.with_name(rejected[-1])
     tries = ", ".join(f"{c.path} (agreement {c.report['agreement']:.4f})" for c in tried if c.report)
     gates = report["failure"].split("; ")[0][len("parity failed: "):] if report else "?"
+    ties = (report or {}).get("near_ties") or {}
+    if ties.get("flipped") and not ties.get("flipped_clear"):  # what kind of error the best one has left
+        gates += (f" (all {ties['flipped']} changed top-1s near-ties, float margin < {ties['margin']:g}; "
+                  f"none of the {ties['n_clear']} clearly decided images changed)")
     advice = ("repairs were off (--no-repair)" if not cfg.repair else
               "try more --representative-samples, more --qat-epochs, or a backbone that quantizes better "
               "(mobilenet_v2)")

@@ -30,6 +30,7 @@ from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import atomic_write_bytes
 from edgecls.runtime.classifier import NO_LABELS_SOURCE
 from edgecls.runtime.interpreter import runtime_notice
+from edgecls.runtime.scores import top1_margin
 
 GOLDEN_SUFFIX = ".golden.npz"
 # A host top-1 whose probability beats the runner-up by at least this much must not change on
@@ -136,8 +137,7 @@ def verify_model(
     clf, raw, probs = _run(model_path, g["images"], threads, labels)
     host = g["probabilities"].astype(np.float32)
     top_host, top_dev = host.argmax(1), probs.argmax(1)
-    srt = np.sort(host, axis=1)
-    margin = srt[:, -1] - srt[:, -2] if host.shape[1] > 1 else srt[:, -1]
+    margin = top1_margin(host)
     clear = margin >= float(meta.get("margin", CLEAR_MARGIN))
     # How far the device moved each host margin (host top-1 minus host runner-up, on device scores):
     # a flip needs a shift larger than the margin, so this says how close the others came.

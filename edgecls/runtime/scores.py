@@ -73,6 +73,19 @@ def top_k(
     return out
 
 
+def top1_margin(probs: np.ndarray) -> np.ndarray:
+    """Per row of ``probs`` [N, C]: the top-1 score minus the runner-up's (the top-1 itself when C is 1).
+
+    How firmly each image is decided: rounding can swap the top-1 of a near-tie but not of a clear
+    decision, so host parity and device verify both split their flips by it.
+    """
+    p = np.asarray(probs, dtype=np.float32)
+    if p.ndim != 2 or p.shape[0] == 0:
+        return np.zeros((p.shape[0] if p.ndim else 0,), dtype=np.float32)
+    s = np.sort(p, axis=1)
+    return s[:, -1] - s[:, -2] if p.shape[1] > 1 else s[:, -1]
+
+
 class ScoreSmoother:
     """Exponential moving average of score vectors across frames (0 = off, 0.9 = heavy).
 
