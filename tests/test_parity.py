@@ -58,6 +58,18 @@ def test_compare_tells_near_tie_flips_from_clear_ones():
     assert t["agreement_clear_ci95"][1] == 1.0 and t["agreement_clear_ci95"][0] < 0.6  # 4 images decide little
     assert "every changed top-1 (2) was a near-tie (float margin < 0.1)" in r["failure"]
     assert "2, 0 of them on the 4 images the float model decides with a margin >= 0.1" in format_parity(r)
+    assert t["output_ties"] == 0 and "exact ties" not in r["failure"] and "output ties" not in format_parity(r)
+
+    # A uint8 softmax (steps of 1/256) rounds a 0.46 / 0.50 near-tie to two equal scores; argmax takes
+    # the first class, so the top-1 changes although the file ranks neither class above the other.
+    f2 = p_float.copy()
+    f2[0] = [0.46, 0.50, 0.04]
+    tied = near.copy()
+    tied[0] = np.round(np.array([0.48, 0.48, 0.04]) * 256) / 256
+    r = compare(f2, tied, y, LABELS, max_drop=100.0, min_agreement=0.9)
+    assert (r["near_ties"]["flipped"], r["near_ties"]["output_ties"]) == (2, 1)
+    assert "1 of them are exact ties in the model's own output" in r["failure"]
+    assert "output ties   : 1 of the changed top-1s" in format_parity(r)
 
     clear = p_float.copy()
     clear[1] = [0.65, 0.30, 0.05]  # a clear decision changes

@@ -30,6 +30,10 @@ MobileNetV2's ``preprocess_input`` and the shared backbone's source use) instead
 the same set with the same seed, and adds the paired difference against it to the ``summary``: it
 separates what the /255 input does on a set from what the training does.
 
+``--photos PHOTOS`` draws each set from real photos sorted by class (``PHOTOS/<class>/*.jpg``;
+``tools/photo_sets.py``) instead of the synthetic generator: per seed 5 classes, 50 training / 10
+val / 10 test photos per class and ``--holdout-per-class`` more held out, none in two places.
+
     .venv/bin/python tools/bench_train.py --seeds 0,1,2,3,4,5 --repeats 1 --json /tmp/bench_train.json
 """
 
@@ -93,6 +97,8 @@ fit_s = time.perf_counter() - t0
 loss, acc = model.evaluate(test_ds, verbose=0)
 hits = n = 0
 for split in ("train", "val", "test"):
+    if not os.path.isdir(f"{holdout}/{split}"):  # a photo set's held-out images are all in test/
+        continue
     ds = keras.utils.image_dataset_from_directory(f"{holdout}/{split}", image_size=(size, size), batch_size=64,
                                                   shuffle=False, label_mode="int", class_names=train_ds_names)
     for x, y in ds:
@@ -105,13 +111,15 @@ print("RESULT " + json.dumps({"fit_s": fit_s, "test_accuracy": acc, "holdout_acc
 
 # Scores a run's model.keras (raw 0..255 input) on the held-out set, in a child process.
 SCORE_SCRIPT = r'''
-import json, sys
+import json, os, sys
 from edgecls.core.keras import keras
 from edgecls.train.model_io import load_model
 model, holdout, size = load_model(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 names = open(sys.argv[4]).read().split()
 hits = n = 0
 for split in ("train", "val", "test"):
+    if not os.path.isdir(f"{holdout}/{split}"):
+        continue
     ds = keras.utils.image_dataset_from_directory(f"{holdout}/{split}", image_size=(size, size), batch_size=64,
                                                   shuffle=False, label_mode="int", class_names=names)
     for x, y in ds:
@@ -246,12 +254,16 @@ def main() -> None:
     p.add_argument("--recipe-minus1to1", action="store_true",
                    help="also run the recipe with its backbone's input convention ([-1, 1], MobileNetV2's "
                         "preprocess_input) instead of pixels / 255, on the same set, scored beside the other two")
+    p.add_argument("--photos", type=Path,
+                   help="draw each set from real photos, PHOTOS/<class>/*.jpg (tools/photo_sets.py), instead of "
+                        "the synthetic set: 5 classes x 50 train / 10 val / 10 test, --holdout-per-class held out")
     p.add_argument("--json")
     args = p.parse_args()
     if not Path(args.weights).is_file():
         raise SystemExit(f"weights file not found: {args.weights} (pass --weights PATH)")
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from photo_sets import draw_photo_set
     from train_bench_data import make_realistic_set
 
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
@@ -261,12 +273,17 @@ def main() -> None:
     repeats = []
     for seed in seeds:
         data = work / f"data{seed}"
-        made = make_realistic_set(data, seed=seed)
-        # A larger held-out set of another seed (clean labels) resolves accuracy finer than the 50-image test split.
+        # A larger held-out set (clean labels) resolves accuracy finer than the 50-image test split.
         holdout = work / f"holdout{seed}"
-        make_realistic_set(holdout, seed=seed + 1000, per_class=args.holdout_per_class, label_noise=0.0)
+        if args.photos:
+            made = draw_photo_set(args.photos, data, holdout, seed=seed, holdout_per_class=args.holdout_per_class)
+        else:
+            made = make_realistic_set(data, seed=seed)
+            make_realistic_set(holdout, seed=seed + 1000, per_class=args.holdout_per_class, label_noise=0.0)
         for i in range(args.repeats):
             row: dict = {"data_seed": seed, "load_before": _load()}
+            if args.photos:
+                row["classes"] = made["classes"]
             if not args.skip_seed:
                 row["seed"] = run_seed(data, args.weights, holdout, seed=seed)
             if args.recipe_minus1to1:
@@ -284,8 +301,9 @@ def main() -> None:
     emit({
         "what": f"seed recipe (model.fit only, {SEED_EPOCHS} epochs) vs whole `edgecls train` command "
                 f"(defaults{(' + ' + args.edgecls_args) if args.edgecls_args else ''}); MobileNetV2 1.0 @ {SIZE_PX}px, "
-                f"shared pretrained weights; realistic synthetic set {made['counts']} ({made['noisy_labels']} noisy "
-                f"training labels)",
+                f"shared pretrained weights; "
+                + (f"real photos from {args.photos}, sets of {made['counts']}" if args.photos else
+                   f"realistic synthetic set {made['counts']} ({made['noisy_labels']} noisy training labels)"),
         "repeats": repeats,
         "summary": summarize(repeats),
         "conditions": conditions(tf_version),

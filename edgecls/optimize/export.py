@@ -286,8 +286,9 @@ def _export(cfg: ExportConfig, float_names: Optional[list[str]], run: RunDir, so
     gates = report["failure"].split("; ")[0][len("parity failed: "):] if report else "?"
     ties = (report or {}).get("near_ties") or {}
     if ties.get("flipped") and not ties.get("flipped_clear"):  # what kind of error the best one has left
+        tied = (f"; {ties['output_ties']} exact ties in the file's 8-bit output" if ties.get("output_ties") else "")
         gates += (f" (all {ties['flipped']} changed top-1s near-ties, float margin < {ties['margin']:g}; "
-                  f"none of the {ties['n_clear']} clearly decided images changed)")
+                  f"none of the {ties['n_clear']} clearly decided images changed{tied})")
     advice = ("repairs were off (--no-repair)" if not cfg.repair else
               "try more --representative-samples, more --qat-epochs, or a backbone that quantizes better "
               "(mobilenet_v2)")

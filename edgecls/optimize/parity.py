@@ -191,13 +191,16 @@ def compare(
     agree_sure = agree_ci[0] >= min_agreement or agree_ci[1] < min_agreement
     drop_sure = drop_ci_points[1] <= max_drop or drop_ci_points[0] > max_drop
     conclusive = bool(n) and agree_sure and drop_sure
-    ties = near_ties(p_float, top_f != top_l)
+    ties = near_ties(p_float, p_lite)
     failure = None
     if failures:
         where = ""
         if ties["flipped"] and not ties["flipped_clear"]:  # says what kind of error is left
             where = (f"; every changed top-1 ({ties['flipped']}) was a near-tie (float margin < {CLEAR_MARGIN:g}), "
                      f"none of the {ties['n_clear']} clearly decided images changed")
+            if ties["output_ties"]:
+                where += (f"; {ties['output_ties']} of them are exact ties in the model's own output, which its "
+                          "8-bit resolution cannot tell apart")
         failure = ("parity failed: " + " and ".join(failures) + where
                    + "; try more representative samples (--representative-samples), 'edgecls export --int8' "
                    "(it repairs: float layers, QAT), or a backbone that quantizes better (mobilenet_v2)")
@@ -220,16 +223,26 @@ def compare(
     }
 
 
-def near_ties(p_float: np.ndarray, flipped: np.ndarray, margin: float = CLEAR_MARGIN) -> dict[str, Any]:
+def near_ties(p_float: np.ndarray, p_lite: np.ndarray, margin: float = CLEAR_MARGIN) -> dict[str, Any]:
     """Where the changed top-1s are: among images the float model decides with a clear margin (top-1
     minus top-2 probability >= ``margin``, the rule ``edgecls verify`` gates on) or among near-ties,
     whose top-1 any rounding can swap. On the hard benchmark set every flip left after bias
-    correction was a near-tie (BENCHMARKS.md, issue 8)."""
+    correction was a near-tie (BENCHMARKS.md, issue 8).
+
+    ``output_ties`` counts the changed top-1s where the model's output gives the float top-1 exactly
+    the score of its own top-1: a uint8 softmax has steps of 1/256, so two classes closer than that
+    come out equal and argmax takes the first. No file with that output can keep those images; on
+    the hard set 2 of 336 images tie so from the float model's own probabilities alone.
+    """
+    top_f = p_float.argmax(1)
+    flipped = top_f != p_lite.argmax(1)
     clear = top1_margin(p_float) >= margin
     n_clear = int(clear.sum())
     flipped_clear = int(np.sum(flipped & clear))
+    tied = p_lite[np.arange(len(top_f)), top_f] == p_lite.max(1) if len(top_f) else np.zeros(0, bool)
     ci = wilson_interval(n_clear - flipped_clear, n_clear)
     return {"margin": margin, "n_clear": n_clear, "flipped": int(np.sum(flipped)), "flipped_clear": flipped_clear,
+            "output_ties": int(np.sum(flipped & tied)),
             "agreement_clear": (1.0 - flipped_clear / n_clear) if n_clear else None,
             "agreement_clear_ci95": [round(ci[0], 4), round(ci[1], 4)] if n_clear else None}
 
@@ -265,6 +278,9 @@ def format_parity(report: dict[str, Any]) -> str:
                  if t["n_clear"] else "")
         lines.append(f"  changed top-1 : {t['flipped']}, {t['flipped_clear']} of them on the {t['n_clear']} images the "
                      f"float model decides with a margin >= {t['margin']:g}{clear}")
+        if t.get("output_ties"):
+            lines.append(f"  output ties   : {t['output_ties']} of the changed top-1s score exactly equal in the model's "
+                         "output (its 8-bit steps cannot separate them)")
     from edgecls.optimize.qdebug import format_quant_error
 
     lines += format_quant_error(report.get("quant_error"))
