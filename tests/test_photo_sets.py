@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from photo_sets import CIFAR10_CLASSES, cifar10_photos, draw_photo_set  # noqa: E402
+from photo_sets import CIFAR10_CLASSES, cifar10_photos, draw_photo_set
 
 
 def _photos(root: Path, classes: int, per_class: int) -> Path:

@@ -25,7 +25,6 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 # The package's sprites: (image file, labels file, offset of its first photo in that file's list; the
 # training labels list all five batches); each PNG row is one photo, 32 x 32 RGB.

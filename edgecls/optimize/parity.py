@@ -231,15 +231,15 @@ def near_ties(p_float: np.ndarray, p_lite: np.ndarray, margin: float = CLEAR_MAR
 
     ``output_ties`` counts the changed top-1s where the model's output gives the float top-1 exactly
     the score of its own top-1: a uint8 softmax has steps of 1/256, so two classes closer than that
-    come out equal and argmax takes the first. No file with that output can keep those images; on
-    the hard set 2 of 336 images tie so from the float model's own probabilities alone.
+    come out equal and argmax takes the first. No file with that output can keep those images: on
+    the hard set, the float model's own probabilities rounded to 1/256 already tie 2 of 336.
     """
     top_f = p_float.argmax(1)
     flipped = top_f != p_lite.argmax(1)
     clear = top1_margin(p_float) >= margin
     n_clear = int(clear.sum())
     flipped_clear = int(np.sum(flipped & clear))
-    tied = p_lite[np.arange(len(top_f)), top_f] == p_lite.max(1) if len(top_f) else np.zeros(0, bool)
+    tied = p_lite[np.arange(len(top_f)), top_f] == p_lite.max(1)
     ci = wilson_interval(n_clear - flipped_clear, n_clear)
     return {"margin": margin, "n_clear": n_clear, "flipped": int(np.sum(flipped)), "flipped_clear": flipped_clear,
             "output_ties": int(np.sum(flipped & tied)),
