@@ -68,6 +68,37 @@ def test_int8_is_full_integer_with_exact_input_quantization(tmp_path, calibratio
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("io", ["uint8", "int8"])
+def test_int8_input_scaling_keeps_every_grey_level(calibration, io):
+    """The 256 pixel values reach the first conv as 255 distinct codes, in order. Calibration alone
+    gives the Rescaling's MUL the range [-1, 2] (scale 3/255: 171 codes, a staircase of 1.5 grey
+    levels that cost 3 points of agreement on blurry photos); export sets the scaling's ranges
+    exactly. 255, not 256: (p - 127.5) / 127.5 never hits 0, which an int8 grid must hold, so the
+    two values at one end share a code."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgecls.optimize.convert import convert_model
+    from edgecls.train.backbones import build_classifier
+
+    # The real classifier: a conv without padding (_tiny_model) takes the scaling into its weights.
+    model = build_classifier("mobilenet_v2", num_classes=3, size=SIZE, alpha=0.35, weights="none")
+    data = convert_model(model, "int8", representative=calibration, io=io)
+    it = Interpreter(model_content=data, experimental_preserve_all_tensors=True,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    ramp = (np.arange(SIZE * SIZE) % 256).reshape(SIZE, SIZE)  # every grey level, 4 times
+    img = np.repeat(ramp[..., None], 3, axis=2).astype(np.int16) - (128 if io == "int8" else 0)
+    it.set_tensor(it.get_input_details()[0]["index"], img[None].astype(io))
+    it.invoke()
+    conv = next(op for op in it._get_ops_details() if op["op_name"] == "CONV_2D")
+    codes = it.get_tensor(conv["inputs"][0])[0, ..., 0]
+    assert len(np.unique(codes)) == 255
+    # ...in the pixels' order: the scaling is monotonic, so sorting by pixel sorts the codes.
+    order = np.argsort(ramp.ravel(), kind="stable")
+    assert np.all(np.diff(codes.ravel()[order].astype(np.int16)) >= 0)
+
+
+@pytest.mark.slow
 def test_op_without_int8_kernel_is_named_and_needs_float_fallback(tmp_path, calibration):
     """TF 2.21 does not refuse SIN under TFLITE_BUILTINS_INT8: it leaves it float; the check catches it."""
     from edgecls.optimize.convert import convert_model

@@ -4,14 +4,15 @@ Full int8 calibrates on a stratified sample of the run's *training* split, decod
 exactly as in training (``data.load_images``), fed as raw 0..255 float32 because the model has
 its preprocessing inside. The first calibration image carries one black and one white pixel so
 the input range is exactly 0..255: the uint8 input then has scale 1 / zero point 0 and camera
-pixels go in unchanged.
+pixels go in unchanged. The backbone's own input scaling behind it gets exact ranges too, set from
+that 0..255 rather than from calibration (``input_ranges.py``), so no grey levels are merged there.
 """
 
 from __future__ import annotations
 
 import re
 import warnings as warnings_module
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -99,14 +100,33 @@ def convert_model(
         raise EdgeclsError(f"unknown export mode {mode!r}; use one of {', '.join(MODES)}")
     conv = make_converter(model, mode, representative=representative, io=io,
                           allow_float_fallback=allow_float_fallback, activations=activations)
+    # Full int8 is calibrated, then quantized by the converter's own step (what convert() does
+    # inside), so that the input scaling's ranges can be made exact in between (input_ranges.py).
+    staged = mode == "int8" and activations == "int8"
+    conv._experimental_calibrate_only = staged
     try:
         with quiet_native_stderr(), warnings_module.catch_warnings():
             # Our inputs carry their own range (0-255, pinned by calibration), so the converter's
             # "statistics for quantized inputs were expected" warning does not apply.
             warnings_module.filterwarnings("ignore", message="Statistics for quantized inputs")
-            return bytes(conv.convert())
+            out = bytes(conv.convert())
+            return quantize_calibrated(out, io=io) if staged else out
     except Exception as e:  # noqa: BLE001 - ConverterError and friends
         raise EdgeclsError(_conversion_error(str(e), mode, allow_float_fallback)) from None
+
+
+def quantize_calibrated(calibrated: bytes, *, io: str = "uint8", float_tensors: Sequence[str] = ()) -> bytes:
+    """The converter's quantize step on a calibrated model, the input scaling's ranges made exact
+    first; ``float_tensors`` stay float (selective int8). Input/output stay ``io``."""
+    from edgecls.core.keras import quiet_native_stderr, tf
+    from edgecls.optimize.input_ranges import pin_input_scaling
+    from tensorflow.lite.python import convert as tfl_convert  # the converter's own quantize step
+
+    dtype = tf.uint8 if io == "uint8" else tf.int8
+    pinned, _ = pin_input_scaling(calibrated)
+    with quiet_native_stderr():
+        return bytes(tfl_convert.mlir_quantize(pinned, input_data_type=dtype, output_data_type=dtype,
+                                               denylisted_nodes=list(float_tensors)))
 
 
 def make_converter(

@@ -143,14 +143,10 @@ def resolve_float_layers(names: Sequence[str], layers: Sequence[LayerError]) -> 
 
 def selective_int8(calibrated: bytes, float_tensors: Sequence[str], *, io: str = "uint8") -> bytes:
     """Quantize a calibrated model with ``float_tensors`` left in float; input/output stay ``io``."""
-    from edgecls.core.keras import quiet_native_stderr, tf
-    from tensorflow.lite.python import convert as tfl_convert  # the converter's own quantize step
+    from edgecls.optimize.convert import quantize_calibrated
 
-    dtype = tf.uint8 if io == "uint8" else tf.int8
     try:
-        with quiet_native_stderr():
-            return bytes(tfl_convert.mlir_quantize(calibrated, input_data_type=dtype, output_data_type=dtype,
-                                                   denylisted_nodes=list(float_tensors)))
+        return quantize_calibrated(calibrated, io=io, float_tensors=float_tensors)
     except Exception as e:  # noqa: BLE001
         raise EdgeclsError(f"selective int8 quantization failed: {str(e).strip()[:300]}") from None
 
