@@ -267,6 +267,9 @@ def test_qat_model_is_flat_and_starts_where_the_float_model_is(mobilenet_classif
     (["h1+h2", "a"], {(): (5, .3), ("a",): (4, .2)}, 1, ["a"]),
     # nothing helps: nothing is kept in float.
     (["a"], {(): (0, .1), ("a",): (0, .2)}, 8, []),
+    # same flips and a mean |prob diff| under 5 % lower: not worth a float tensor; 5 % or more is.
+    (["a"], {(): (1, .100), ("a",): (1, .096)}, 8, []),
+    (["a"], {(): (1, .100), ("a",): (1, .094)}, 8, ["a"]),
 ])
 def test_forward_selection_keeps_only_what_lowers_the_error(groups, effects, limit, chosen):
     from edgecls.optimize.selective import Effect, choose_by_effect
@@ -365,6 +368,9 @@ def test_auto_repair_keeps_the_tensor_that_matters_in_float(outlier_run, tmp_pat
     sel = q["selection"]
     assert sel["method"] == "effect" and sel["ptq"]["flips"] > 0 and sel["chosen"]["flips"] == 0
     assert sel["selection_images"] > 0 and report["quantization_path"] == "selective-float"
+    # Bias correction agreed worse than plain PTQ on this model, so selective float starts from the
+    # original one (built on the corrected model, keeping mixer float did not repair it: 0.625).
+    assert attempts["bias-corrected"]["agreement"] < attempts["ptq"]["agreement"] and sel["base"] == "original"
     info = inspect_tflite(out / "model_int8.tflite")
     assert (info.input.dtype, info.output.dtype) == ("uint8", "uint8") and "CONV_2D" in info.float_ops
 
@@ -405,6 +411,21 @@ def test_qat_quantizes_depthwise_kernels_per_channel_and_starts_at_the_float_ran
     lo, hi = _range_variables(q.get_layer("quant_dw_relu"))["output"]
     assert float(lo.numpy()) == 0.0 and float(hi.numpy()) == pytest.approx(float(f_relu.max()), rel=1e-5)
     assert np.abs(q.predict(x, verbose=0) - model.predict(x, verbose=0)).mean() < 0.02
+
+
+def test_candidates_pair_the_worst_tensors_with_the_op_that_feeds_them():
+    from edgecls.optimize.selective import candidates
+
+    dw, fc, proj, soft = (e.tensor for e in LAYERS)
+    conv1 = "m/backbone/Conv1_relu/Relu6;m/backbone/Conv1/Conv2D"
+    layers = LAYERS + [LayerError(conv1, "CONV_2D", 0.35, 0.02, 0.1)]
+    producers = {dw: conv1, proj: "m/backbone/block_1_expand_relu/Relu6",  # proj's producer is not quantized
+                 fc: "m/pool/Mean", conv1: "image"}
+    groups = candidates(layers, n=2, producers=producers, pairs=2)
+    # the head as one group, the 2 worst others alone, then the worst with its producer: dw's input
+    # (Conv1's output) stays float only with both. proj's producer is no quantized tensor: no pair.
+    assert groups == [[fc, soft], [dw], [proj], [conv1, dw]]
+    assert candidates(layers, n=2) == [[fc, soft], [dw], [proj]]  # no graph given: singles only
 
 
 # -- empirical bias correction -------------------------------------------------------------------
@@ -473,6 +494,94 @@ def test_bias_correction_removes_the_mean_shift_of_weight_rounding(tmp_path):
         q = tflite_probabilities(convert_model(m, "int8", representative=x[:32]), x.astype(np.uint8), tmp_path)
         agree[name] = float(np.mean(q.argmax(1) == p.argmax(1)))
     assert agree == {"ptq": 0.0, "corrected": 1.0}
+
+
+def _op_biases(tflite: bytes) -> dict[str, np.ndarray]:
+    """{Keras layer name in the op's output tensor: its float bias} of the conv/dense ops in a calibrated model."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edgecls.optimize.qdebug import name_components
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+    graph = model.subgraphs[0]
+    out = {}
+    for op in graph.operators:
+        if len(op.inputs) == 3 and op.inputs[2] >= 0:
+            name = graph.tensors[op.outputs[0]].name.decode()
+            data = bytes(bytearray(model.buffers[graph.tensors[op.inputs[2]].buffer].data))
+            for layer in ("bn", "predictions"):
+                if layer in name_components(name):
+                    out[layer] = np.frombuffer(data, np.float32)
+    return out
+
+
+def test_float_ops_of_a_bias_corrected_model_get_their_original_biases_back():
+    from edgecls.optimize.bias_correction import corrected_with_shifts
+    from edgecls.optimize.float_biases import restore_biases
+    from edgecls.optimize.qdebug import diagnose
+
+    model, x = _rounding_biased_model()
+    corrected, shifts = corrected_with_shifts(model, x[:32])
+    assert set(shifts) == {"bn", "predictions"}  # the conv's BatchNorm (folded into the conv), the classifier
+    original = _op_biases(diagnose(model, x[:32], x[:2]).calibrated)
+    diag = diagnose(corrected, x[:32], x[:2])
+    before = _op_biases(diag.calibrated)
+    dense = next(e.tensor for e in diag.layers if e.op == "FULLY_CONNECTED")
+    restored, layers = restore_biases(diag.calibrated, [dense], shifts)
+    after = _op_biases(restored)
+    assert layers == ["predictions"]
+    assert np.abs(before["predictions"] - original["predictions"]).max() > 1e-3  # the correction had moved it
+    np.testing.assert_allclose(after["predictions"], original["predictions"], atol=1e-6)  # the float op: original
+    np.testing.assert_array_equal(after["bn"], before["bn"])  # the int8 conv keeps its correction
+    assert restore_biases(diag.calibrated, [], shifts) == (diag.calibrated, [])
+
+
+def _float_op_biases(tflite: bytes, op_name: str) -> list[np.ndarray]:
+    """The float biases of the ``op_name`` ops of a .tflite file, in execution order."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+    graph = model.subgraphs[0]
+    code = getattr(schema.BuiltinOperator, op_name)
+    out = []
+    for op in graph.operators:
+        c = model.operatorCodes[op.opcodeIndex]
+        bias = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
+        if max(c.builtinCode, c.deprecatedBuiltinCode) == code and bias is not None and bias.type == 0:
+            out.append(np.frombuffer(bytes(bytearray(model.buffers[bias.buffer].data)), np.float32))
+    return out
+
+
+@pytest.mark.slow
+def test_selective_float_on_the_corrected_model_keeps_the_stem_float_with_its_own_biases(mobilenet_classifier,
+                                                                                          tmp_path):
+    """Export's default selective step on a real MobileNetV2 graph: the first conv and the first depthwise
+    conv (which reads the first conv's output) stay float in the file, computing with the *original*
+    model's biases, while the int8 ops keep the bias correction."""
+    from edgecls.optimize.bias_correction import corrected_with_shifts
+    from edgecls.optimize.checks import inspect_tflite
+    from edgecls.optimize.qdebug import diagnose
+    from edgecls.optimize.selective import select_on_corrected
+
+    model, calib, _, _ = mobilenet_classifier
+    corrected, shifts = corrected_with_shifts(model, calib)
+    built = select_on_corrected(model, corrected, shifts, calib, io="uint8", workdir=tmp_path)
+    stem = built.selection.kept
+    assert len(stem) == 2 and "Conv1" in stem[0] and "expanded_conv_depthwise" in stem[1]
+    assert built.selection.tensors[:2] == stem and {"bn_Conv1", "expanded_conv_depthwise_BN"} <= set(built.biases_restored)
+    path = tmp_path / "sel.tflite"
+    path.write_bytes(built.data)
+    info = inspect_tflite(path)
+    assert (info.input.dtype, info.output.dtype) == ("uint8", "uint8")
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D"} <= set(info.float_ops)
+    # The float stem ops hold the original model's folded biases, not the corrected ones.
+    original = diagnose(model, calib, calib[:2]).calibrated
+    for op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        want, got = _float_op_biases(original, op)[0], _float_op_biases(built.data, op)[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        shifted = _float_op_biases(diagnose(corrected, calib, calib[:2]).calibrated, op)[0]
+        assert np.abs(shifted - want).max() > 1e-4  # bias correction had moved them
 
 
 def keras_features(model, x):

@@ -114,6 +114,8 @@ def main() -> int:
     ap.add_argument("--qat-lr", type=float, default=1e-5)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--conditions", default="not stated",
+                    help="machine state during the run, recorded in the JSON (e.g. 'quiet', 'busy shared machine')")
     ap.add_argument("--skip", default="",
                     help="comma-separated rows to leave out: rmse-rule,16x8,reference,export,bc-selective,gptq-alone")
     args = ap.parse_args()
@@ -127,12 +129,12 @@ def main() -> int:
     from edgecls.core.rundir import RunDir
     from edgecls.optimize import qdebug
     from edgecls.optimize.convert import convert_model, representative_images
-    from edgecls.optimize.bias_correction import correct_biases
+    from edgecls.optimize.bias_correction import corrected_with_shifts, shift_summary
     from edgecls.optimize.gptq import compensate_rounding
     from edgecls.optimize.export import export_run, measure_latency_ms
     from edgecls.optimize.parity import run_parity
     from edgecls.optimize.qat import qat_finetune
-    from edgecls.optimize.selective import EFFECT_IMAGES, select_float_tensors
+    from edgecls.optimize.selective import EFFECT_IMAGES, select_float_tensors, select_on_corrected
     from edgecls.train.fit import train
     from edgecls.train.model_io import load_model
     from importlib.metadata import version
@@ -177,22 +179,20 @@ def main() -> int:
     variants["selective-float (effect)"] = (sel, selection.tensors, sel_diag, time.perf_counter() - t)
     _log("bias correction")
     t = time.perf_counter()
-    corrected, bias_info = correct_biases(model, rep)
+    corrected, shifts = corrected_with_shifts(model, rep)
+    bias_info = shift_summary(shifts, len(rep))
     bias_info["seconds"] = round(time.perf_counter() - t, 1)
     bc_data = convert_model(corrected, "int8", representative=rep)
     bc_seconds = time.perf_counter() - t  # what the export's repair step costs before its gate
     bc_diag = qdebug.diagnose(corrected, rep, rep[: qdebug.DEBUG_IMAGES])
     variants["bias-corrected"] = (bc_data, [], bc_diag.summary(), bc_seconds)
     if "bc-selective" not in skip:
-        _log("selective float by effect on the bias-corrected model")
+        # export's default selective step: chosen on the bias-corrected model, float ops' biases restored
+        _log("selective float by effect on the bias-corrected model, float ops' biases restored")
         t = time.perf_counter()
-        bc_selection = select_float_tensors(bc_diag.calibrated, bc_diag.layers, images, p_float, io="uint8",
-                                            workdir=files, log=_log)
-        bc_sel_diag = qdebug.diagnose(corrected, rep, rep[: qdebug.DEBUG_IMAGES],
-                                      denylisted=bc_selection.tensors).summary()
-        variants["bias-corrected + selective-float (effect)"] = (
-            qdebug.selective_int8(bc_diag.calibrated, bc_selection.tensors), bc_selection.tensors, bc_sel_diag,
-            time.perf_counter() - t)
+        built = select_on_corrected(model, corrected, shifts, rep, io="uint8", workdir=files, log=_log)
+        variants["bias-corrected + selective-float (export's step)"] = (
+            built.data or bc_data, built.selection.tensors, built.summary, time.perf_counter() - t)
     gptq_info = {}
     for label, with_bc in (("gptq", False), ("gptq + bias correction", True)):
         if label == "gptq" and "gptq-alone" in skip:
@@ -269,9 +269,10 @@ def main() -> int:
                    "attempts": (card.get("quantization") or {}).get("attempts")}
     result = {
         "date": dt.date.today().isoformat(), "machine": platform.machine(), "cpu_isa": "AVX2 (no AVX-512/VNNI)",
-        "runtime": f"ai-edge-litert {version('ai-edge-litert')}", "threads": 1, "conditions": "busy shared machine",
+        "runtime": f"ai-edge-litert {version('ai-edge-litert')}", "threads": 1, "conditions": args.conditions,
         "set": vars(args) | {"work": str(args.work), "out": str(args.out)}, "qat": info, "bias_correction": bias_info,
-        "bias_corrected_selection": bc_selection.as_dict() if "bc-selective" not in skip else None,
+        "bias_corrected_selection": ({**built.selection.as_dict(), "biases_restored": built.biases_restored}
+                                     if "bc-selective" not in skip else None),
         "gptq": gptq_info,
         "held_out_margins": {"n": int(len(margin)), "<0.02": int((margin < 0.02).sum()),
                              "<0.05": int((margin < 0.05).sum()), "<0.1": int((margin < 0.1).sum())},

@@ -128,36 +128,52 @@ def correct_biases(model: Any, images: np.ndarray, rounded: Optional[dict[str, n
     Use the copy only for conversion: its float outputs are (deliberately) shifted; parity still
     compares the int8 file with the original ``model``.
     """
+    flat, shifts = corrected_with_shifts(model, images, rounded)
+    return flat, shift_summary(shifts, len(images))
+
+
+def shift_summary(shifts: dict[str, np.ndarray], images: int) -> dict[str, Any]:
+    """What the card records of a correction: layers corrected, images, the largest shift."""
+    info: dict[str, Any] = {"layers": len(shifts), "images": int(images)}
+    if shifts:
+        info["max_shift"] = round(max(float(np.max(np.abs(s))) for s in shifts.values()), 6)
+    return info
+
+
+def corrected_with_shifts(model: Any, images: np.ndarray, rounded: Optional[dict[str, np.ndarray]] = None
+                          ) -> tuple[Any, dict[str, np.ndarray]]:
+    """:func:`correct_biases`, returning each corrected layer's shift instead of a summary:
+    {layer name: the per-channel amount subtracted from its bias (BatchNorm beta, conv or dense bias)}.
+
+    The shift is in the units of the op's output, so it is also what the converter's folded bias of
+    that op lost: adding it back restores the original layer (:mod:`edgecls.optimize.float_biases`)."""
     from edgecls.core.keras import keras
 
     flat = _flat_copy(model, keras)
     targets = _targets(flat, keras)
+    shifts: dict[str, np.ndarray] = {}
     if not targets:
-        return flat, {"layers": 0, "images": int(len(images))}
+        return flat, shifts
     weighted = [_weighted_layer(flat, t) for t in targets]
     means = _mean_inputs(flat, weighted, images)
-    worst = 0.0
     for t, layer, mean_input in zip(targets, weighted, means):
         shift = _output_shift(layer, mean_input, keras, (rounded or {}).get(layer.name))
         target = flat.get_layer(t.name)
         if t.kind == "beta":  # the conv's shift, scaled as the BatchNorm scales it
             gamma = target.gamma.numpy() if target.scale else 1.0
             shift = shift * gamma / np.sqrt(target.moving_variance.numpy() + target.epsilon)
-        worst = max(worst, float(np.max(np.abs(shift))))
+        shift = shift.astype(np.float32)
         var = target.beta if t.kind == "beta" else target.bias
-        var.assign(var.numpy() - shift.astype(np.float32))
-    return flat, {"layers": len(targets), "images": int(len(images)), "max_shift": round(worst, 6)}
+        var.assign(var.numpy() - shift)
+        shifts[t.name] = shift
+    return flat, shifts
 
 
 def _flat_copy(model: Any, keras: Any) -> Any:
     """A copy of ``model`` with every layer on its own graph (its biases are then changed in the copy only)."""
     from edgecls.optimize.qat import flatten
 
-    if any(isinstance(layer, keras.Model) for layer in model.layers):
-        return flatten(model)  # edgecls classifiers nest their backbone (a chain: input, backbone, head)
-    copy = keras.models.clone_model(model)  # any functional graph, branches included
-    copy.set_weights(model.get_weights())
-    return copy
+    return flatten(model)  # a copy either way: edgecls classifiers nest their backbone, other graphs are cloned
 
 
 def _weighted_layer(flat: Any, t: _Target) -> Any:

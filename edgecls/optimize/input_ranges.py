@@ -29,27 +29,23 @@ def pin_input_scaling(calibrated: bytes, input_range: tuple[float, float] = INPU
                       ) -> tuple[bytes, list[dict[str, Any]]]:
     """``calibrated`` (a calibrate-only TFLite model) with exact ranges on the input's scaling chain,
     and what changed: [{"tensor", "calibrated": [lo, hi], "exact": [lo, hi]}]."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
+    from edgecls.optimize import tflite_graph
 
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated))
-    graph = model.subgraphs[0]
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    g = tflite_graph.read(calibrated)
+    graph = g.graph
     ranges: dict[int, tuple[float, float]] = {int(graph.inputs[0]): input_range}
     changed: list[dict[str, Any]] = []
-    for op in graph.operators:  # in execution order
-        code = model.operatorCodes[op.opcodeIndex]
-        name = op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+    for name, op in g.ops():  # in execution order
         if name not in ("MUL", "ADD", "SUB", "DIV") or len(op.inputs) != 2:
             continue
         if getattr(op.builtinOptions, "fusedActivationFunction", 0):
             continue  # a clipped op is no longer an exact affine map of its input
         known = [i for i in op.inputs if int(i) in ranges]
-        constant = [i for i in op.inputs if _constant(model, graph, i) is not None]
+        constant = [i for i in op.inputs if _constant(g, i) is not None]
         if len(known) != 1 or len(constant) != 1:
             continue
         lo, hi = ranges[int(known[0])]
-        c = _constant(model, graph, constant[0])
+        c = _constant(g, constant[0])
         x_first = int(op.inputs[0]) == int(known[0])
         ends = np.concatenate([_apply(name, lo, c, x_first).ravel(), _apply(name, hi, c, x_first).ravel()])
         if not np.all(np.isfinite(ends)):
@@ -63,17 +59,19 @@ def pin_input_scaling(calibrated: bytes, input_range: tuple[float, float] = INPU
         new = [min(ranges[out][0], 0.0), max(ranges[out][1], 0.0)]  # an int8 range always holds 0
         if not np.allclose(old, new, rtol=0, atol=1e-6):
             q.min, q.max = np.array([new[0]], np.float32), np.array([new[1]], np.float32)
-            changed.append({"tensor": _name(graph.tensors[out]), "calibrated": old, "exact": new})
+            changed.append({"tensor": g.tensor_name(out), "calibrated": old, "exact": new})
     if not changed:
         return calibrated, []
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), changed
+    return g.to_bytes(), changed
 
 
-def _constant(model: Any, graph: Any, index: int) -> np.ndarray | None:
+def _constant(g: Any, index: int) -> np.ndarray | None:
     """A float32 constant operand's values, or None."""
-    tensor = graph.tensors[int(index)]
-    data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
-    if data is None or len(data) == 0 or tensor.type != 0:  # 0: FLOAT32 in the TFLite schema
+    from edgecls.optimize.tflite_graph import FLOAT32
+
+    buffer = g.buffer(index)
+    data = buffer.data if buffer is not None else None
+    if data is None or len(data) == 0 or g.graph.tensors[int(index)].type != FLOAT32:
         return None
     return np.frombuffer(bytes(bytearray(data)), dtype=np.float32)
 
@@ -87,7 +85,3 @@ def _apply(name: str, x: float, c: np.ndarray, x_first: bool) -> np.ndarray:
         if name == "SUB":
             return x - c if x_first else c - x
         return x / c if x_first else c / x
-
-
-def _name(tensor: Any) -> str:
-    return tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)

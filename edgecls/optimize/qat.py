@@ -39,8 +39,16 @@ QAT_BATCH = 16
 
 
 def flatten(model: Any) -> Any:
-    """The same classifier as one flat functional graph (nested models inlined), same weights."""
+    """The same classifier as one flat functional graph (nested models inlined), same weights.
+
+    A model with no nested model is copied as it is (any graph, branches included); a nested one
+    must be a chain (input, backbone, head layers), as every edgecls classifier is."""
     from edgecls.core.keras import keras
+
+    if not any(isinstance(layer, keras.Model) for layer in model.layers):
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        return copy
 
     inp = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name=model.layers[0].name)
     x = inp

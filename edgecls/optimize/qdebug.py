@@ -121,7 +121,8 @@ def auto_float_layers(layers: Sequence[LayerError], *, threshold: float = AUTO_F
     return [e.tensor for e in worst if e.rmse_scale > threshold][:limit]
 
 
-def _components(tensor: str) -> set[str]:
+def name_components(tensor: str) -> set[str]:
+    """The parts of a TFLite tensor name: the Keras layer names (and op names) it was made from."""
     return {p for p in re.split(r"[/;]", tensor) if p}
 
 
@@ -129,7 +130,7 @@ def resolve_float_layers(names: Sequence[str], layers: Sequence[LayerError]) -> 
     """Map user names (a tensor name, or a Keras layer name such as ``block_1_depthwise``) to tensors."""
     chosen: list[str] = []
     for name in names:
-        hits = [e.tensor for e in layers if e.tensor == name or name in _components(e.tensor)]
+        hits = [e.tensor for e in layers if e.tensor == name or name in name_components(e.tensor)]
         if not hits:
             known = ", ".join(e.tensor.split(";")[0].split("/")[-2] if "/" in e.tensor else e.tensor
                               for e in layers[:WORST_SHOWN])
@@ -139,6 +140,37 @@ def resolve_float_layers(names: Sequence[str], layers: Sequence[LayerError]) -> 
             )
         chosen += [h for h in hits if h not in chosen]
     return chosen
+
+
+def producers(calibrated: bytes) -> dict[str, str]:
+    """{op output tensor: the tensor its first input comes from} in a calibrated model.
+
+    A tensor stays float only when the op making it *and* the op reading it are float; this is how
+    selective float finds the op before one (:func:`edgecls.optimize.selective.candidates`)."""
+    from edgecls.optimize import tflite_graph
+
+    g = tflite_graph.read(calibrated)
+    return {g.tensor_name(op.outputs[0]): g.tensor_name(op.inputs[0]) for _, op in g.ops()
+            if len(op.inputs) and len(op.outputs) and int(op.inputs[0]) >= 0}
+
+
+def stem_tensors(calibrated: bytes, layers: Sequence[LayerError]) -> list[str]:
+    """The first conv's output and the output of the op that reads it, when both are quantized tensors:
+    kept float together, the first conv's output (the feature maps the first depthwise conv takes
+    differences of) is not rounded to 8 bits. [] when the model has no such pair."""
+    from edgecls.optimize import tflite_graph
+
+    g = tflite_graph.read(calibrated)
+    first = next((op for name, op in g.ops() if name == "CONV_2D"), None)
+    if first is None:
+        return []
+    out = int(first.outputs[0])
+    reader = next((op for _, op in g.ops() if len(op.inputs) and int(op.inputs[0]) == out), None)
+    if reader is None:
+        return []
+    pair = [g.tensor_name(out), g.tensor_name(reader.outputs[0])]
+    quantized = {e.tensor for e in layers}
+    return pair if all(t in quantized for t in pair) else []
 
 
 def selective_int8(calibrated: bytes, float_tensors: Sequence[str], *, io: str = "uint8") -> bytes:

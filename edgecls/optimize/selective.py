@@ -8,12 +8,20 @@ what it does to the model's output on *selection images* — calibration images,
 held-out images parity judges by (no peeking at the gate):
 
 1. every candidate alone (one requantization of the calibrated model + one pass over the
-   selection images each);
+   selection images each). A candidate is one tensor, the classifier head, or one of the worst
+   tensors together with the op that feeds it: keeping an op float still rounds its *input* to
+   8 bits, and a tensor stays float only when the ops on both sides are;
 2. candidates that helped, best first, added one at a time; a step is kept only when it lowers
    the error further, until ``limit`` tensors are float.
 
 The error is (top-1 disagreements, mean |prob diff|) against the float model, compared in that
 order: flips are what the gate counts, the probability distance breaks ties and sees near-flips.
+With equal flips a step must lower the mean |prob diff| by ``MIN_GAIN`` (5 %): every float tensor
+costs size and time.
+
+In export's default chain the calibrated model is the *bias-corrected* one, and every float op
+tried gets its original bias back (:mod:`edgecls.optimize.float_biases`), so the int8 ops keep
+the correction's gain.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from edgecls.optimize.qdebug import AUTO_MAX_FLOAT_LAYERS, LayerError, selective_int8
+from edgecls.optimize.qdebug import AUTO_MAX_FLOAT_LAYERS, DEBUG_IMAGES, LayerError, diagnose, selective_int8
 
 EFFECT_CANDIDATES = 10
 """Worst tensors (by rmse/scale) measured one by one, besides the classifier head."""
@@ -33,6 +41,14 @@ EFFECT_IMAGES = 150
 """Selection images per measurement (each candidate costs one requantization + this many invokes)."""
 HEAD_OPS = ("FULLY_CONNECTED", "SOFTMAX", "MEAN")
 """The classifier head's ops (global pooling, dense, softmax): tried as one candidate."""
+MIN_GAIN = 0.05
+"""With the same flips, a float set must lower the mean |prob diff| by 5 % to be kept. On a real-photo run
+(BENCHMARKS.md, issue 8, session 21) a 1 % step kept the 320 -> 1280 conv float: the file grew from
+2.7 to 4.9 MB for a difference the 150 selection images cannot tell from noise."""
+PAIR_CANDIDATES = 5
+"""Worst tensors also tried together with the op that feeds them. Keeping one op float still rounds its
+input to 8 bits; only the pair keeps the tensor between them float (on blurry real photos the first
+conv's output was such a tensor: BENCHMARKS.md, issue 8, session 21)."""
 
 
 @dataclass
@@ -46,6 +62,12 @@ class Effect:
     @property
     def key(self) -> tuple[int, float]:
         return self.flips, self.mean_abs_prob_diff
+
+    def beats(self, other: "Effect") -> bool:
+        """Fewer flips, or as many and a mean |prob diff| at least MIN_GAIN lower."""
+        if self.flips != other.flips:
+            return self.flips < other.flips
+        return self.mean_abs_prob_diff < other.mean_abs_prob_diff * (1.0 - MIN_GAIN)
 
     def as_dict(self) -> dict[str, Any]:
         return {"float_tensors": len(self.tensors), "flips": self.flips,
@@ -63,10 +85,13 @@ class Selection:
     images: int = 0
     nominated: list[dict[str, Any]] = field(default_factory=list)
     """The candidates the debugger nominated, with their rmse/scale."""
+    kept: list[str] = field(default_factory=list)
+    """Tensors float in every candidate, the baseline included (the stem, on a bias-corrected model)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"method": "effect", "selection_images": self.images, "ptq": self.baseline.as_dict(),
-                "chosen": self.chosen.as_dict(), "nominated": self.nominated, "trace": self.trace}
+                "chosen": self.chosen.as_dict(), "nominated": self.nominated, "trace": self.trace,
+                "always_float": self.kept}
 
 
 def tflite_probabilities(tflite: bytes, images: np.ndarray, workdir: Path) -> np.ndarray:
@@ -83,11 +108,20 @@ def tflite_probabilities(tflite: bytes, images: np.ndarray, workdir: Path) -> np
         path.unlink(missing_ok=True)
 
 
-def candidates(layers: Sequence[LayerError], n: int = EFFECT_CANDIDATES) -> list[list[str]]:
-    """Candidate groups: the head (one group), then the ``n`` worst other tensors, one each."""
+def candidates(layers: Sequence[LayerError], n: int = EFFECT_CANDIDATES, *,
+               producers: Optional[dict[str, str]] = None, pairs: int = PAIR_CANDIDATES) -> list[list[str]]:
+    """Candidate groups: the head (one group), the ``n`` worst other tensors one each, then the ``pairs``
+    worst with the op that feeds them (``producers``: output -> input tensor), so that the tensor between
+    the two stays float too."""
     head = [e.tensor for e in layers if e.op in HEAD_OPS]
-    rest = [[e.tensor] for e in sorted(layers, key=lambda e: -e.rmse_scale) if e.op not in HEAD_OPS][:n]
-    return ([head] if head else []) + rest
+    worst = [e.tensor for e in sorted(layers, key=lambda e: -e.rmse_scale) if e.op not in HEAD_OPS]
+    groups = ([head] if head else []) + [[t] for t in worst[:n]]
+    quantized = {e.tensor for e in layers}
+    for t in worst[:pairs]:
+        src = (producers or {}).get(t)
+        if src in quantized and src not in head:
+            groups.append([src, t])
+    return groups
 
 
 def choose_by_effect(
@@ -114,7 +148,7 @@ def choose_by_effect(
             continue
         e = effect(list(g))
         trace.append({"step": "alone", "tensors": list(g), **e.as_dict()})
-        if e.key < baseline.key:
+        if e.beats(baseline):
             helpful.append((e.key, list(g)))
     helpful.sort(key=lambda t: t[0])
     chosen: list[str] = []
@@ -124,11 +158,11 @@ def choose_by_effect(
         if len(trial) > limit:
             continue
         e = effect(trial)
-        if e.key < best.key:
+        if e.beats(best):
             chosen, best = trial, e
             trace.append({"step": "add", "tensors": list(g), **e.as_dict()})
             if log:
-                log(f"selective float: {len(chosen)} tensor(s) -> {e.flips} flips, mean |prob diff| "
+                log(f"selective float: {len(e.tensors)} tensor(s) -> {e.flips} flips, mean |prob diff| "
                     f"{e.mean_abs_prob_diff:.4f} on the selection images")
     return chosen, baseline, best, trace
 
@@ -136,18 +170,67 @@ def choose_by_effect(
 def select_float_tensors(
     calibrated: bytes, layers: Sequence[LayerError], images: np.ndarray, p_float: np.ndarray, *, io: str,
     workdir: Path, limit: int = AUTO_MAX_FLOAT_LAYERS, log: Optional[Callable[[str], None]] = None,
+    shifts: Optional[dict[str, np.ndarray]] = None, keep: Sequence[str] = (),
 ) -> Selection:
-    """Choose the float tensors of a selective int8 model by their measured effect on ``images``."""
+    """Choose the float tensors of a selective int8 model by their measured effect on ``images``.
+
+    ``shifts``: ``calibrated`` is of a bias-corrected model, and each tried float op gets its original
+    bias back first (:mod:`edgecls.optimize.float_biases`). ``keep``: float in every candidate
+    (the baseline too); the selection adds to them."""
+    from edgecls.optimize.float_biases import restore_biases
+    from edgecls.optimize.qdebug import producers
+
     top_float = p_float.argmax(1)
 
+    kept = list(keep)
+
     def evaluate(tensors: list[str]) -> Effect:
-        p = tflite_probabilities(selective_int8(calibrated, tensors, io=io), images, workdir)
+        tensors = kept + [t for t in tensors if t not in kept]
+        source = restore_biases(calibrated, tensors, shifts)[0] if shifts else calibrated
+        p = tflite_probabilities(selective_int8(source, tensors, io=io), images, workdir)
         return Effect(tensors, int(np.sum(p.argmax(1) != top_float)), float(np.abs(p - p_float).mean()))
 
-    groups = candidates(layers)
-    chosen, baseline, best, trace = choose_by_effect(evaluate, groups, limit=limit, log=log)
+    groups = [g for g in candidates(layers, producers=producers(calibrated)) if not set(g) <= set(kept)]
+    chosen, baseline, best, trace = choose_by_effect(evaluate, groups, limit=limit - len(kept), log=log)
+    chosen = kept + [t for t in chosen if t not in kept]
     by_name = {e.tensor: e for e in layers}
     nominated = [{"tensor": t, "op": by_name[t].op, "rmse_scale": round(by_name[t].rmse_scale, 4)}
                  for g in groups for t in g]
     return Selection(tensors=chosen, baseline=baseline, chosen=best, trace=trace, images=int(len(images)),
-                     nominated=nominated)
+                     nominated=nominated, kept=kept)
+
+
+@dataclass
+class CorrectedSelective:
+    """Selective float built on a bias-corrected model (export's default selective step)."""
+
+    data: bytes
+    """The int8 file; empty when the model has no stem and keeping no tensor in float helped."""
+    selection: Selection
+    summary: dict[str, Any]
+    """The debugger's figures of that file (of the corrected model when nothing was chosen)."""
+    biases_restored: list[str]
+
+
+def select_on_corrected(model: Any, corrected: Any, shifts: dict[str, np.ndarray], representative: np.ndarray, *,
+                        io: str, workdir: Path, log: Optional[Callable[[str], None]] = None) -> CorrectedSelective:
+    """Choose float tensors by effect on the bias-corrected ``corrected`` (the float ops tried with their
+    original biases back), then build the file from ``corrected`` with those biases restored, calibrated
+    again. ``model`` is the original: its probabilities are what the choice is scored against."""
+    from edgecls.optimize.float_biases import restore_layer_biases
+    from edgecls.optimize.qdebug import stem_tensors
+
+    images = representative[:EFFECT_IMAGES]
+    p_float = np.asarray(model.predict(images.astype(np.float32), batch_size=32, verbose=0), dtype=np.float32)
+    base = diagnose(corrected, representative, representative[:DEBUG_IMAGES])
+    # The stem (first conv + the op reading it) is always float here: on blurry real photos its output
+    # was the one tensor whose 8 bits mattered (0.940 -> 0.978 agreement on 1000 held-out photos), a
+    # gain the confident training images used for selection do not show (BENCHMARKS.md, session 21).
+    selection = select_float_tensors(base.calibrated, base.layers, images, p_float, io=io, workdir=workdir,
+                                     log=log, shifts=shifts, keep=stem_tensors(base.calibrated, base.layers))
+    if not selection.tensors:
+        return CorrectedSelective(b"", selection, base.summary(), [])
+    restored, layers = restore_layer_biases(corrected, selection.tensors, shifts)
+    final = diagnose(restored, representative, representative[:DEBUG_IMAGES], denylisted=selection.tensors)
+    return CorrectedSelective(selective_int8(final.calibrated, selection.tensors, io=io), selection,
+                              final.summary(), layers)
