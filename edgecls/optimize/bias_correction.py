@@ -148,8 +148,9 @@ def corrected_with_shifts(model: Any, images: np.ndarray, rounded: Optional[dict
     The shift is in the units of the op's output, so it is also what the converter's folded bias of
     that op lost: adding it back restores the original layer (:mod:`edgecls.optimize.float_biases`)."""
     from edgecls.core.keras import keras
+    from edgecls.optimize.qat import flatten
 
-    flat = _flat_copy(model, keras)
+    flat = flatten(model)  # a copy: the biases change in it only
     targets = _targets(flat, keras)
     shifts: dict[str, np.ndarray] = {}
     if not targets:
@@ -167,13 +168,6 @@ def corrected_with_shifts(model: Any, images: np.ndarray, rounded: Optional[dict
         var.assign(var.numpy() - shift)
         shifts[t.name] = shift
     return flat, shifts
-
-
-def _flat_copy(model: Any, keras: Any) -> Any:
-    """A copy of ``model`` with every layer on its own graph (its biases are then changed in the copy only)."""
-    from edgecls.optimize.qat import flatten
-
-    return flatten(model)  # a copy either way: edgecls classifiers nest their backbone, other graphs are cloned
 
 
 def _weighted_layer(flat: Any, t: _Target) -> Any:

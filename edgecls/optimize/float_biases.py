@@ -16,12 +16,21 @@ try many float sets on one calibration.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 BIASED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 """Ops whose third input is the (folded) bias."""
+
+
+def corrected_layer(tensor: str, shifts: Mapping[str, np.ndarray]) -> Optional[str]:
+    """The one bias-corrected Keras layer named in an op's output ``tensor``, or None (none, or an
+    ambiguous name): the same rule for the calibrated file and for the Keras model."""
+    from edgecls.optimize.qdebug import name_components
+
+    layers = [n for n in name_components(tensor) if n in shifts]
+    return layers[0] if len(layers) == 1 else None
 
 
 def restore_biases(calibrated: bytes, float_tensors: Sequence[str], shifts: Mapping[str, np.ndarray]
@@ -31,7 +40,6 @@ def restore_biases(calibrated: bytes, float_tensors: Sequence[str], shifts: Mapp
     (:func:`edgecls.optimize.bias_correction.corrected_with_shifts`); an op is matched by the layer names in
     its output tensor's name."""
     from edgecls.optimize import tflite_graph
-    from edgecls.optimize.qdebug import name_components
 
     wanted = set(float_tensors)
     if not wanted or not shifts:
@@ -44,18 +52,18 @@ def restore_biases(calibrated: bytes, float_tensors: Sequence[str], shifts: Mapp
         out = g.tensor_name(op.outputs[0])
         if out not in wanted:
             continue
-        layers = [n for n in name_components(out) if n in shifts]
-        if len(layers) != 1:
-            continue  # no corrected layer in this op (or an ambiguous name): nothing to restore
+        layer = corrected_layer(out, shifts)
+        if layer is None:
+            continue
         buffer = g.buffer(op.inputs[2])
         if g.graph.tensors[int(op.inputs[2])].type != tflite_graph.FLOAT32 or buffer is None or buffer.data is None:
             continue  # a bias must be a float constant here
         values = np.frombuffer(bytes(bytearray(buffer.data)), dtype=np.float32)
-        shift = np.asarray(shifts[layers[0]], np.float32).reshape(-1)
+        shift = np.asarray(shifts[layer], np.float32).reshape(-1)
         if values.shape != shift.shape:
             continue
         buffer.data = np.frombuffer((values + shift).tobytes(), dtype=np.uint8)
-        restored.append(layers[0])
+        restored.append(layer)
     if not restored:
         return calibrated, []
     return g.to_bytes(), restored
@@ -67,11 +75,10 @@ def restore_layer_biases(flat: Any, float_tensors: Sequence[str], shifts: Mappin
     original biases back, and those layers: the model the final selective file is calibrated from, so
     that its ranges match what its float ops compute."""
     from edgecls.core.keras import keras
-    from edgecls.optimize.qdebug import name_components
 
     copy = keras.models.clone_model(flat)
     copy.set_weights(flat.get_weights())
-    names = sorted({n for t in float_tensors for n in name_components(t) if n in shifts})
+    names = sorted({n for n in (corrected_layer(t, shifts) for t in float_tensors) if n is not None})
     for name in names:
         layer = copy.get_layer(name)
         var = layer.beta if isinstance(layer, keras.layers.BatchNormalization) else layer.bias

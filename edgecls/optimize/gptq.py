@@ -41,7 +41,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgecls.optimize.bias_correction import INT8_LEVELS, _channel_axes, _flat_copy, channel_scales
+from edgecls.optimize.bias_correction import INT8_LEVELS, _channel_axes, channel_scales
 
 BATCH = 8
 DAMPING = 0.01
@@ -163,9 +163,10 @@ def compensate_rounding(model: Any, images: np.ndarray, *, damping: float = DAMP
     integers. Parity still compares with the original ``model``.
     """
     from edgecls.core.keras import keras
+    from edgecls.optimize.qat import flatten
 
     t0 = time.perf_counter()
-    flat = _flat_copy(model, keras)
+    flat = flatten(model)  # a copy: its kernels are replaced in it only
     layers = _layers(flat, keras)
     moments = input_moments(flat, layers, images)
     rounded: dict[str, np.ndarray] = {}
