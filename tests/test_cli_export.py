@@ -42,7 +42,8 @@ def cases(exported_run, tmp_path_factory):
             Image.fromarray(np.full((40, 40, 3), 60 * i, np.uint8)).save(tmp / "wrong" / cls / f"{i}.png")
     return {"RUN": str(exported_run.path), "UNPRUNED": str(unpruned), "SMALL": str(tmp / "small.tflite"),
             "WRONG": str(tmp / "wrong"), "INT8": str(exported_run.path / "export" / "model_int8.tflite"),
-            "MISSING": str(tmp / "no_such_run"), "SHIFTED": str(tmp / "shifted.keras"), "OUTDIR": str(tmp / "out")}
+            "MISSING": str(tmp / "no_such_run"), "SHIFTED": str(tmp / "shifted.keras"), "OUTDIR": str(tmp / "out"),
+            "TRAINED_ON": json.loads((exported_run.path / "split.json").read_text())["root"]}
 
 
 BAD = [
@@ -61,6 +62,11 @@ BAD = [
      "--qat and --float-layers NAME,... are two different repairs; pass one of them"),
     (["export", "RUN", "--float-layers", ","], "--float-layers takes auto, none or NAME,...; got ','"),
     (["export", "RUN", "--qat-epochs", "0"], "Invalid value for '--qat-epochs'"),
+    (["export", "RUN", "--int8", "--force", "--out", "OUTDIR", "--parity-data", "WRONG"],
+     "does not match the run's labels.txt (unknown class folder(s) cats; missing class folder(s) stripes, triangles)"),
+    (["export", "RUN", "--int8", "--force", "--out", "OUTDIR", "--parity-data", "TRAINED_ON"],
+     "of the run's training images"),
+    (["export", "RUN", "--float16", "--parity-data", "WRONG"], "--parity-data sets the images of the int8 parity gate"),
     (["export", "RUN", "--int8", "--force", "--out", "OUTDIR", "--float-layers", "no_such_layer"],
      "--float-layers: no quantized tensor is named 'no_such_layer'; the worst layers are:"),
 ]

@@ -112,6 +112,35 @@ def test_default_int8_passes_real_gates_and_writes_a_verified_golden_set(decisiv
 
 
 @pytest.mark.slow
+def test_parity_data_gates_on_the_photos_given_not_the_runs_split(decisive_run, tmp_path):
+    """--parity-data: the gate (and the parity report beside the model) is measured on that folder's images."""
+    from edgecls.cli import cli
+    from edgecls.data.synth import write_synthetic_dataset
+    from edgecls.optimize.selective import tflite_probabilities
+    from edgecls.data import load_images
+    from edgecls.train.model_io import load_model
+
+    more = tmp_path / "more"
+    write_synthetic_dataset(more, classes=3, per_class=7, size=64, seed=11)
+    out = tmp_path / "exp"
+    result = CliRunner().invoke(cli, ["export", str(decisive_run), "--out", str(out), "--parity-data", str(more),
+                                      "--representative-samples", str(FEW_CALIBRATION_IMAGES)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "parity_int8.json").read_text())
+    card = json.loads((out / "model_int8.card.json").read_text())
+    assert report["n_images"] == card["parity"]["n_images"] == 21 and report["source"] == f"folder {more}"
+    # The report's figures are those of these 21 images, computed here independently.
+    classes = sorted(p.name for p in more.iterdir())
+    x, y = load_images(more, [(str(f.relative_to(more)), classes.index(f.parent.name))
+                              for f in sorted(more.glob("*/*.jpg"))], 64)
+    p_float = load_model(decisive_run / "model.keras").predict(x.astype(np.float32), verbose=0)
+    p_int8 = tflite_probabilities((out / "model_int8.tflite").read_bytes(), x, tmp_path)
+    assert report["float_accuracy"] == pytest.approx(float(np.mean(p_float.argmax(1) == y)), abs=1e-9)
+    assert report["mean_abs_prob_diff"] == pytest.approx(float(np.abs(p_float - p_int8).mean()), abs=1e-4)
+    assert len(json.loads((decisive_run / "split.json").read_text())["test"]) != 21  # not the run's split
+
+
+@pytest.mark.slow
 def test_float_layers_by_name_ship_a_selective_model_with_its_cost(decisive_run, tmp_path):
     from edgecls.cli import cli
     from edgecls.optimize.checks import inspect_tflite
@@ -183,9 +212,13 @@ def test_no_repair_fails_fast_without_qat(tiny_run, tmp_path):
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints", "logs", "cache", "plots", "export"))
-    with pytest.raises(ExportFailed, match=r"tried ptq \(agreement [0-9.]+\); repairs were off \(--no-repair\)"):
+    with pytest.raises(ExportFailed, match=r"tried ptq \(agreement [0-9.]+\); repairs were off \(--no-repair\)") as e:
         export_run(ExportConfig(run=str(run), repair=False, golden_images=0,
                                 representative_samples=FEW_CALIBRATION_IMAGES))
+    # The run's few held-out images cannot decide; the error says so and names the way out.
+    assert e.value.parity["conclusive"] is False
+    assert f"the gate's {e.value.parity['n_images']} images are too few to decide" in str(e.value)
+    assert "--parity-data DIR gates on more held-out photos" in str(e.value)
     assert sorted(p.name for p in (run / "export").iterdir()) == [
         "model_int8.REJECTED.card.json", "model_int8.REJECTED.tflite", "parity_int8.REJECTED.json"]
 
@@ -582,6 +615,67 @@ def test_selective_float_on_the_corrected_model_keeps_the_stem_float_with_its_ow
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
         shifted = _float_op_biases(diagnose(corrected, calib, calib[:2]).calibrated, op)[0]
         assert np.abs(shifted - want).max() > 1e-4  # bias correction had moved them
+
+
+def _registry_classifier(backbone: str, size: int = 32):
+    """A classifier as edgecls builds it on ``backbone`` (random weights, BatchNorm statistics from
+    the images) and 8 calibration images."""
+    from edgecls.core.keras import keras
+    from edgecls.train.backbones import build_classifier, calibrate_batchnorm, get_backbone
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    model = build_classifier(backbone, num_classes=3, size=size, weights="none")
+    calib = np.random.default_rng(0).integers(0, 256, size=(8, size, size, 3)).astype(np.float32)
+    calibrate_batchnorm(get_backbone(model), calib)
+    return model, calib
+
+
+@pytest.mark.slow
+def test_mobilenet_v3s_stem_runs_through_its_hard_swish_to_the_depthwise_conv_not_the_residual_add():
+    """The stem walks from the first conv through its activation to the next conv; MobileNetV3-Large's first
+    block also adds the activation to its own output, and that branch is not the stem. (MobileNetV2's stem and
+    EfficientNet's, through its swish's LOGISTIC and MUL, are checked in the tests of the files below.)"""
+    from edgecls.optimize import tflite_graph
+    from edgecls.optimize.qdebug import diagnose, stem_tensors
+
+    model, calib = _registry_classifier("mobilenet_v3_large")
+    d = diagnose(model, calib, calib[:2])
+    g = tflite_graph.read(d.calibrated)
+    assert "ADD" in [name for name, _ in g.ops()][:8]  # the residual branch is there, to be left out
+    kind = {g.tensor_name(op.outputs[0]): name for name, op in g.ops()}
+    assert [kind[t] for t in stem_tensors(d.calibrated, d.layers)] == ["CONV_2D", "HARD_SWISH", "DEPTHWISE_CONV_2D"]
+
+
+@pytest.mark.slow
+def test_efficientnets_float_stem_is_float_in_the_file_that_ships(tmp_path):
+    """On EfficientNet the converter names the folded stem convs differently in the restored copy the file is
+    calibrated from; the file must still keep every stem op float, the depthwise conv reading a float
+    tensor, with the original biases."""
+    from edgecls.optimize import tflite_graph
+    from edgecls.optimize.bias_correction import corrected_with_shifts
+    from edgecls.optimize.checks import inspect_tflite
+    from edgecls.optimize.qdebug import diagnose
+    from edgecls.optimize.selective import select_on_corrected
+
+    model, calib = _registry_classifier("efficientnet_b0")
+    corrected, shifts = corrected_with_shifts(model, calib)
+    built = select_on_corrected(model, corrected, shifts, calib, io="uint8", workdir=tmp_path)
+    g = tflite_graph.read(diagnose(corrected, calib, calib[:2]).calibrated)
+    kind = {g.tensor_name(op.outputs[0]): name for name, op in g.ops()}
+    assert [kind[t] for t in built.selection.kept] == ["CONV_2D", "LOGISTIC", "MUL", "DEPTHWISE_CONV_2D"]
+    assert {"stem_bn", "block1a_bn"} <= set(built.biases_restored)
+    path = tmp_path / "sel.tflite"
+    path.write_bytes(built.data)
+    assert {"CONV_2D", "LOGISTIC", "MUL", "DEPTHWISE_CONV_2D"} <= set(inspect_tflite(path).float_ops)
+    g = tflite_graph.read(built.data)
+    depthwise = next(op for name, op in g.ops() if name == "DEPTHWISE_CONV_2D")
+    assert g.graph.tensors[int(depthwise.inputs[0])].type == tflite_graph.FLOAT32
+    assert g.tensor_name(depthwise.outputs[0]) in built.float_tensors
+    original = diagnose(model, calib, calib[:2]).calibrated
+    for op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        np.testing.assert_allclose(_float_op_biases(built.data, op)[0], _float_op_biases(original, op)[0],
+                                   rtol=1e-5, atol=1e-5)
 
 
 def keras_features(model, x):

@@ -90,6 +90,8 @@ class _OneModeCommand(click.Command):
               help=field_help(ExportConfig, "max_drop"))
 @click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=EXPORT_DEFAULTS.min_agreement, show_default=True,
               help=field_help(ExportConfig, "min_agreement"))
+@click.option("--parity-data", type=click.Path(path_type=str), default=None, metavar="DIR",
+              help=field_help(ExportConfig, "parity_data"))
 @click.option("--float-layers", default=EXPORT_DEFAULTS.float_layers, show_default=True, metavar="auto|none|NAME,...",
               help=field_help(ExportConfig, "float_layers"))
 @click.option("--qat", is_flag=True, help=field_help(ExportConfig, "qat"))

@@ -146,6 +146,8 @@ class ExportConfig:
     """Parity gate: largest accepted accuracy drop, in points."""
     min_agreement: float = 0.98
     """Parity gate: smallest accepted top-1 agreement rate."""
+    parity_data: Optional[str] = None
+    """Class-folder image set the int8 gate uses instead of the run's held-out images (test + val): photos the run has not seen, as many as you have; a few dozen cannot tell the repairs apart."""
     float_layers: str = "auto"
     """int8 tensors kept in float: auto (as a repair, chosen by their effect on calibration images), none, or NAME,... (always)."""
     qat: bool = False

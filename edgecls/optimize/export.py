@@ -122,6 +122,8 @@ def _validate(cfg: ExportConfig) -> Optional[list[str]]:
         raise EdgeclsError(f"--qat-learning-rate must be > 0, got {cfg.qat_learning_rate}")
     if cfg.golden_images < 0:
         raise EdgeclsError(f"--golden-images must be >= 0, got {cfg.golden_images}")
+    if cfg.parity_data and (cfg.mode != "int8" or not cfg.parity):
+        raise EdgeclsError("--parity-data sets the images of the int8 parity gate; it needs --int8 and no --no-parity")
     return names
 
 
@@ -181,7 +183,8 @@ class _Exporter:
 
         cand.report = run_parity(
             ParityConfig(run=str(self.run.path), model=str(cand.file), max_drop=self.cfg.max_drop,
-                         min_agreement=self.cfg.min_agreement, float_model=str(self.source), diagnose=False),
+                         min_agreement=self.cfg.min_agreement, float_model=str(self.source), diagnose=False,
+                         data=self.cfg.parity_data),
             raise_on_fail=False, quant_error=quant_error, float_keras=self.model)
         cand.report["model"] = str(self.paths.model.resolve())
         cand.report["quantization_path"] = cand.path
@@ -196,6 +199,10 @@ def export_run(cfg: ExportConfig) -> dict[str, Any]:
     """Convert, check, gate (int8: with repairs), write the file set as one transaction. Returns the card."""
     float_names = _validate(cfg)
     run = RunDir.open(cfg.run)
+    if cfg.parity_data:
+        from edgecls.optimize.parity import check_gate_data
+
+        check_gate_data(run, cfg.parity_data)
     source = run.pruned_model_path if cfg.pruned else run.model_path
     if not source.is_file():
         if cfg.pruned:
@@ -292,6 +299,10 @@ def _export(cfg: ExportConfig, float_names: Optional[list[str]], run: RunDir, so
     advice = ("repairs were off (--no-repair)" if not cfg.repair else
               "try more --representative-samples, more --qat-epochs, or a backbone that quantizes better "
               "(mobilenet_v2)")
+    if report is not None and not report.get("conclusive"):
+        low, high = report["agreement_ci95"]
+        advice += (f"; the gate's {report['n_images']} images are too few to decide (a 95% interval crosses a gate; "
+                   f"agreement {low:.3f}-{high:.3f}): --parity-data DIR gates on more held-out photos")
     raise ExportFailed(
         f"int8 parity failed: {gates}; tried {tries}; {advice}. Nothing was replaced; the best candidate is "
         f"kept as {kept} (do not ship it)", card, report)

@@ -56,6 +56,42 @@ def _float_reference(run: RunDir, model_path: Path, override: Optional[str]) -> 
     return run.model_path
 
 
+def check_data(data_dir: str, labels: list[str], labels_csv: Optional[str] = None, *, decode: bool = True) -> Any:
+    """The scan of a ``--data`` image set whose classes are exactly the run's; else one clear error."""
+    from edgecls import data
+
+    scan = (data.scan_labels_csv(data_dir, labels_csv, decode=decode) if labels_csv
+            else data.scan_dataset(data_dir, decode=decode))
+    unknown = sorted(set(scan.classes) - set(labels))
+    missing = sorted(set(labels) - set(scan.classes))
+    if unknown or missing:
+        parts = []
+        if unknown:
+            parts.append(f"unknown class folder(s) {', '.join(unknown)}")
+        if missing:
+            parts.append(f"missing class folder(s) {', '.join(missing)}")
+        raise EdgeclsError(
+            f"{data_dir} does not match the run's labels.txt ({'; '.join(parts)}); "
+            f"its class folders must be exactly: {', '.join(labels)}"
+        )
+    return scan
+
+
+def check_gate_data(run: RunDir, data_dir: str) -> None:
+    """Export's ``--parity-data``: the run's classes, and none of the run's training images (int8
+    calibrates on them, so a gate on them would flatter every candidate). Checked before converting,
+    without decoding."""
+    from edgecls import data
+
+    scan = check_data(data_dir, run.read_labels(), decode=False)
+    root, split = data.load_split(run)
+    training = {(root / rel).resolve() for rel, _ in split.get("train", [])}
+    seen = [rel for files in scan.files.values() for rel, _ in files if (Path(scan.root) / rel).resolve() in training]
+    if seen:
+        raise EdgeclsError(f"{data_dir} holds {len(seen)} of the run's training images (e.g. {seen[0]}); "
+                           "int8 is calibrated on them: pass photos the run has not seen")
+
+
 def _images(run: RunDir, data_dir: Optional[str], labels: list[str], size: int,
             labels_csv: Optional[str] = None) -> tuple[np.ndarray, np.ndarray, str]:
     """(uint8 images, label indices in labels.txt order, description of the source)."""
@@ -71,19 +107,7 @@ def _images(run: RunDir, data_dir: Optional[str], labels: list[str], size: int,
             raise EdgeclsError(f"{run.split_json} has no test or validation images; pass --data DIR")
         x, y = data.load_images(root, items, size)
         return x, y, f"run {'+'.join(names)} split{'s' if len(names) > 1 else ''}"
-    scan = data.scan_labels_csv(data_dir, labels_csv) if labels_csv else data.scan_dataset(data_dir)
-    unknown = sorted(set(scan.classes) - set(labels))
-    missing = sorted(set(labels) - set(scan.classes))
-    if unknown or missing:
-        parts = []
-        if unknown:
-            parts.append(f"unknown class folder(s) {', '.join(unknown)}")
-        if missing:
-            parts.append(f"missing class folder(s) {', '.join(missing)}")
-        raise EdgeclsError(
-            f"{data_dir} does not match the run's labels.txt ({'; '.join(parts)}); "
-            f"its class folders must be exactly: {', '.join(labels)}"
-        )
+    scan = check_data(data_dir, labels, labels_csv)
     to_ours = {i: labels.index(c) for i, c in enumerate(scan.classes)}
     items = [(rel, to_ours[lab]) for files in scan.files.values() for rel, lab in files]
     x, y = data.load_images(Path(scan.root), items, size)

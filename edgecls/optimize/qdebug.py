@@ -154,23 +154,76 @@ def producers(calibrated: bytes) -> dict[str, str]:
             if len(op.inputs) and len(op.outputs) and int(op.inputs[0]) >= 0}
 
 
+def same_tensors(names: Sequence[str], calibrated: bytes, other: bytes) -> list[str]:
+    """``names`` (op outputs in ``calibrated``) as named in ``other``, a calibration of a copy of the same
+    model. The converter names a conv with its BatchNorm folded in partly after the folded constants, and a
+    copy's constants can be named differently: EfficientNet's stem conv output is
+    ``.../stem_bn/FusedBatchNormV3;.../stem_conv/Conv2D;.../stem_bn/ReadVariableOp_1/resource;...`` in the
+    bias-corrected model and ``.../stem_conv/Conv2D;...`` in its restored copy, and a float list made for
+    one named nothing in the other (the convs were quantized). The ops come in the same order in both."""
+    from edgecls.optimize import tflite_graph
+
+    a, b = tflite_graph.read(calibrated), tflite_graph.read(other)
+    ops_a, ops_b = list(a.ops()), list(b.ops())
+    if [n for n, _ in ops_a] != [n for n, _ in ops_b]:
+        raise EdgeclsError("selective float: the model calibrated again has other ops than the one the float "
+                           "tensors were chosen on; export with --float-layers none")
+    index = {a.tensor_name(out): (i, k) for i, (_, op) in enumerate(ops_a) for k, out in enumerate(op.outputs)}
+    missing = [t for t in names if t not in index]
+    if missing:
+        raise EdgeclsError(f"selective float: no op makes tensor {missing[0]!r}")
+    return [b.tensor_name(ops_b[index[t][0]][1].outputs[index[t][1]]) for t in names]
+
+
+SPATIAL_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
+STEM_SEARCH_TENSORS = 12
+"""How far (in tensors) the stem search looks past the first conv for the next one."""
+
+
 def stem_tensors(calibrated: bytes, layers: Sequence[LayerError]) -> list[str]:
-    """The first conv's output and the output of the op that reads it, when both are quantized tensors:
-    kept float together, the first conv's output (the feature maps the first depthwise conv takes
-    differences of) is not rounded to 8 bits. [] when the model has no such pair."""
+    """The stem: the first conv's output, the output of the next conv reading it, and every tensor on
+    the way between them, when all are quantized tensors. Kept float together, the first conv's
+    activated output (the feature maps the first depthwise conv takes differences of) is not rounded
+    to 8 bits. The way between differs by backbone: nothing (MobileNetV2's ReLU6 is fused into the
+    conv), one HARD_SWISH (MobileNetV3), LOGISTIC and MUL (EfficientNet's swish). A branch that does
+    not lead to that next conv (MobileNetV3-Large's first residual ADD) is not part of it.
+    [] when there is no such stem."""
     from edgecls.optimize import tflite_graph
 
     g = tflite_graph.read(calibrated)
-    first = next((op for name, op in g.ops() if name == "CONV_2D"), None)
+    ops = list(g.ops())
+    first = next((op for name, op in ops if name == "CONV_2D"), None)
     if first is None:
         return []
-    out = int(first.outputs[0])
-    reader = next((op for _, op in g.ops() if len(op.inputs) and int(op.inputs[0]) == out), None)
-    if reader is None:
+    readers: dict[int, list[tuple[str, Any]]] = {}
+    for name, op in ops:
+        for t in op.inputs:
+            if int(t) >= 0:
+                readers.setdefault(int(t), []).append((name, op))
+    start = int(first.outputs[0])
+    made_by: dict[int, list[int]] = {start: []}  # reached tensor -> the op's inputs it was made from
+    frontier, target = [start], None
+    while frontier and target is None and len(made_by) <= STEM_SEARCH_TENSORS:
+        for name, op in readers.get(frontier.pop(0), []):
+            out = int(op.outputs[0])
+            if out in made_by:
+                continue
+            made_by[out] = [int(t) for t in op.inputs if int(t) >= 0]
+            if name in SPATIAL_OPS:
+                target = out  # breadth first: the nearest conv reading the stem
+                break
+            frontier.append(out)
+    if target is None:
         return []
-    pair = [g.tensor_name(out), g.tensor_name(reader.outputs[0])]
+    on_way, todo = set(), [target]  # the reached tensors the target is computed from
+    while todo:
+        t = todo.pop()
+        if t not in on_way:
+            on_way.add(t)
+            todo.extend(s for s in made_by[t] if s in made_by)
+    names = [g.tensor_name(t) for t in made_by if t in on_way]
     quantized = {e.tensor for e in layers}
-    return pair if all(t in quantized for t in pair) else []
+    return names if all(t in quantized for t in names) else []
 
 
 def selective_int8(calibrated: bytes, float_tensors: Sequence[str], *, io: str = "uint8") -> bytes:

@@ -187,7 +187,7 @@ def int8_attempts(ex: Any, cfg: ExportConfig, float_names: Optional[list[str]], 
                                         log=lambda m: print(m, file=sys.stderr))
             if not built.selection.tensors:
                 return skip_selective(built.selection.images, built.summary["worst"][0]["rmse_scale"])
-            cand = ex.stage("selective-float", built.data, size, built.selection.tensors)
+            cand = ex.stage("selective-float", built.data, size, built.float_tensors)
             cand.selection = {**built.selection.as_dict(), "base": "bias-corrected",
                               "biases_restored": built.biases_restored}
             cand.bias_correction = info

@@ -210,6 +210,8 @@ class CorrectedSelective:
     summary: dict[str, Any]
     """The debugger's figures of that file (of the corrected model when nothing was chosen)."""
     biases_restored: list[str]
+    float_tensors: list[str] = field(default_factory=list)
+    """The selection's tensors as the file names them (see :func:`edgecls.optimize.qdebug.same_tensors`)."""
 
 
 def select_on_corrected(model: Any, corrected: Any, shifts: dict[str, np.ndarray], representative: np.ndarray, *,
@@ -218,12 +220,12 @@ def select_on_corrected(model: Any, corrected: Any, shifts: dict[str, np.ndarray
     original biases back), then build the file from ``corrected`` with those biases restored, calibrated
     again. ``model`` is the original: its probabilities are what the choice is scored against."""
     from edgecls.optimize.float_biases import restore_layer_biases
-    from edgecls.optimize.qdebug import stem_tensors
+    from edgecls.optimize.qdebug import same_tensors, stem_tensors
 
     images = representative[:EFFECT_IMAGES]
     p_float = np.asarray(model.predict(images.astype(np.float32), batch_size=32, verbose=0), dtype=np.float32)
     base = diagnose(corrected, representative, representative[:DEBUG_IMAGES])
-    # The stem (first conv + the op reading it) is always float here: on blurry real photos its output
+    # The stem (first conv through the next conv reading it) is always float here: on blurry real photos its output
     # was the one tensor whose 8 bits mattered (0.940 -> 0.978 agreement on 1000 held-out photos), a
     # gain the confident training images used for selection do not show (BENCHMARKS.md, session 21).
     selection = select_float_tensors(base.calibrated, base.layers, images, p_float, io=io, workdir=workdir,
@@ -232,5 +234,8 @@ def select_on_corrected(model: Any, corrected: Any, shifts: dict[str, np.ndarray
         return CorrectedSelective(b"", selection, base.summary(), [])
     restored, layers = restore_layer_biases(corrected, selection.tensors, shifts)
     final = diagnose(restored, representative, representative[:DEBUG_IMAGES], denylisted=selection.tensors)
-    return CorrectedSelective(selective_int8(final.calibrated, selection.tensors, io=io), selection,
-                              final.summary(), layers)
+    tensors = same_tensors(selection.tensors, base.calibrated, final.calibrated)
+    if tensors != selection.tensors:  # renamed in the copy (EfficientNet): measure the file that ships
+        final = diagnose(restored, representative, representative[:DEBUG_IMAGES], denylisted=tensors)
+    return CorrectedSelective(selective_int8(final.calibrated, tensors, io=io), selection, final.summary(), layers,
+                              tensors)
