@@ -311,7 +311,7 @@ def format_parity(report: dict[str, Any]) -> str:
     result = "PASSED" if report["passed"] else "FAILED"
     if report.get("conclusive") is False:
         result += (f" (inconclusive: a 95% interval crosses a gate; {report['n_images']} images are too few "
-                   "to decide: more held-out images (a larger test split or --data DIR) would)")
+                   "to decide: more held-out images would (a larger test split; parity --data DIR; export --parity-data DIR))")
     lines.append(f"  result        : {result}")
     return "\n".join(lines)
 

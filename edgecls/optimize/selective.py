@@ -215,10 +215,12 @@ class CorrectedSelective:
 
 
 def select_on_corrected(model: Any, corrected: Any, shifts: dict[str, np.ndarray], representative: np.ndarray, *,
-                        io: str, workdir: Path, log: Optional[Callable[[str], None]] = None) -> CorrectedSelective:
+                        io: str, workdir: Path, limit: int = AUTO_MAX_FLOAT_LAYERS,
+                        log: Optional[Callable[[str], None]] = None) -> CorrectedSelective:
     """Choose float tensors by effect on the bias-corrected ``corrected`` (the float ops tried with their
     original biases back), then build the file from ``corrected`` with those biases restored, calibrated
-    again. ``model`` is the original: its probabilities are what the choice is scored against."""
+    again. ``model`` is the original: its probabilities are what the choice is scored against. ``limit``: the
+    most tensors float, the stem included (the stem is float whatever its size)."""
     from edgecls.optimize.float_biases import restore_layer_biases
     from edgecls.optimize.qdebug import same_tensors, stem_tensors
 
@@ -229,7 +231,8 @@ def select_on_corrected(model: Any, corrected: Any, shifts: dict[str, np.ndarray
     # was the one tensor whose 8 bits mattered (0.940 -> 0.978 agreement on 1000 held-out photos), a
     # gain the confident training images used for selection do not show (BENCHMARKS.md, session 21).
     selection = select_float_tensors(base.calibrated, base.layers, images, p_float, io=io, workdir=workdir,
-                                     log=log, shifts=shifts, keep=stem_tensors(base.calibrated, base.layers))
+                                     limit=limit, log=log, shifts=shifts,
+                                     keep=stem_tensors(base.calibrated, base.layers))
     if not selection.tensors:
         return CorrectedSelective(b"", selection, base.summary(), [])
     restored, layers = restore_layer_biases(corrected, selection.tensors, shifts)
