@@ -215,10 +215,11 @@ def test_no_repair_fails_fast_without_qat(tiny_run, tmp_path):
     with pytest.raises(ExportFailed, match=r"tried ptq \(agreement [0-9.]+\); repairs were off \(--no-repair\)") as e:
         export_run(ExportConfig(run=str(run), repair=False, golden_images=0,
                                 representative_samples=FEW_CALIBRATION_IMAGES))
-    # The run's few held-out images cannot decide; the error says so and names the way out.
-    assert e.value.parity["conclusive"] is False
-    assert f"the gate's {e.value.parity['n_images']} images are too few to decide" in str(e.value)
-    assert "--parity-data DIR gates on more held-out photos" in str(e.value)
+    # When more images could change the verdict, the error says so and names the way out.
+    from edgecls.optimize.parity import more_images_could_pass
+
+    advised = f"the gate's {e.value.parity['n_images']} images are too few to decide"
+    assert (advised in str(e.value)) is more_images_could_pass(e.value.parity)
     assert sorted(p.name for p in (run / "export").iterdir()) == [
         "model_int8.REJECTED.card.json", "model_int8.REJECTED.tflite", "parity_int8.REJECTED.json"]
 

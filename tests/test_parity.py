@@ -122,6 +122,28 @@ def test_gate_is_conclusive_only_with_enough_images(n, conclusive):
     assert ("inconclusive" in table) is (not conclusive)
 
 
+@pytest.mark.parametrize("n, wrong_to_wrong, right_to_wrong, could", [
+    (100, 4, 0, True),     # agreement 0.96, interval 0.902-0.984 reaches the 0.98 gate
+    (1000, 40, 0, False),  # agreement 0.96, interval 0.946-0.971: more such images would fail too
+    (100, 0, 0, False),    # passed: nothing to decide
+    (100, 0, 2, True),     # drop 2 points, interval -2.0..7.0 reaches the 1-point gate (agreement 0.98 passes)
+    (400, 0, 12, False),   # agreement undecided (0.948-0.983) but the drop is not (3 points, 1.4..5.2)
+    (1000, 0, 15, True),   # both failed, both intervals reach their gates
+])
+def test_more_images_could_pass_only_when_every_failed_gate_is_undecided(n, wrong_to_wrong, right_to_wrong, could):
+    """What export's failure advises (--parity-data): only when more images could change the verdict."""
+    from edgecls.optimize.parity import compare, more_images_could_pass
+
+    y = np.arange(n) % 3
+    top_f, top_l = y.copy(), y.copy()
+    k = wrong_to_wrong  # float wrong, int8 wrong differently: agreement falls, accuracy does not
+    top_f[:k], top_l[:k] = (y[:k] + 1) % 3, (y[:k] + 2) % 3
+    top_l[k:k + right_to_wrong] = (y[k:k + right_to_wrong] + 1) % 3  # float right, int8 wrong
+    r = compare(np.eye(3)[top_f] * 0.9 + 0.05, np.eye(3)[top_l] * 0.9 + 0.05, y, LABELS, max_drop=1.0,
+                min_agreement=0.98)
+    assert more_images_could_pass(r) is could
+
+
 @pytest.mark.slow
 def test_int8_parity_on_the_held_out_images(exported_run, tmp_path):
     from edgecls.optimize.parity import format_parity, run_parity

@@ -278,6 +278,7 @@ def _export(cfg: ExportConfig, float_names: Optional[list[str]], run: RunDir, so
         atomic_write_json(tx.path(paths.card.name), card)
         tx.commit(publish + [paths.card.name, paths.model.name])
         return card
+    from edgecls.optimize.parity import more_images_could_pass
     from edgecls.optimize.transaction import rejected_name
 
     card["golden"] = None
@@ -299,10 +300,10 @@ def _export(cfg: ExportConfig, float_names: Optional[list[str]], run: RunDir, so
     advice = ("repairs were off (--no-repair)" if not cfg.repair else
               "try more --representative-samples, more --qat-epochs, or a backbone that quantizes better "
               "(mobilenet_v2)")
-    if report is not None and not report.get("conclusive"):
+    if report is not None and more_images_could_pass(report):
         low, high = report["agreement_ci95"]
-        advice += (f"; the gate's {report['n_images']} images are too few to decide (a 95% interval crosses a gate; "
-                   f"agreement {low:.3f}-{high:.3f}): --parity-data DIR gates on more held-out photos")
+        advice += (f"; the gate's {report['n_images']} images are too few to decide (the failed gate lies inside its "
+                   f"95% interval; agreement {low:.3f}-{high:.3f}): --parity-data DIR gates on more held-out photos")
     raise ExportFailed(
         f"int8 parity failed: {gates}; tried {tries}; {advice}. Nothing was replaced; the best candidate is "
         f"kept as {kept} (do not ship it)", card, report)

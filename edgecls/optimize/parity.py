@@ -271,6 +271,19 @@ def near_ties(p_float: np.ndarray, p_lite: np.ndarray, margin: float = CLEAR_MAR
             "agreement_clear_ci95": [round(ci[0], 4), round(ci[1], 4)] if n_clear else None}
 
 
+def more_images_could_pass(report: dict[str, Any]) -> bool:
+    """The gate failed, and every gate that failed did so inside its own 95% interval: on more images it
+    could pass. False when one failed gate's interval lies wholly on the failing side (more images of the
+    same kind would fail it too), and when nothing failed."""
+    g = report["gates"]
+    failed = []
+    if report["agreement"] < g["min_agreement"]:
+        failed.append(report["agreement_ci95"][1] >= g["min_agreement"])
+    if report["accuracy_drop_points"] > g["max_drop"]:
+        failed.append(report["accuracy_drop_ci95_points"][0] <= g["max_drop"])
+    return bool(failed) and all(failed)
+
+
 def format_parity(report: dict[str, Any]) -> str:
     """A readable table of a parity report."""
     lines = [
