@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from edgecls.core.io import atomic_write_json, read_json
 from edgecls.core.rundir import RunDir, card_path_for
 from edgecls.runtime.golden import CLEAR_MARGIN
 from edgecls.runtime.scores import top1_margin
+
+if TYPE_CHECKING:
+    from edgecls.data import ScanReport
 
 FLOAT_BATCH = 32
 HELD_OUT_SPLITS = ("test", "val")
@@ -56,7 +59,8 @@ def _float_reference(run: RunDir, model_path: Path, override: Optional[str]) -> 
     return run.model_path
 
 
-def check_data(data_dir: str, labels: list[str], labels_csv: Optional[str] = None, *, decode: bool = True) -> Any:
+def check_data(data_dir: str, labels: list[str], labels_csv: Optional[str] = None, *,
+               decode: bool = True) -> ScanReport:
     """The scan of a ``--data`` image set whose classes are exactly the run's; else one clear error."""
     from edgecls import data
 
