@@ -141,6 +141,7 @@ class _Exporter:
         self.warnings: list[str] = []
         self.metadata_reason: Optional[str] = None
         self.model: Any = None  # the float model loaded from ``source`` (read-only: every gate compares with it)
+        self.gate_images: Any = None  # parity.GateImages, made at the first gate
 
     def note(self, message: str) -> None:
         self.warnings.append(message)
@@ -179,13 +180,15 @@ class _Exporter:
                          warnings=warnings)
 
     def gate(self, cand: Candidate, quant_error: Optional[dict[str, Any]], size: int) -> Candidate:
-        from edgecls.optimize.parity import run_parity
+        from edgecls.optimize.parity import gate_images, run_parity
 
+        if self.gate_images is None:  # every candidate is gated on the same images: load and predict them once
+            self.gate_images = gate_images(self.run, self.cfg.parity_data, self.model)
         cand.report = run_parity(
             ParityConfig(run=str(self.run.path), model=str(cand.file), max_drop=self.cfg.max_drop,
                          min_agreement=self.cfg.min_agreement, float_model=str(self.source), diagnose=False,
                          data=self.cfg.parity_data),
-            raise_on_fail=False, quant_error=quant_error, float_keras=self.model)
+            raise_on_fail=False, quant_error=quant_error, float_keras=self.model, images=self.gate_images)
         cand.report["model"] = str(self.paths.model.resolve())
         cand.report["quantization_path"] = cand.path
         cand.latency_ms = measure_latency_ms(cand.file, size)

@@ -17,6 +17,7 @@ For int8 models the report also names the tensors with the largest quantization 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -134,15 +135,34 @@ def _diagnose_here(run: RunDir, model_path: Path, model: Any, size: int) -> Opti
     return diagnose(model, rep, rep[:DEBUG_IMAGES], denylisted=quant.get("float_layers") or ()).summary()
 
 
-def run_parity(cfg: ParityConfig, *, raise_on_fail: bool = True,
-               quant_error: Optional[dict[str, Any]] = None, float_keras: Any = None) -> dict[str, Any]:
+@dataclass
+class GateImages:
+    """The images a gate compares on, with the float model's probabilities on them."""
+
+    x: np.ndarray
+    y: np.ndarray
+    source: str
+    p_float: np.ndarray
+
+
+def gate_images(run: RunDir, data_dir: Optional[str], model: Any, labels_csv: Optional[str] = None) -> GateImages:
+    """Load the gate's images (the run's held-out splits, or ``data_dir``) and run the float ``model`` on them."""
+    x, y, source = _images(run, data_dir, run.read_labels(), run.train_config().size, labels_csv)
+    p_float = np.asarray(model.predict(x.astype(np.float32), batch_size=FLOAT_BATCH, verbose=0), dtype=np.float32)
+    return GateImages(x, y, source, p_float)
+
+
+def run_parity(cfg: ParityConfig, *, raise_on_fail: bool = True, quant_error: Optional[dict[str, Any]] = None,
+               float_keras: Any = None, images: Optional[GateImages] = None) -> dict[str, Any]:
     """Compare the float model and ``cfg.model`` on the same images; write ``cfg.json`` if set.
 
     ``quant_error`` (export passes the diagnosis it already made) goes into the report as is;
     otherwise an int8 model that came from post-training quantization is diagnosed here
     (``cfg.diagnose``). ``float_keras``: the float model already loaded from ``cfg.float_model``
     (export gates every candidate against the model it converted; loading it again per gate
-    cost seconds each)."""
+    cost seconds each). ``images``: the images and the float model's outputs, made once by
+    :func:`gate_images` (export gates up to five candidates on the same images; on 1000 photos
+    each load and float pass cost seconds)."""
     from edgecls.runtime.classifier import Classifier
 
     if not 0.0 <= cfg.min_agreement <= 1.0:
@@ -160,19 +180,18 @@ def run_parity(cfg: ParityConfig, *, raise_on_fail: bool = True,
             f"{size}x{size}; check that the model was exported from this run"
         )
     float_path = _float_reference(run, model_path, cfg.float_model)
-    x, y, source = _images(run, cfg.data, labels, size, cfg.labels_csv)
 
     from edgecls.train.model_io import load_model
 
     model = float_keras if float_keras is not None else load_model(float_path)
-    p_float = np.asarray(model.predict(x.astype(np.float32), batch_size=FLOAT_BATCH, verbose=0), dtype=np.float32)
-    p_lite = np.stack([clf.probabilities(img) for img in x]).astype(np.float32)
-    report = compare(p_float, p_lite, y, labels, max_drop=cfg.max_drop, min_agreement=cfg.min_agreement)
+    ref = images if images is not None else gate_images(run, cfg.data, model, cfg.labels_csv)
+    p_lite = np.stack([clf.probabilities(img) for img in ref.x]).astype(np.float32)
+    report = compare(ref.p_float, p_lite, ref.y, labels, max_drop=cfg.max_drop, min_agreement=cfg.min_agreement)
     if quant_error is None and cfg.diagnose and clf.input_dtype != np.float32:
         quant_error = _diagnose_here(run, model_path, model, size)
     report["quant_error"] = quant_error
     report.update({
-        "source": source,
+        "source": ref.source,
         "model": str(model_path.resolve()),
         "float_model": str(float_path.resolve()),
         "runtime": clf.runtime,
