@@ -249,3 +249,22 @@ def read_manifest(photos: Path) -> dict | None:
     """The SET.json that ``build`` wrote in ``photos``, or None for any other folder of photos."""
     path = photos / MANIFEST
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def verify(photos: Path) -> dict:
+    """The SET.json of a built set, after checking that its class folders hold exactly the photos it lists,
+    byte for byte; SystemExit naming the first difference otherwise (a set edited by hand is not the set)."""
+    manifest = read_manifest(photos)
+    if manifest is None:
+        raise SystemExit(f"{photos} has no {MANIFEST}; it was not built by tools/photo_sets.py")
+    listed = manifest["files"]
+    found = {f.relative_to(photos).as_posix() for d in photos.iterdir() if d.is_dir() and not d.name.startswith(".")
+             for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES}
+    if found != set(listed):
+        extra, missing = sorted(found - set(listed)), sorted(set(listed) - found)
+        raise SystemExit(f"{photos} differs from its {MANIFEST}: {len(extra)} photos not listed (e.g. {extra[:1]}), "
+                         f"{len(missing)} missing (e.g. {missing[:1]}); rebuild it")
+    for name, entry in sorted(listed.items()):
+        if hashlib.sha1((photos / name).read_bytes()).hexdigest() != entry["sha1"]:
+            raise SystemExit(f"{photos / name} is not the photo {MANIFEST} lists; rebuild the set")
+    return manifest
