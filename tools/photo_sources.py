@@ -125,7 +125,7 @@ register(PhotoSource(
     min_short_px=160,
     caveats="Flickr photos, 600 of tf_flowers' 633-898 per class of which 65 under 160 px are skipped; some "
             "are wide garden shots, a few show another flower or carry a photographer's watermark",
-    resolution="320 x 240 median (short side 160-480)",
+    resolution="320 x 240 median (short side 160-442)",
 ))
 
 register(PhotoSource(
