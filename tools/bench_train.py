@@ -1,4 +1,4 @@
-"""Training benchmark (issue 10): the seeds' recipe vs the whole ``edgecls train`` command, side by side.
+"""Training benchmark: the seed recipe vs the whole ``edgecls train`` command, side by side.
 
 On one synthetic set made to behave like a small photo collection (``tools/train_bench_data.py``:
 5 classes, 250 training images, lighting changes, clutter, 6 % wrong training labels), each
@@ -33,8 +33,28 @@ separates what the /255 input does on a set from what the training does.
 ``--photos PHOTOS`` draws each set from real photos sorted by class (``PHOTOS/<class>/*.jpg``;
 ``tools/photo_sets.py``) instead of the synthetic generator: per seed 5 classes, 50 training / 10
 val / 10 test photos per class and ``--holdout-per-class`` more held out, none in two places.
+``--set NAME`` does the same from one of the named sharp sets (trashnet, clothing, grocery, flowers,
+scenes; ``tools/photo_sets.py`` builds them into ``--photo-cache``, ``/work/photo-cache`` by default).
+Its photos are checked against the set's SET.json before anything runs, and the output records the
+set's source, commit, licence and digest (``photo_set``) and each seed's ``draw_digest``: a seed
+draws the same classes and the same photos every time, so a set's figures can be repeated and
+compared across runs. For the biggest held-out set every class of every set allows, use
+``--holdout-per-class 150`` (grocery's smallest class has 222 photos; the others allow more).
+
+Intervals (``tools/holdout_stats.py``; the formulas of ``edgecls.optimize.parity``): each side's
+held-out accuracy comes with its Wilson 95 % interval (``holdout_95ci``), and each repeat with the
+paired difference edgecls - recipe on the same photos and Newcombe's 95 % interval
+(``holdout_diff_vs_seed``, ``holdout_diff_vs_seed_minus1to1``; points). The ``summary`` adds each
+side's held-out accuracy pooled over the repeats with its Wilson interval (``*_holdout_pooled``)
+beside the t interval of the mean paired difference over the sets. A set's table, one row per seed:
+accuracy [Wilson interval] per side, the paired difference [Newcombe interval]; then the pooled
+accuracies and the t interval.
 
     .venv/bin/python tools/bench_train.py --seeds 0,1,2,3,4,5 --repeats 1 --json /tmp/bench_train.json
+    .venv/bin/python tools/bench_train.py --set flowers --seeds 0,1,2,3,4,5 --holdout-per-class 100 \
+        --recipe-minus1to1 --json /tmp/bench_train_flowers.json
+
+``--recipe-epochs`` shortens the recipe only for a smoke check of the script itself.
 """
 
 from __future__ import annotations
@@ -49,6 +69,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from holdout_stats import paired_interval, pooled, side_interval  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # Beside the checkout, like the demo's; --weights or EDGECLS_BENCH_WEIGHTS for another place.
@@ -95,16 +118,16 @@ t0 = time.perf_counter()
 model.fit(train_ds, epochs=epochs, verbose=0)
 fit_s = time.perf_counter() - t0
 loss, acc = model.evaluate(test_ds, verbose=0)
-hits = n = 0
+correct = ""  # one 0/1 per held-out image, in the loader's (sorted) order, for paired intervals
 for split in ("train", "val", "test"):
     if not os.path.isdir(f"{holdout}/{split}"):  # a photo set's held-out images are all in test/
         continue
     ds = keras.utils.image_dataset_from_directory(f"{holdout}/{split}", image_size=(size, size), batch_size=64,
                                                   shuffle=False, label_mode="int", class_names=train_ds_names)
     for x, y in ds:
-        hits += int((model(scale(x), training=False).numpy().argmax(1) == y.numpy()).sum())
-        n += int(y.shape[0])
-print("RESULT " + json.dumps({"fit_s": fit_s, "test_accuracy": acc, "holdout_accuracy": hits / n, "n_holdout": n, "n_test": sum(int(y.shape[0]) for _, y in test_ds),
+        correct += "".join("1" if ok else "0" for ok in model(scale(x), training=False).numpy().argmax(1) == y.numpy())
+hits, n = correct.count("1"), len(correct)
+print("RESULT " + json.dumps({"fit_s": fit_s, "test_accuracy": acc, "holdout_accuracy": hits / n, "n_holdout": n, "holdout_correct": correct, "n_test": sum(int(y.shape[0]) for _, y in test_ds),
                               "tensorflow": tf.__version__, "tf_keras": keras.__version__}))
 '''
 
@@ -116,16 +139,16 @@ from edgecls.core.keras import keras
 from edgecls.train.model_io import load_model
 model, holdout, size = load_model(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 names = open(sys.argv[4]).read().split()
-hits = n = 0
+correct = ""
 for split in ("train", "val", "test"):
     if not os.path.isdir(f"{holdout}/{split}"):
         continue
     ds = keras.utils.image_dataset_from_directory(f"{holdout}/{split}", image_size=(size, size), batch_size=64,
                                                   shuffle=False, label_mode="int", class_names=names)
     for x, y in ds:
-        hits += int((model(x, training=False).numpy().argmax(1) == y.numpy()).sum())
-        n += int(y.shape[0])
-print("RESULT " + json.dumps({"holdout_accuracy": hits / n, "n_holdout": n}))
+        correct += "".join("1" if ok else "0" for ok in model(x, training=False).numpy().argmax(1) == y.numpy())
+hits, n = correct.count("1"), len(correct)
+print("RESULT " + json.dumps({"holdout_accuracy": hits / n, "n_holdout": n, "holdout_correct": correct}))
 '''
 
 
@@ -176,12 +199,37 @@ def emit(out: dict, json_path: str | None) -> None:
         Path(json_path).write_text(text + "\n")
 
 
+SIDES = ("edgecls", "seed", "seed_minus1to1")
+
+
+def add_intervals(row: dict) -> None:
+    """Give each side of one repeat its held-out Wilson 95 % interval, and the repeat its paired differences
+    (edgecls - each recipe, same photos) with Newcombe's 95 % interval, in points."""
+    for side in SIDES:
+        if side in row and "holdout_correct" in row[side]:
+            row[side]["holdout_95ci"] = side_interval(row[side]["holdout_correct"])["wilson95"]
+    for side in SIDES[1:]:
+        if side in row and "holdout_correct" in row[side]:
+            row[f"holdout_diff_vs_{side}"] = paired_interval(row["edgecls"]["holdout_correct"], row[side]["holdout_correct"])
+
+
+def pooled_intervals(repeats: list[dict]) -> dict:
+    """Each side's held-out hits over every repeat, as one accuracy with its Wilson 95 % interval."""
+    out = {}
+    for side in SIDES:
+        corrects = [r[side]["holdout_correct"] for r in repeats if side in r and "holdout_correct" in r[side]]
+        if corrects:
+            out[f"{side}_holdout_pooled"] = pooled(corrects)
+    return out
+
+
 def summarize(repeats: list[dict]) -> dict:
-    """Means over every repeat, and the paired held-out difference (edgecls - recipe) with a 95 % t interval;
-    the same against the recipe with [-1, 1] input when it ran (``--recipe-minus1to1``)."""
+    """Means over every repeat, and the paired held-out difference (edgecls - recipe) with a 95 % t interval
+    over the repeats; the same against the recipe with [-1, 1] input when it ran (``--recipe-minus1to1``);
+    and each side's held-out accuracy pooled over the repeats with its Wilson 95 % interval."""
     pairs = [r for r in repeats if "seed" in r]
     if not pairs:
-        return {}
+        return pooled_intervals(repeats)
     diffs = [r["edgecls"]["holdout_accuracy"] - r["seed"]["holdout_accuracy"] for r in pairs]
     ratios = [r["ratio_edgecls_wall_to_seed_fit"] for r in pairs]
     n = len(diffs)
@@ -198,6 +246,7 @@ def summarize(repeats: list[dict]) -> dict:
         out["holdout_diff_vs_minus1to1_mean_points"] = round(100 * sum(d2) / len(d2), 2)
         if len(d2) > 1:
             out["holdout_diff_vs_minus1to1_95ci_points"] = _t_interval(d2)
+    out.update(pooled_intervals(repeats))
     return out
 
 
@@ -217,8 +266,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_seed(data: Path, weights: str, holdout: Path, *, seed: int, inputs: str = "div255") -> dict:
-    proc = subprocess.run([sys.executable, "-c", SEED_SCRIPT, str(data), weights, str(SIZE_PX), str(SEED_EPOCHS),
+def run_seed(data: Path, weights: str, holdout: Path, *, seed: int, inputs: str = "div255",
+             epochs: int = SEED_EPOCHS) -> dict:
+    proc = subprocess.run([sys.executable, "-c", SEED_SCRIPT, str(data), weights, str(SIZE_PX), str(epochs),
                            str(SEED_BATCH), str(seed), str(holdout), inputs], capture_output=True, text=True, env=_env())
     return _result(proc, "seed recipe")
 
@@ -242,6 +292,27 @@ def run_edgecls(data: Path, out: Path, weights: str, holdout: Path, extra: list[
             "cache_line": next((x for x in proc.stdout.splitlines() if x.startswith("Head cache")), None)}
 
 
+def resolve_set(name: str, cache: Path) -> tuple[Path, dict]:
+    """The folder of the built set ``name`` and what it is (source, commit, licence, digest), after checking
+    its photos against its SET.json; SystemExit saying how to build it when it is not there."""
+    from photo_build import read_manifest, verify
+
+    folder = cache / name
+    if read_manifest(folder) is None:
+        raise SystemExit(f"photo set {name!r} is not built in {folder}; build it with "
+                         f"'python tools/photo_sets.py {name} SNAPSHOT {folder}' (tools/photo_sets.py says where "
+                         "each set's snapshot comes from), or pass --photo-cache")
+    m = verify(folder)
+    return folder, {"set": name, "folder": str(folder), "digest": m["digest"], "repo": m["repo"],
+                    "commit": m["commit"], "licence": m["licence"], "classes": m["classes"]}
+
+
+def _brief(row: dict) -> dict:
+    """A repeat without its per-photo 0/1 strings, for the progress line."""
+    return {k: ({kk: vv for kk, vv in v.items() if kk != "holdout_correct"} if isinstance(v, dict) else v)
+            for k, v in row.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", default=DEFAULT_WEIGHTS, help="the shared MobileNetV2 1.0 no-top .h5")
@@ -251,20 +322,31 @@ def main() -> None:
     p.add_argument("--holdout-per-class", type=int, default=HOLDOUT_PER_CLASS, help="held-out images per class")
     p.add_argument("--edgecls-args", default="", help="extra edgecls train options, e.g. '--head-cache none'")
     p.add_argument("--skip-seed", action="store_true", help="edgecls only (e.g. to profile it)")
+    p.add_argument("--recipe-epochs", type=int, default=SEED_EPOCHS,
+                   help=f"the recipe's epochs (default {SEED_EPOCHS}, as quoted; fewer only for a smoke check)")
     p.add_argument("--recipe-minus1to1", action="store_true",
                    help="also run the recipe with its backbone's input convention ([-1, 1], MobileNetV2's "
                         "preprocess_input) instead of pixels / 255, on the same set, scored beside the other two")
-    p.add_argument("--photos", type=Path,
-                   help="draw each set from real photos, PHOTOS/<class>/*.jpg (tools/photo_sets.py), instead of "
-                        "the synthetic set: 5 classes x 50 train / 10 val / 10 test, --holdout-per-class held out")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from photo_sets import DEFAULT_CACHE, draw_photo_set
+    from photo_sources import SOURCES
+    from train_bench_data import make_realistic_set
+
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--photos", type=Path,
+                        help="draw each set from real photos, PHOTOS/<class>/*.jpg (tools/photo_sets.py), instead of "
+                             "the synthetic set: 5 classes x 50 train / 10 val / 10 test, --holdout-per-class held out")
+    source.add_argument("--set", dest="photo_set", choices=sorted(SOURCES),
+                        help="draw from a named sharp photo set built by tools/photo_sets.py into --photo-cache "
+                             "(checked against its SET.json first)")
+    p.add_argument("--photo-cache", type=Path, default=DEFAULT_CACHE, help="where the named sets are built")
     p.add_argument("--json")
     args = p.parse_args()
     if not Path(args.weights).is_file():
         raise SystemExit(f"weights file not found: {args.weights} (pass --weights PATH)")
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from photo_sets import draw_photo_set
-    from train_bench_data import make_realistic_set
+    photo_set = None
+    if args.photo_set:
+        args.photos, photo_set = resolve_set(args.photo_set, args.photo_cache)
 
     seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     if args.repeats is None:
@@ -283,11 +365,12 @@ def main() -> None:
         for i in range(args.repeats):
             row: dict = {"data_seed": seed, "load_before": _load()}
             if args.photos:
-                row["classes"] = made["classes"]
+                row["classes"], row["draw_digest"] = made["classes"], made["draw_digest"]
             if not args.skip_seed:
-                row["seed"] = run_seed(data, args.weights, holdout, seed=seed)
+                row["seed"] = run_seed(data, args.weights, holdout, seed=seed, epochs=args.recipe_epochs)
             if args.recipe_minus1to1:
-                row["seed_minus1to1"] = run_seed(data, args.weights, holdout, seed=seed, inputs="minus1to1")
+                row["seed_minus1to1"] = run_seed(data, args.weights, holdout, seed=seed, inputs="minus1to1",
+                                                 epochs=args.recipe_epochs)
             extra = args.edgecls_args.split()
             if args.seeds:  # the training seed follows the set, as the recipe's does
                 extra = ["--seed", str(seed), *extra]
@@ -295,15 +378,17 @@ def main() -> None:
             if not args.skip_seed:
                 row["ratio_edgecls_wall_to_seed_fit"] = round(row["edgecls"]["wall_s"] / row["seed"]["fit_s"], 3)
             row["load_after"] = _load()
+            add_intervals(row)
             repeats.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
+            print(json.dumps(_brief(row)), file=sys.stderr, flush=True)
     tf_version = next((r["seed"]["tensorflow"] for r in repeats if "seed" in r), None)
     emit({
-        "what": f"seed recipe (model.fit only, {SEED_EPOCHS} epochs) vs whole `edgecls train` command "
+        "what": f"seed recipe (model.fit only, {args.recipe_epochs} epochs) vs whole `edgecls train` command "
                 f"(defaults{(' + ' + args.edgecls_args) if args.edgecls_args else ''}); MobileNetV2 1.0 @ {SIZE_PX}px, "
                 f"shared pretrained weights; "
                 + (f"real photos from {args.photos}, sets of {made['counts']}" if args.photos else
                    f"realistic synthetic set {made['counts']} ({made['noisy_labels']} noisy training labels)"),
+        "photo_set": photo_set,
         "repeats": repeats,
         "summary": summarize(repeats),
         "conditions": conditions(tf_version),
