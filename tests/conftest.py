@@ -321,7 +321,7 @@ def exported_run(tiny_run, tmp_path_factory):
     run = tmp_path_factory.mktemp("exported_run") / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints", "logs", "cache", "plots"))
     pruning = prune_run(PruneConfig(run=str(run), sparsity=0.5, epochs=1, batch_size=16))
-    lenient = dict(max_drop=100.0, min_agreement=0.0)  # calibrates on every training image (< 300)
+    lenient = dict(max_drop=100.0, min_clear_agreement=0.0)  # calibrates on every training image (< 300)
     int8 = export_run(ExportConfig(run=str(run), mode="int8", **lenient))
     pruned_int8 = export_run(ExportConfig(run=str(run), mode="int8", pruned=True, **lenient))
     return SimpleNamespace(path=run, pruning=pruning, int8=int8, pruned_int8=pruned_int8)

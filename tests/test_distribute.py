@@ -79,7 +79,7 @@ def test_mixed_precision_computes_float16_and_saves_a_float32_graph():
     from edgecls.core.config import TrainConfig
     from edgecls.train.distribute import precision
     from edgecls.core.keras import keras
-    from edgecls.train.fit import compile_for, float32_copy, set_phase
+    from edgecls.train.models import compile_for, float32_copy, set_trainable
 
     cfg = TrainConfig(alpha=0.35, size=32, weights="none")
     with precision("on") as policy:
@@ -92,8 +92,8 @@ def test_mixed_precision_computes_float16_and_saves_a_float32_graph():
         compile_for(model, 1e-3, 0.1)
         assert isinstance(model.optimizer, keras.mixed_precision.LossScaleOptimizer)
         x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
-        set_phase(model, "fine_tune", 0.5)  # frozen/unfrozen mix: weight order differs from a fresh build
-        clean = float32_copy(model, cfg, 3)
+        set_trainable(model, 0.5)  # frozen/unfrozen mix: weight order differs from a fresh build
+        clean = float32_copy(model)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
     dtypes = {layer.compute_dtype for layer in clean.submodules if isinstance(layer, keras.layers.Layer)}
     assert dtypes == {"float32"}

@@ -32,7 +32,7 @@ def data_dir(tmp_path_factory) -> Path:
 def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
     base = dict(data=str(data), out=str(out), **BACKBONE, size=SIZE_PX, weights="none", epochs=3,
                 fine_tune_epochs=0, batch_size=8, augment=False, dropout=0.0, cache="memory", seed=5,
-                early_stopping_patience=10)
+                patience=10)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -107,7 +107,7 @@ def test_cache_on_and_off_train_the_same_model_without_augmentation(data_dir, tm
 def _score_on_images(run) -> dict:
     """The saved model evaluated on the run's val and test images (the full path)."""
     from edgecls import data
-    from edgecls.train.fit import evaluate
+    from edgecls.train.finish import evaluate
     from edgecls.train.model_io import load_model
 
     model = load_model(run.model_path)
@@ -155,7 +155,7 @@ def test_k_views_are_k_different_augmentations_and_training_draws_from_all(data_
     from edgecls.core.keras import keras
     from edgecls.train import feature_cache as fc
     from edgecls.train.backbones import build_classifier, calibrate_batchnorm, get_backbone
-    from edgecls.train.fit import make_augmentation
+    from edgecls.train.models import make_augmentation
 
     scan = data.scan_dataset(data_dir)
     items = scan.files["all"]

@@ -65,7 +65,7 @@ def test_watchdog_reopens_a_stalled_source_and_keeps_going(colour_model, tmp_pat
     cam = StallingCamera(frames=8, reopen_ok=1)
     t0 = time.perf_counter()
     stats = run(CameraConfig(model=str(colour_model), threads=1, headless=True, max_frames=10,
-                             stall_timeout_s=0.5, stall_retries=2, stats_json=str(tmp_path / "s.json")), source=cam)
+                             stall_timeout=0.5, stall_retries=2, stats_json=str(tmp_path / "s.json")), source=cam)
     assert stats.frames == 10 and stats.stop_reason == "max frames"
     assert stats.stalls == 1 and stats.reopens == 1 and cam.reopen_calls == 1
     assert time.perf_counter() - t0 >= 0.5 + watchdog.WATCHDOG_BACKOFF_S  # waited the timeout, then backed off
@@ -95,7 +95,7 @@ def test_jsonl_on_change_with_heartbeat(colour_model, tmp_path):
     video = write_colour_video(tmp_path / "v.mp4", [("red", 12), ("blue", 12), ("red", 12)], fps=30.0)
     jsonl = tmp_path / "p.jsonl"
     stats = run(CameraConfig(model=str(colour_model), source=str(video), threads=1, headless=True, realtime=True,
-                             jsonl=str(jsonl), log_on="change", log_interval_s=0.15))
+                             jsonl=str(jsonl), log_on="change", log_interval=0.15))
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
     changes = [(r["frame"], r["top_k"][0]["label"]) for r in rows if r["reason"] == "change"]
     assert changes == [(0, "red"), (12, "blue"), (24, "red")]

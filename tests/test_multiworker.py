@@ -278,13 +278,14 @@ def test_decide_which_save_every_worker_continues_from(everyone, mine, resume, e
 
 def test_progress_orders_the_saves_of_a_run():
     from edgecls.train.agree import progress
+    from edgecls.train.state import TrainState
 
     saves = [None,
              {"phase": "head", "phase_epochs_done": 1, "rows": [{}]},
              {"phase": "head", "phase_epochs_done": 2, "rows": [{}, {}]},
              {"phase": "fine_tune", "phase_epochs_done": 0, "rows": [{}, {}]},  # end of the head phase
              {"phase": "fine_tune", "phase_epochs_done": 1, "rows": [{}, {}, {}]}]
-    got = [progress(s) for s in saves]
+    got = [progress(TrainState.from_dict(s) if s else None) for s in saves]
     assert got == sorted(got) and len(set(got)) == len(got) and got[3] == PHASE_END
 
 
@@ -303,10 +304,12 @@ def test_step_back_makes_the_previous_save_the_last_or_refuses(tmp_path):
     with pytest.raises(EdgeclsError, match="cannot resume: worker-1 saved more than one save after another worker"):
         step_back(tmp_path, (5, 0, 5), "worker-1")  # the others stopped where this worker has no save
     assert read_checkpoint_state(tmp_path / LAST_WEIGHTS) == newer
-    assert step_back(tmp_path, E1, "worker-1") == older
+    from edgecls.train.state import TrainState
+
+    assert step_back(tmp_path, E1, "worker-1") == TrainState.from_dict(older)
     assert read_checkpoint_state(tmp_path / LAST_WEIGHTS) == older
     assert (tmp_path / LAST_WEIGHTS).read_bytes() == (tmp_path / PREVIOUS_WEIGHTS).read_bytes()
-    assert json.loads((tmp_path / "state.json").read_text()) == older
+    assert TrainState.read(tmp_path) == TrainState.from_dict(older)
 
 
 def test_fingerprint_ignores_where_each_machine_keeps_things_and_nothing_else():

@@ -111,14 +111,13 @@ def test_oversampling_is_for_training_only(imbalanced):
 
 
 @pytest.mark.parametrize(
-    "balance, class_weights, expected",
-    [("weights", "auto", "weights"), ("weights", "none", "none"), ("oversample", "auto", "oversample"),
-     ("oversample", "none", "oversample"), ("none", "auto", "none")],
+    "saved, expected",
+    [({"balance": "weights", "class_weights": "auto"}, "weights"), ({"balance": "weights", "class_weights": "none"}, "none"),
+     ({"balance": "oversample", "class_weights": "none"}, "oversample"), ({"balance": "none"}, "none"), ({}, "weights")],
 )
-def test_balance_mode_keeps_the_older_class_weights_switch(balance, class_weights, expected):
-    from edgecls.data import balance_mode
-
-    assert balance_mode(balance, class_weights) == expected
+def test_a_run_saved_with_the_older_class_weights_switch_reads_as_its_balance(saved, expected):
+    cfg = TrainConfig.from_dict({"data": "d", "out": "o", **saved})
+    assert cfg.balance == expected and not hasattr(cfg, "class_weights")
 
 
 @pytest.mark.parametrize(
@@ -140,7 +139,7 @@ def test_the_run_records_which_remedy_was_used(counts, balance, used, weighted):
 def test_check_rejects_an_unknown_balance():
     from edgecls.train.checks import check_train_config
 
-    with pytest.raises(EdgeclsError, match="balance must be one of weights, oversample, none; got 'smote'"):
+    with pytest.raises(EdgeclsError, match="--balance must be one of weights, oversample, none, got 'smote'"):
         check_train_config(TrainConfig(data="d", out="o", weights="none", balance="smote"))
 
 

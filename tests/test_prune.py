@@ -110,5 +110,5 @@ def test_prune_refuses_to_overwrite_without_force(exported_run):
 def test_prune_rejects_impossible_sparsity(tmp_path, sparsity):
     from edgecls.optimize.prune import prune_run
 
-    with pytest.raises(EdgeclsError, match="sparsity must be between 0 and 1"):
+    with pytest.raises(EdgeclsError, match=r"--sparsity must be a finite number in \(0, 1\), got"):
         prune_run(PruneConfig(run=str(tmp_path), sparsity=sparsity))

@@ -30,23 +30,34 @@ def test_classification_metrics_by_hand():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(epochs=0), "epochs must be >= 1"),
-        (dict(fine_tune_epochs=-1), "fine_tune_epochs must be >= 0"),
-        (dict(fine_tune_fraction=0.0), "fine_tune_fraction must be in (0, 1]"),
-        (dict(batch_size=0), "batch size must be >= 1"),
-        (dict(learning_rate=0.0), "learning rate must be > 0"),
-        (dict(label_smoothing=1.0), "label smoothing must be in [0, 1)"),
-        (dict(dropout=1.0), "dropout must be in [0, 1)"),
-        (dict(val_fraction=0.0), "val fraction must be in (0, 1)"),
-        (dict(test_fraction=-0.1), "test fraction must be in [0, 1)"),
-        (dict(val_fraction=0.5, test_fraction=0.4), "leaves too little to train on"),
-        (dict(cache="ram"), "cache must be one of auto, memory, disk, none"),
-        (dict(strategy="tpu"), "strategy must be one of auto, default, mirrored, multiworker"),
-        (dict(mixed_precision="yes"), "mixed precision must be one of auto, on, off"),
-        (dict(prune=1.0), "prune sparsity must be in (0, 1)"),
-        (dict(backbone="vgg"), "unknown backbone 'vgg'"),
+        (dict(epochs=0), "--epochs must be an integer between 1 and 10000, got 0"),
+        (dict(fine_tune_epochs=-1), "--fine-tune-epochs must be an integer between 0 and 10000, got -1"),
+        (dict(fine_tune_fraction=0.0), "--fine-tune-fraction must be a finite number in (0, 1], got 0.0"),
+        (dict(batch_size=0), "--batch-size must be an integer between 1 and 65536, got 0"),
+        (dict(learning_rate=0.0), "--learning-rate must be a finite number in (0, 1], got 0.0"),
+        (dict(learning_rate=float("nan")), "--learning-rate must be a finite number in (0, 1], got nan"),
+        (dict(label_smoothing=1.0), "--label-smoothing must be a finite number in [0, 1), got 1.0"),
+        (dict(dropout=1.0), "--dropout must be a finite number in [0, 1), got 1.0"),
+        (dict(val_fraction=0.0), "--val-fraction must be a finite number in (0, 1), got 0.0"),
+        (dict(test_fraction=-0.1), "--test-fraction must be a finite number in [0, 1), got -0.1"),
+        (dict(cache="ram"), "--cache must be one of auto, memory, disk, none, got 'ram'"),
+        (dict(strategy="tpu"), "--strategy must be one of auto, default, mirrored, multiworker, got 'tpu'"),
+        (dict(mixed_precision="yes"), "--mixed-precision must be one of auto, on, off, got 'yes'"),
+        (dict(prune=1.0), "--prune must be a finite number in (0, 1), got 1.0"),
+        (dict(seed=2**64), "--seed must be an integer between 0 and 4294967295, got 18446744073709551616"),
+        (dict(epochs=True), "--epochs must be an integer between 1 and 10000, got True"),
     ],
 )
+def test_a_train_config_out_of_bounds_is_refused_when_made(change, message):
+    with pytest.raises(EdgeclsError) as e:
+        TrainConfig(data="d", out="o", weights="none", **change)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(val_fraction=0.5, test_fraction=0.4), "leaves too little to train on"),
+    (dict(backbone="vgg"), "unknown backbone 'vgg'"),
+])
 def test_check_train_config_rejects(change, message):
     cfg = TrainConfig(data="d", out="o", weights="none", **change)
     with pytest.raises(EdgeclsError) as e:
@@ -121,7 +132,7 @@ def test_tiny_run_writes_the_whole_run_folder(tiny_run):
 @pytest.mark.slow
 def test_saved_model_is_the_inference_graph_and_reproduces_the_metrics(tiny_run):
     from edgecls import data
-    from edgecls.train.fit import evaluate
+    from edgecls.train.finish import evaluate
     from edgecls.train.model_io import load_model
 
     run = RunDir.open(tiny_run)
@@ -264,7 +275,7 @@ def test_checkpoints_write_the_frozen_weights_once_and_load_them_back(tmp_path):
 @pytest.mark.slow
 def test_augmentation_runs_in_the_training_wrapper_only():
     from edgecls.train.backbones import build_classifier
-    from edgecls.train.fit import make_trainer
+    from edgecls.train.models import make_trainer
 
     classifier = build_classifier("mobilenet_v3_small", num_classes=2, size=32, minimalistic=True, weights="none")
     assert make_trainer(classifier, augment=False, seed=0) is classifier

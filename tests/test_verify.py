@@ -128,7 +128,7 @@ def int16x8_models(tmp_path_factory):
     """A conv + depthwise + dense classifier converted to 16x8 (int16 activations, int8 weights)
     with float32 and with int16 in/out, its images and the Keras model's probabilities."""
     from edgecls.core.keras import keras
-    from edgecls.optimize.convert import convert_model
+    from tflite_16x8 import convert_16x8
 
     root = tmp_path_factory.mktemp("int16x8")
     keras.utils.set_random_seed(0)
@@ -146,7 +146,7 @@ def int16x8_models(tmp_path_factory):
     for io in ("float32", "int16"):
         (root / io).mkdir()
         out[io] = root / io / "model_int8.tflite"
-        out[io].write_bytes(convert_model(model, "int8", representative=rep, io=io, activations="int16"))
+        out[io].write_bytes(convert_16x8(model, rep, io))
         (root / io / "labels.txt").write_text("a\nb\nc\n")
     return out
 
@@ -172,17 +172,3 @@ def test_a_16x8_model_runs_on_the_device_side_verify_and_bench(int16x8_models, i
     assert r["passed"] and r["bit_identical"] and r["top1_agreement"] == 1.0
     b = bench_one(str(model), threads=1, xnnpack=True, runs=3, warmup=1, images=None, seed=0)
     assert b["input"] == f"32x32 {io}" and b["latency_ms"]["p50"] > 0
-
-
-@pytest.mark.parametrize("io, message", [
-    ("uint8", "in/out type of a model with int16 activations must be float32 or int16, got 'uint8'"),
-    ("int8", "in/out type of a model with int16 activations must be float32 or int16, got 'int8'"),
-])
-def test_16x8_refuses_8_bit_in_out(io, message):
-    from edgecls.core.errors import EdgeclsError
-    from edgecls.core.keras import keras
-    from edgecls.optimize.convert import make_converter
-
-    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
-    with pytest.raises(EdgeclsError, match=message):
-        make_converter(model, "int8", representative=np.zeros((1, 8, 8, 3), np.float32), io=io, activations="int16")

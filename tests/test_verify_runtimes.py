@@ -152,8 +152,8 @@ def golden_16x8(tmp_path_factory):
     """MobileNetV2 alpha 0.35 at 48 px (random weights, BatchNorm calibrated) as 16x8 (int16
     activations, int8 weights) with int16 in/out, and a golden set from ai-edge-litert."""
     from edgecls.core.keras import keras
-    from edgecls.optimize.convert import convert_model
     from edgecls.train.backbones import build_classifier, calibrate_batchnorm, get_backbone
+    from tflite_16x8 import convert_16x8
 
     root = tmp_path_factory.mktemp("verify_16x8")
     rng = np.random.default_rng(1)
@@ -162,7 +162,7 @@ def golden_16x8(tmp_path_factory):
     calib = rng.integers(0, 256, size=(32, 48, 48, 3)).astype(np.float32)
     calibrate_batchnorm(get_backbone(m), calib)
     model = root / "model_int8.tflite"
-    model.write_bytes(convert_model(m, "int8", representative=calib, io="int16", activations="int16"))
+    model.write_bytes(convert_16x8(m, calib, "int16"))
     images = rng.integers(0, 256, size=(16, 48, 48, 3), dtype=np.uint8)
     write_golden_set(model, images, label_names=["a", "b", "c"])
     (root / "labels.txt").write_text("a\nb\nc\n")

@@ -254,7 +254,7 @@ def measure_features(model: Path, video: Path, threads: int, repeats: int) -> di
                 port = _free_port()
                 viewer = _Viewer(f"http://127.0.0.1:{port}")
                 cfg = CameraConfig(**{**base.__dict__, "serve": f"127.0.0.1:{port}",
-                                      "mqtt": f"mqtt://127.0.0.1:{bport}/bench", "mqtt_stats_interval_s": 5.0})
+                                      "mqtt": f"mqtt://127.0.0.1:{bport}/bench", "mqtt_stats_interval": 5.0})
                 try:
                     stats = run(cfg).as_dict()
                 finally:

@@ -41,7 +41,7 @@ draws the same classes and the same photos every time, so a set's figures can be
 compared across runs. For the biggest held-out set every class of every set allows, use
 ``--holdout-per-class 150`` (grocery's smallest class has 222 photos; the others allow more).
 
-Intervals (``tools/holdout_stats.py``; the formulas of ``edgecls.optimize.parity``): each side's
+Intervals (``tools/holdout_stats.py``; the formulas of ``edgecls.optimize.gate``): each side's
 held-out accuracy comes with its Wilson 95 % interval (``holdout_95ci``), and each repeat with the
 paired difference edgecls - recipe on the same photos and Newcombe's 95 % interval
 (``holdout_diff_vs_seed``, ``holdout_diff_vs_seed_minus1to1``; points). The ``summary`` adds each

@@ -34,7 +34,7 @@ def main() -> None:
 
     from edgecls.core.keras import keras, tf
     from edgecls.train.backbones import build_classifier, get_backbone
-    from edgecls.train.fit import compile_for, set_phase
+    from edgecls.train.models import compile_for, set_trainable
 
     x = np.random.default_rng(0).integers(0, 256, (BATCH, SIZE_PX, SIZE_PX, 3)).astype(np.float32)
     y = np.eye(5, dtype=np.float32)[np.arange(BATCH) % 5]
@@ -42,7 +42,7 @@ def main() -> None:
     for jit in (False, True):
         keras.utils.set_random_seed(0)
         m = build_classifier("mobilenet_v2", num_classes=5, size=SIZE_PX, alpha=1.0, weights=args.weights)
-        set_phase(m, "fine_tune", 0.3)
+        set_trainable(m, 0.3)
         compile_for(m, 1e-5, 0.1)
         m.compile(optimizer=m.optimizer, loss=m.loss, metrics=["accuracy"], jit_compile=jit)
         base = get_backbone(m)

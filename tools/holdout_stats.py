@@ -9,7 +9,7 @@ order, and reports which it got right as a string of ``0``/``1``. From those:
   independent intervals would suggest;
 - ``pooled``: one side's hits over every repeat of a run, with its Wilson interval.
 
-The interval formulas are the project's own (``edgecls.optimize.parity``), the ones the export's
+The interval formulas are the project's own (``edgecls.optimize.gate``), the ones the export's
 parity gate uses.
 
 >>> side_interval("1101")["accuracy"]
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from edgecls.optimize.parity import paired_difference_interval, wilson_interval  # noqa: E402
+from edgecls.optimize.gate import paired_difference_interval, wilson_interval  # noqa: E402
 
 
 def side_interval(correct: str) -> dict:

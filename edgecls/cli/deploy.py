@@ -7,9 +7,9 @@ from typing import Optional
 
 import click
 
-from edgecls.cli.device import parse_threads
+from edgecls.cli.options import config_options
 from edgecls.cli.ssh import ssh_config_from, ssh_options
-from edgecls.core.config import DeployConfig, field_help
+from edgecls.core.config import DeployConfig
 
 
 def register(group: click.Group) -> None:
@@ -17,30 +17,13 @@ def register(group: click.Group) -> None:
     group.add_command(bench_compare)
 
 
-def _d(name: str) -> str:
-    return field_help(DeployConfig, name)
-
-
 @click.command()
 @click.argument("source", metavar="MODEL_OR_RUN", type=click.Path(exists=True))
 @click.argument("target", metavar="USER@HOST[:DIR]")
-@click.option("--mode", default=DeployConfig.mode, show_default=True, help=_d("mode"))
-@click.option("--install", is_flag=True, help=_d("install"))
-@click.option("--wheel", type=click.Path(exists=True, dir_okay=False), default=None, help=_d("wheel"))
-@click.option("--venv", default=None, help=_d("venv"))
-@click.option("--python", default=DeployConfig.python, show_default=True, help=_d("python"))
-@click.option("--service", is_flag=True, help=_d("service"))
-@click.option("--unit", default=DeployConfig.unit, show_default=True, help=_d("unit"))
-@click.option("--service-env", default=DeployConfig.service_env, show_default=True, help=_d("service_env"))
-@click.option("--no-verify", is_flag=True, help="Do not run 'edgecls verify' on the device (no golden set needed).")
-@click.option("--threads", default="1", show_default=True, callback=parse_threads, help=_d("threads") + " Comma-separated.")
-@click.option("--runs", type=click.IntRange(1), default=DeployConfig.runs, show_default=True, help=_d("runs"))
-@click.option("--warmup", type=click.IntRange(0), default=DeployConfig.warmup, show_default=True, help=_d("warmup"))
+@config_options(DeployConfig, "mode", "install", "wheel", "venv", "python", "service", "unit", "service_env", "verify",
+                "threads", "runs", "warmup")
 @ssh_options
-def deploy(source: str, target: str, mode: str, install: bool, wheel: Optional[str], venv: Optional[str], python: str,
-           service: bool, unit: str, service_env: str, no_verify: bool, threads: tuple[int, ...], runs: int,
-           warmup: int, ssh_config: Optional[str], identity: Optional[str], port: Optional[int],
-           ssh_option: tuple[str, ...], connect_timeout: int) -> None:
+def deploy(source: str, target: str, **options) -> None:
     """Copy MODEL_OR_RUN's bundle to a device over SSH, verify it there, benchmark it, bring the results back.
 
     The bundle (model, labels.txt, card, golden set) is copied to a temp name, checked by sha256
@@ -50,10 +33,8 @@ def deploy(source: str, target: str, mode: str, install: bool, wheel: Optional[s
     from edgecls.deploy.compare import side_by_side
     from edgecls.deploy.deploy import deploy as run_deploy
 
-    cfg = DeployConfig(source=source, target=target, mode=mode, install=install, wheel=wheel, venv=venv,
-                       python=python, service=service, unit=unit, service_env=service_env, verify=not no_verify,
-                       threads=threads, runs=runs, warmup=warmup,
-                       ssh=ssh_config_from(ssh_config, identity, port, ssh_option, connect_timeout))
+    ssh = ssh_config_from(options)
+    cfg = DeployConfig(source=source, target=target, ssh=ssh, **options)
     result = run_deploy(cfg, echo=click.echo)
     if result.installed:
         click.echo(f"Installed on {result.target.host}: {result.installed} in {result.venv}")

@@ -12,9 +12,8 @@ from typing import Optional
 
 import click
 
-from edgecls.core.config import ExportConfig, ParityConfig, PruneConfig, field_help
-
-PRUNE_DEFAULTS, EXPORT_DEFAULTS, PARITY_DEFAULTS = PruneConfig(), ExportConfig(), ParityConfig()
+from edgecls.cli.options import config_options
+from edgecls.core.config import ExportConfig, ParityConfig, PruneConfig
 
 _RUN = click.Path(path_type=Path)  # existence is checked by RunDir.open with a better message
 
@@ -28,15 +27,7 @@ def register(group: click.Group) -> None:
 
 @click.command("prune")
 @click.argument("run", type=_RUN)
-@click.option("--sparsity", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=PRUNE_DEFAULTS.sparsity,
-              show_default=True, help=field_help(PruneConfig, "sparsity"))
-@click.option("--epochs", type=click.IntRange(min=1), default=PRUNE_DEFAULTS.epochs, show_default=True,
-              help=field_help(PruneConfig, "epochs"))
-@click.option("--learning-rate", type=float, default=PRUNE_DEFAULTS.learning_rate, show_default=True,
-              help=field_help(PruneConfig, "learning_rate"))
-@click.option("--batch-size", type=click.IntRange(min=1), default=PRUNE_DEFAULTS.batch_size, show_default=True,
-              help=field_help(PruneConfig, "batch_size"))
-@click.option("--force", is_flag=True, help=field_help(PruneConfig, "force"))
+@config_options(PruneConfig, "sparsity", "epochs", "learning_rate", "batch_size", "force")
 def prune_cmd(run: Path, **options) -> None:
     """Prune RUN's model (Conv2D/Dense kernels) to --sparsity during a short fine-tune.
 
@@ -76,51 +67,26 @@ class _OneModeCommand(click.Command):
 @click.option("--float16", "mode", flag_value="float16", help="float16 weights, float32 compute on most CPUs.")
 @click.option("--dynamic", "mode", flag_value="dynamic", help="int8 weights, float activations.")
 @click.option("--float32", "mode", flag_value="float32", help="Plain float32.")
-@click.option("--pruned", is_flag=True, help=field_help(ExportConfig, "pruned"))
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output folder (default RUN/export), or a .tflite file path.")
-@click.option("--representative-samples", type=click.IntRange(min=1), default=EXPORT_DEFAULTS.representative_samples,
-              show_default=True, help=field_help(ExportConfig, "representative_samples"))
-@click.option("--io", type=click.Choice(["uint8", "int8"]), default=EXPORT_DEFAULTS.io, show_default=True,
-              help=field_help(ExportConfig, "io"))
-@click.option("--allow-float-fallback", is_flag=True, help=field_help(ExportConfig, "allow_float_fallback"))
-@click.option("--force", is_flag=True, help=field_help(ExportConfig, "force"))
-@click.option("--no-parity", is_flag=True, help="Skip the parity check after an int8 export.")
-@click.option("--max-drop", type=click.FloatRange(min=0.0), default=EXPORT_DEFAULTS.max_drop, show_default=True,
-              help=field_help(ExportConfig, "max_drop"))
-@click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=EXPORT_DEFAULTS.min_agreement, show_default=True,
-              help=field_help(ExportConfig, "min_agreement"))
-@click.option("--parity-data", type=click.Path(path_type=str), default=None, metavar="DIR",
-              help=field_help(ExportConfig, "parity_data"))
-@click.option("--float-layers", default=EXPORT_DEFAULTS.float_layers, show_default=True, metavar="auto|none|NAME,...",
-              help=field_help(ExportConfig, "float_layers"))
-@click.option("--qat", is_flag=True, help=field_help(ExportConfig, "qat"))
-@click.option("--no-repair", is_flag=True, help="Ship plain post-training int8 or fail: no GPTQ, no bias correction, no float layers, no QAT.")
-@click.option("--qat-epochs", type=click.IntRange(min=1), default=EXPORT_DEFAULTS.qat_epochs, show_default=True,
-              help=field_help(ExportConfig, "qat_epochs"))
-@click.option("--qat-learning-rate", type=click.FloatRange(min=0.0, min_open=True), default=EXPORT_DEFAULTS.qat_learning_rate,
-              show_default=True, help=field_help(ExportConfig, "qat_learning_rate"))
-@click.option("--bias-correction/--no-bias-correction", default=EXPORT_DEFAULTS.bias_correction, show_default=True,
-              help=field_help(ExportConfig, "bias_correction"))
-@click.option("--golden-images", type=click.IntRange(min=0), default=EXPORT_DEFAULTS.golden_images, show_default=True,
-              help=field_help(ExportConfig, "golden_images"))
-@click.option("--gptq/--no-gptq", default=EXPORT_DEFAULTS.gptq, show_default=True,
-              help=field_help(ExportConfig, "gptq"))
-def export_cmd(run: Path, mode: Optional[str], out: Optional[Path], no_parity: bool, no_repair: bool, **options) -> None:
+@config_options(
+    ExportConfig, "pruned", "out", "representative_samples", "io", "allow_float_fallback", "force", "parity",
+    "max_drop", "min_clear_agreement", "min_agreement", "parity_data", "float_layers", "qat", "repair", "qat_epochs",
+    "qat_learning_rate", "bias_correction", "golden_images", "gptq",
+)
+def export_cmd(run: Path, mode: Optional[str], **options) -> None:
     """Convert RUN's model to TFLite in RUN/export/ (one file set per mode).
 
     Writes model_<mode>.tflite (with labels and normalisation metadata), model_<mode>.card.json,
-    model_<mode>.golden.npz and labels.txt, all replaced together or not at all. --int8 checks
-    parity against the float model (parity_int8.json); when the gate fails it tries bias
-    correction (with --gptq: GPTQ rounding + bias correction), then float layers, then QAT, and
-    ships the first that passes. If none passes it exits 1, replaces nothing and keeps the best
-    candidate as model_<mode>.REJECTED.tflite.
+    model_<mode>.golden.npz and labels.txt, all replaced together or not at all. --int8 gates each
+    file against the float model (parity_int8.json; see 'edgecls parity --help' for the gate) and
+    tries the int8 methods in order: plain PTQ, bias correction, the stem in float, float layers
+    by effect, QAT; the first that passes ships. If none passes it exits 1, replaces nothing and
+    keeps the best candidate as model_<mode>.REJECTED.tflite.
     """
     from edgecls.optimize.export import ExportFailed, export_run
-    from edgecls.optimize.parity import format_parity
+    from edgecls.optimize.gate import ParityReport, format_parity
 
-    cfg = ExportConfig(run=str(run), mode=mode or "int8", out=str(out) if out else None, parity=not no_parity,
-                       repair=not no_repair, **options)
+    cfg = ExportConfig(run=str(run), mode=mode or ExportConfig.mode, **options)
+    out = Path(cfg.out) if cfg.out else None
     try:
         card = export_run(cfg)
     except ExportFailed as e:
@@ -134,19 +100,18 @@ def export_cmd(run: Path, mode: Optional[str], out: Optional[Path], no_parity: b
     )
     if card.get("parity"):
         report_path = model.with_name(card["parity"]["report"])
-        click.echo(format_parity(json.loads(report_path.read_text())))
+        click.echo(format_parity(ParityReport.from_json(json.loads(report_path.read_text()))))
     if card.get("quantization"):
         click.echo(describe_quantization(card["quantization"]))
 
 
 def describe_quantization(q: dict) -> str:
     """One line: which int8 path shipped, and what it cost against plain PTQ."""
-    what = {"ptq": "plain post-training quantization",
-            "selective-float": f"selective float layers ({len(q['float_layers'])} tensor(s) kept in float)",
-            "qat": "quantization-aware training",
-            "bias-corrected": "post-training quantization after bias correction",
-            "gptq": "post-training quantization of GPTQ-rounded weights" + (
-                ", bias-corrected" if q.get("bias_correction") else "")}[q["path"]]
+    from edgecls.optimize.int8.plan import summary_of
+
+    what = summary_of(q["path"])
+    if q["float_layers"]:
+        what += f"; {len(q['float_layers'])} tensor(s) kept in float"
     line = f"int8 path: {q['path']} ({what})"
     tried = [a["path"] for a in q.get("attempts") or []]
     if len(tried) > 1:
@@ -166,34 +131,33 @@ def _model_path(out: Path, card: dict) -> Path:
 @click.command("parity")
 @click.argument("run", type=_RUN)
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--data", type=click.Path(path_type=Path), default=None, help=field_help(ParityConfig, "data"))
-@click.option("--labels-csv", type=click.Path(path_type=str), default=None, metavar="FILE",
-              help=field_help(ParityConfig, "labels_csv") + " Needs --data.")
-@click.option("--max-drop", type=click.FloatRange(min=0.0), default=PARITY_DEFAULTS.max_drop, show_default=True,
-              help=field_help(ParityConfig, "max_drop"))
-@click.option("--min-agreement", type=click.FloatRange(0.0, 1.0), default=PARITY_DEFAULTS.min_agreement, show_default=True,
-              help=field_help(ParityConfig, "min_agreement"))
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
-              help=field_help(ParityConfig, "json"))
-@click.option("--threads", type=click.IntRange(min=1), default=PARITY_DEFAULTS.threads, show_default=True,
-              help=field_help(ParityConfig, "threads"))
-@click.option("--float-model", type=click.Path(path_type=Path), default=None,
-              help=field_help(ParityConfig, "float_model"))
-def parity_cmd(run: Path, model: Path, data: Optional[Path], json_path: Optional[Path], float_model: Optional[Path],
-               **options) -> None:
+@config_options(ParityConfig, "data", "labels_csv", "max_drop", "min_clear_agreement", "min_agreement", "json", "threads",
+                "float_model", "diagnose")
+def parity_cmd(run: Path, model: Path, **options) -> None:
     """Compare MODEL (.tflite, through the device runtime) with RUN's float Keras model.
 
-    Uses the run's held-out images, test + val (or --data DIR with the run's class folders). Exits 1 when the
-    accuracy drop exceeds --max-drop points or top-1 agreement is under --min-agreement.
+    Uses the run's held-out images, test + val (or --data DIR with the run's class folders).
+
+    \b
+    Gated (exit 1 when either fails):
+      - accuracy drop (float minus MODEL, points) <= --max-drop;
+      - clear-decision agreement >= --min-clear-agreement: of the images the
+        float model decides clearly (top-1 beats top-2 by >= 0.10, the margin
+        'edgecls verify' uses), that share keeps its top-1.
+    Reported, not gated unless --min-agreement is given: top-1 agreement over
+    all images, and the changed top-1s among near-ties and exact ties in the
+    file's 8-bit output. A near-tie flips under any rounding, and a uint8
+    softmax cannot separate classes closer than 1/256; the decisions a user
+    relies on are the clear ones. Each figure has a 95% interval; a gate it
+    crosses is undecided on these images (the result says so).
     """
     from edgecls.core.errors import EdgeclsError
-    from edgecls.optimize.parity import ParityFailed, format_parity, run_parity
+    from edgecls.optimize.gate import format_parity
+    from edgecls.optimize.parity import ParityFailed, run_parity
 
-    if options.get("labels_csv") and data is None:
+    if options.get("labels_csv") and options.get("data") is None:
         raise EdgeclsError("--labels-csv needs --data DIR (the folder its paths are relative to)")
-    cfg = ParityConfig(run=str(run), model=str(model), data=str(data) if data else None,
-                       json=str(json_path) if json_path else None,
-                       float_model=str(float_model) if float_model else None, **options)
+    cfg = ParityConfig(run=str(run), model=str(model), **options)
     try:
         report = run_parity(cfg)
     except ParityFailed as e:

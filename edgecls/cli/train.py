@@ -1,7 +1,7 @@
 """``edgecls train``: an image folder -> a run folder (model.keras, metrics, plots).
 
-Options are validated before TensorFlow is imported, so a typo fails in a fraction of a
-second. Help texts come from the :class:`~edgecls.core.config.TrainConfig` field docstrings.
+Options are :class:`~edgecls.core.config.TrainConfig`'s fields (:mod:`edgecls.cli.options`), checked
+where they are parsed, so a typo fails in a fraction of a second, before TensorFlow loads.
 """
 
 from __future__ import annotations
@@ -12,13 +12,8 @@ from typing import Optional
 
 import click
 
-from edgecls.core.config import BALANCE_MODES, CACHE_MODES, HEAD_CACHE_MODES, PruneConfig, TrainConfig, field_help
-
-TRAIN_DEFAULTS = TrainConfig()
-
-
-def _h(name: str) -> str:
-    return field_help(TrainConfig, name)
+from edgecls.cli.options import config_options
+from edgecls.core.config import PruneConfig, TrainConfig, field_help
 
 
 def register(group: click.Group) -> None:
@@ -29,52 +24,19 @@ def register(group: click.Group) -> None:
 def _backbone_help() -> str:
     from edgecls.train.backbones import available  # TF-free
 
-    return f"{_h('backbone')} One of: {', '.join(available())}."
+    return f"{field_help(TrainConfig, 'backbone')} One of: {', '.join(available())}."
 
 
 @click.command("train")
 @click.argument("data", metavar="[DATA]", required=False, type=click.Path(path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help=_h("out"))
-@click.option("--backbone", default=TRAIN_DEFAULTS.backbone, show_default=True, help=_backbone_help())
-@click.option("--alpha", type=float, default=TRAIN_DEFAULTS.alpha, show_default=True, help=_h("alpha"))
-@click.option("--minimalistic", is_flag=True, help=_h("minimalistic"))
-@click.option("--size", type=int, default=TRAIN_DEFAULTS.size, show_default=True, help=_h("size"))
-@click.option("--weights", default=TRAIN_DEFAULTS.weights, show_default=True, help=_h("weights"))
-@click.option("--epochs", type=int, default=TRAIN_DEFAULTS.epochs, show_default=True, help=_h("epochs"))
-@click.option("--fine-tune-epochs", type=int, default=TRAIN_DEFAULTS.fine_tune_epochs, show_default=True,
-              help=_h("fine_tune_epochs"))
-@click.option("--fine-tune-fraction", type=float, default=TRAIN_DEFAULTS.fine_tune_fraction, show_default=True,
-              help=_h("fine_tune_fraction"))
-@click.option("--batch-size", type=int, default=TRAIN_DEFAULTS.batch_size, show_default=True, help=_h("batch_size"))
-@click.option("--learning-rate", type=float, default=TRAIN_DEFAULTS.learning_rate, show_default=True, help=_h("learning_rate"))
-@click.option("--fine-tune-learning-rate", type=float, default=TRAIN_DEFAULTS.fine_tune_learning_rate, show_default=True,
-              help=_h("fine_tune_learning_rate"))
-@click.option("--label-smoothing", type=float, default=TRAIN_DEFAULTS.label_smoothing, show_default=True,
-              help=_h("label_smoothing"))
-@click.option("--dropout", type=float, default=TRAIN_DEFAULTS.dropout, show_default=True, help=_h("dropout"))
-@click.option("--patience", type=int, default=TRAIN_DEFAULTS.early_stopping_patience, show_default=True,
-              help=_h("early_stopping_patience"))
-@click.option("--no-augment", is_flag=True, help="Turn off augmentation. " + _h("augment"))
-@click.option("--seed", type=int, default=TRAIN_DEFAULTS.seed, show_default=True, help=_h("seed"))
-@click.option("--val-fraction", type=float, default=TRAIN_DEFAULTS.val_fraction, show_default=True, help=_h("val_fraction"))
-@click.option("--test-fraction", type=float, default=TRAIN_DEFAULTS.test_fraction, show_default=True, help=_h("test_fraction"))
-@click.option("--cache", type=click.Choice(CACHE_MODES), default=TRAIN_DEFAULTS.cache, show_default=True,
-              help=_h("cache"))
-@click.option("--class-weights", type=click.Choice(["auto", "none"]), default=TRAIN_DEFAULTS.class_weights, show_default=True,
-              help=_h("class_weights"))
-@click.option("--labels-csv", type=click.Path(path_type=str), default=None, metavar="FILE", help=_h("labels_csv"))
-@click.option("--balance", type=click.Choice(BALANCE_MODES), default=TRAIN_DEFAULTS.balance, show_default=True,
-              help=_h("balance") + " --class-weights none is the older spelling of --balance none.")
-@click.option("--mixed-precision", type=click.Choice(["auto", "on", "off"]), default=TRAIN_DEFAULTS.mixed_precision,
-              show_default=True, help=_h("mixed_precision"))
-@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]), default=TRAIN_DEFAULTS.strategy,
-              show_default=True, help=_h("strategy"))
-@click.option("--head-cache", type=click.Choice(HEAD_CACHE_MODES), default=TRAIN_DEFAULTS.head_cache, show_default=True,
-              help=_h("head_cache"))
-@click.option("--head-cache-views", type=int, default=TRAIN_DEFAULTS.head_cache_views, show_default=True,
-              help=_h("head_cache_views"))
-@click.option("--prune", "prune", type=float, default=None, metavar="SPARSITY", help=_h("prune"))
-@click.option("--prune-epochs", type=int, default=TRAIN_DEFAULTS.prune_epochs, show_default=True, help=_h("prune_epochs"))
+@config_options(
+    TrainConfig, "out", "backbone", "alpha", "minimalistic", "size", "weights", "epochs", "fine_tune_epochs",
+    "fine_tune_fraction", "batch_size", "learning_rate", "fine_tune_learning_rate", "label_smoothing", "dropout",
+    "patience", "augment", "seed", "val_fraction", "test_fraction", "cache", "cache_budget_mb", "labels_csv",
+    "balance", "mixed_precision", "strategy", "head_cache", "head_cache_views", "prune", "prune_epochs",
+    out={"required": True},
+    backbone={"help": _backbone_help()},
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint (uses its saved config; "
               "restores weights, optimizer state, epoch and data order, or refuses).")
 @click.option("--worker-dir", type=click.Path(path_type=str), default=None, metavar="DIR",
@@ -83,8 +45,7 @@ def _backbone_help() -> str:
               "Give the same DIR with --resume.")
 @click.option("--force", is_flag=True, help="Replace an existing run: the new run is built in OUT.new and swapped in only "
               "when complete; an old run holding exports or other files is moved to OUT.replaced-<time>.")
-def train_cmd(data: Optional[Path], out: Path, no_augment: bool, patience: int, resume: bool, force: bool,
-              worker_dir: Optional[str], **options) -> None:
+def train_cmd(data: Optional[Path], resume: bool, force: bool, worker_dir: Optional[str], **options) -> None:
     """Train a classifier on DATA (DATA/<class>/*, or DATA/train|val[|test]/<class>/*) into the run folder OUT.
 
     With --labels-csv FILE, DATA is a folder of images and FILE lists path,label[,split] rows.
@@ -96,6 +57,7 @@ def train_cmd(data: Optional[Path], out: Path, no_augment: bool, patience: int, 
     from edgecls.train import cluster
     from edgecls.train.checks import check_run_dir, check_train_config
 
+    out = Path(options["out"])
     # A non-chief cluster worker never looks at OUT (the chief's run, maybe on another machine).
     task = cluster.task_for(TrainConfig().strategy if resume else options["strategy"])
     worker = task if task is not None and not task.is_chief else None
@@ -114,11 +76,10 @@ def train_cmd(data: Optional[Path], out: Path, no_augment: bool, patience: int, 
             raise EdgeclsError(f"data folder not found: {data}")
         if options.get("labels_csv") and not Path(options["labels_csv"]).is_file():
             raise EdgeclsError(f"labels CSV not found: {options['labels_csv']}")
-        cfg = TrainConfig(data=str(data), out=str(out), augment=not no_augment,
-                          early_stopping_patience=patience, **options)
+        cfg = TrainConfig(data=str(data), **{**options, "out": str(out)})
         check_train_config(cfg)  # before TensorFlow loads: a typo costs a fraction of a second
         if worker is None:
-            check_run_dir(cfg.out, force=force)
+            check_run_dir(cfg.out, force=force, data=cfg.data)
     if worker is not None:
         folder = (cluster.worker_folder_to_resume if resume else cluster.worker_folder)(out, worker, worker_dir)
         cluster.check_worker_folder(folder, worker, out, resume=resume, force=force)

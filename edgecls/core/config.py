@@ -1,238 +1,271 @@
 """Options of each stage, one dataclass per stage.
 
-The click command builds it, the Python API takes it, and ``dataclasses.asdict()`` is saved
-in the run folder (``config.json``), so a run can be read and repeated. Pure standard
-library: the TF-free runtime imports it too.
+The click command is made from it (:func:`edgecls.cli.options.config_options`), the Python API
+takes it, and ``dataclasses.asdict()`` is saved in the run folder (``config.json``), so a run can be
+read and repeated. Each field is declared once with :func:`~edgecls.core.options.opt`: its default,
+its bounds or choices, its CLI spelling when that is not ``--field-name``; the docstring under it is
+its help text. Every config checks its values when it is made (:func:`~edgecls.core.options.validate`).
+Pure standard library: the TF-free runtime imports it too.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
+from edgecls.core.options import field_help, from_dict, opt, validate
+
+__all__ = ["TrainConfig", "PruneConfig", "ExportConfig", "ParityConfig", "CameraConfig", "CollectConfig",
+           "BenchConfig", "VerifyConfig", "SshConfig", "DeployConfig", "field_help", "DEFAULT_SEED"]
+
 DEFAULT_SEED = 42
+MAX_SEED = 2**32 - 1  # numpy's and Python's generators take 32-bit seeds
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536
+MAX_THREADS = 64
+MAX_IMAGES = 1_000_000
 CACHE_MODES = ("auto", "memory", "disk", "none")
 """Decoded-image cache modes, shared by the CLI choice, the config check and the pipeline."""
 BALANCE_MODES = ("weights", "oversample", "none")
 """Class-imbalance remedies of training (TrainConfig.balance)."""
 HEAD_CACHE_MODES = ("features", "none")
 """How the head phase of training meets the frozen backbone (TrainConfig.head_cache)."""
+PRECISIONS = ("auto", "on", "off")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+EXPORT_MODES = ("int8", "float16", "dynamic", "float32")
+IO_TYPES = ("uint8", "int8", "uint8-float32")
+"""In/out tensor types of a full-int8 file: uint8 or int8 in and out (fully integer), or uint8 in and float32 out
+(the classifier head, logits and softmax, computed in float from the dequantized features)."""
+LOG_MODES = ("frame", "change")
+
+
+class Options:
+    """What every stage's options share: checked when made, rebuilt from a saved dict."""
+
+    RENAMED: dict[str, str] = {}
+    """Older field names still found in saved configs -> today's."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        """A config from a saved dict, ignoring keys a newer or older version did not have."""
+        return from_dict(cls, d, cls.RENAMED)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Options):
     """How to turn an image folder into a trained run."""
 
-    data: str = ""
+    data: str = opt("", flag="")
     """Image folder: DATA/<class>/* or DATA/train|val[|test]/<class>/*."""
-    out: str = "runs/run"
-    """Run folder to create (never overwritten without force)."""
+    out: str = opt("runs/run", short="-o")
+    """Run folder to create (never overwritten without --force)."""
     backbone: str = "mobilenet_v2"
     """Registered backbone name (see ``edgecls.train.backbones.available()``)."""
-    alpha: float = 1.0
+    alpha: float = opt(1.0, low=0.0, high=2.0, low_open=True)
     """Width multiplier for MobileNet backbones."""
     minimalistic: bool = False
     """MobileNetV3 minimalistic variant (no hard-swish, no SE; quantizes well)."""
-    size: int = 224
+    size: int = opt(224, low=32, high=1024, unit="pixels")
     """Square input size in pixels; the model takes raw RGB uint8 of this size."""
     weights: str = "imagenet"
     """'imagenet', 'none', or a path to a Keras no-top weights file for the backbone."""
-    batch_size: int = 32
+    batch_size: int = opt(32, low=1, high=MAX_BATCH)
     """Global batch size (split over replicas)."""
-    epochs: int = 20
-    """Epochs of head training on the frozen backbone. Cheap on cached features (measured in docs/train.md)."""
-    fine_tune_epochs: int = 4
+    epochs: int = opt(20, low=1, high=MAX_EPOCHS)
+    """Epochs of head training on the frozen backbone (the new head needs at least one). Cheap on cached features."""
+    fine_tune_epochs: int = opt(4, low=0, high=MAX_EPOCHS)
     """Epochs of fine-tuning with the top of the backbone unfrozen (0 skips it; on features cached at the cut
-    with the head cache; 4 by measurement, docs/train.md)."""
-    fine_tune_fraction: float = 0.08
+    with the head cache)."""
+    fine_tune_fraction: float = opt(0.08, low=0.0, high=1.0, low_open=True)
     """Share of the backbone's layers (from the top) unfrozen for fine-tuning (0.08: MobileNetV2's last block
     and its final 1x1 conv)."""
-    learning_rate: float = 1e-3
+    learning_rate: float = opt(1e-3, low=0.0, high=1.0, low_open=True)
     """Adam learning rate for the head phase."""
-    fine_tune_learning_rate: float = 1e-4
+    fine_tune_learning_rate: float = opt(1e-4, low=0.0, high=1.0, low_open=True)
     """Adam learning rate for the fine-tune phase (10x lower than the head's, to keep pretrained features)."""
-    label_smoothing: float = 0.1
+    label_smoothing: float = opt(0.1, low=0.0, high=1.0, high_open=True)
     """Label smoothing of the cross-entropy loss."""
-    dropout: float = 0.2
+    dropout: float = opt(0.2, low=0.0, high=1.0, high_open=True)
     """Dropout rate before the classifier layer."""
     augment: bool = True
     """Random flip/rotation/zoom/contrast on training batches (never exported)."""
-    early_stopping_patience: int = 5
-    """Epochs without val_loss improvement before stopping (best weights restored)."""
-    val_fraction: float = 0.15
+    patience: int = opt(5, low=1, high=MAX_EPOCHS)
+    """Epochs without val_loss improvement before a phase stops early (best weights restored)."""
+    val_fraction: float = opt(0.15, low=0.0, high=1.0, low_open=True, high_open=True)
     """Share of each class held out for validation (class-folder layout only)."""
-    test_fraction: float = 0.15
+    test_fraction: float = opt(0.15, low=0.0, high=1.0, high_open=True)
     """Share of each class held out for testing (class-folder layout only)."""
-    seed: int = DEFAULT_SEED
+    seed: int = opt(DEFAULT_SEED, low=0, high=MAX_SEED)
     """Seed of the split, shuffling and initialisation."""
-    cache: str = "auto"
-    """Decoded-image cache: auto (memory if it fits cache_budget_mb, else a file), memory, disk, none."""
-    cache_budget_mb: int = 2048
-    """Largest decoded set kept in memory when cache is auto."""
-    class_weights: str = "auto"
-    """auto: balanced weights when classes are imbalanced; none: never."""
-    mixed_precision: str = "auto"
+    cache: str = opt("auto", choices=CACHE_MODES)
+    """Decoded-image cache: auto (memory if it fits --cache-budget-mb, else a file), memory, disk, none."""
+    cache_budget_mb: int = opt(2048, low=0, high=10_000_000, unit="MB")
+    """Largest decoded set kept in memory when --cache is auto."""
+    mixed_precision: str = opt("auto", choices=PRECISIONS)
     """auto (on with a GPU), on, off."""
-    strategy: str = "auto"
+    strategy: str = opt("auto", choices=STRATEGIES)
     """auto (multi-worker with TF_CONFIG, mirrored with >1 GPU), default, mirrored, multiworker."""
-    prune: Optional[float] = None
+    prune: Optional[float] = opt(None, low=0.0, high=1.0, low_open=True, high_open=True, metavar="SPARSITY")
     """If set, prune to this sparsity after training (same as ``edgecls prune``)."""
-    prune_epochs: int = 4
-    """Fine-tune epochs while pruning, when prune is set."""
-    labels_csv: Optional[str] = None
-    """CSV of path,label[,split] rows labelling the images in data (instead of class folders)."""
-    balance: str = "weights"
+    prune_epochs: int = opt(4, low=1, high=MAX_EPOCHS)
+    """Fine-tune epochs while pruning, when --prune is set."""
+    labels_csv: Optional[str] = opt(None, metavar="FILE")
+    """CSV of path,label[,split] rows labelling the images in DATA (instead of class folders)."""
+    balance: str = opt("weights", choices=BALANCE_MODES)
     """Class imbalance: weights (balanced class weights when imbalanced), oversample (every class drawn
-    equally often each epoch), none."""
-    # -- issue 10: training time ----------------------------------------------------------------
-    head_cache: str = "features"
+    equally often each epoch), none. Training and pruning both follow it."""
+    head_cache: str = opt("features", choices=HEAD_CACHE_MODES)
     """Head phase: features (run the frozen backbone once per augmented view and train the head on the cached
-    features), none (run the backbone on every batch of every epoch, as edgecls did before)."""
-    head_cache_views: int = 3
+    features), none (run the backbone on every batch of every epoch)."""
+    head_cache_views: int = opt(3, low=1, high=64)
     """Augmented views per training image in the head-phase feature cache (1 view, unaugmented, with --no-augment)."""
+
+    RENAMED = {"early_stopping_patience": "patience"}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        return _from_dict(cls, d)
+        d = dict(d)
+        # A run saved with the older --class-weights none meant no imbalance remedy.
+        if d.pop("class_weights", "auto") == "none" and d.get("balance", "weights") == "weights":
+            d["balance"] = "none"
+        return from_dict(cls, d, cls.RENAMED)
 
 
 @dataclass
-class PruneConfig:
+class PruneConfig(Options):
     """How to prune a trained run with tensorflow-model-optimization."""
 
-    run: str = ""
+    run: str = opt("", flag="")
     """Run folder made by ``edgecls train``."""
-    sparsity: float = 0.5
+    sparsity: float = opt(0.5, low=0.0, high=1.0, low_open=True, high_open=True)
     """Target share of zero weights in Conv2D/Dense kernels."""
-    epochs: int = 4
+    epochs: int = opt(4, low=1, high=MAX_EPOCHS)
     """Fine-tune epochs over which sparsity ramps up (PolynomialDecay)."""
-    learning_rate: float = 1e-4
+    learning_rate: float = opt(1e-4, low=0.0, high=1.0, low_open=True)
     """Adam learning rate while pruning."""
-    batch_size: int = 32
+    batch_size: int = opt(32, low=1, high=MAX_BATCH)
     """Batch size while pruning."""
     force: bool = False
     """Overwrite an existing pruned model."""
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PruneConfig":
-        return _from_dict(cls, d)
-
 
 @dataclass
-class ExportConfig:
+class ExportConfig(Options):
     """How to convert a run's model to a TFLite file."""
 
-    run: str = ""
+    run: str = opt("", flag="")
     """Run folder made by ``edgecls train``."""
-    mode: str = "int8"
-    """int8 (full integer), float16, dynamic (int8 weights), float32."""
+    mode: str = opt("int8", choices=EXPORT_MODES, flag="")
+    """int8 (full integer), float16, dynamic (int8 weights), float32: one flag each (--int8 ...)."""
     pruned: bool = False
     """Export the pruned model (``edgecls prune``) instead of the trained one."""
     out: Optional[str] = None
-    """Output folder (default RUN/export)."""
-    representative_samples: int = 300
+    """Output folder (default RUN/export), or a .tflite file path."""
+    representative_samples: int = opt(300, low=1, high=MAX_IMAGES)
     """Calibration images for int8, drawn from the training split over all classes."""
-    io: str = "uint8"
-    """Input/output tensor type of int8 models: uint8 or int8."""
+    io: str = opt("uint8", choices=IO_TYPES)
+    """Input/output tensor types of int8 files: uint8 or int8 in and out (fully integer), or uint8 in and float32
+    out (the classifier head in float)."""
     allow_float_fallback: bool = False
     """Allow float ops where an op cannot be quantized (a mixed model)."""
     force: bool = False
     """Overwrite an existing export of the same mode."""
     parity: bool = True
-    """Run the parity check after an int8 export."""
-    max_drop: float = 1.0
+    """Run the parity gate after an int8 export (--no-parity skips it, and with it every repair)."""
+    max_drop: float = opt(1.0, low=0.0, high=100.0, unit="points")
     """Parity gate: largest accepted accuracy drop, in points."""
-    min_agreement: float = 0.98
-    """Parity gate: smallest accepted top-1 agreement rate."""
-    parity_data: Optional[str] = None
-    """Class-folder image set the int8 gate uses instead of the run's held-out images (test + val): photos the run has not seen, as many as you have; a few dozen cannot tell the repairs apart."""
-    float_layers: str = "auto"
-    """int8 tensors kept in float: auto (as a repair, chosen by their effect on calibration images), none, or NAME,... (always)."""
+    min_clear_agreement: float = opt(0.99, low=0.0, high=1.0)
+    """Parity gate: smallest accepted top-1 agreement on the clearly decided images (float top-1 beats its
+    top-2 by at least 0.10)."""
+    min_agreement: Optional[float] = opt(None, low=0.0, high=1.0)
+    """Stricter, off by default: also gate top-1 agreement over all images, near-ties included."""
+    parity_data: Optional[str] = opt(None, metavar="DIR")
+    """Class-folder image set the int8 gate uses instead of the run's held-out images (test + val): photos the
+    run has not seen, as many as you have; a few dozen cannot tell the repairs apart."""
+    float_layers: str = opt("auto", metavar="auto|none|NAME,...")
+    """int8 tensors kept in float: auto (as a repair), none, or NAME,... (always)."""
     qat: bool = False
     """Quantization-aware training (short tfmot fine-tune) instead of post-training quantization."""
     repair: bool = True
-    """When the int8 gate fails, try bias correction, selective float layers, then QAT, and ship the first that passes."""
-    qat_epochs: int = 2
+    """When the int8 gate fails, try the repairs in order (see docs/export.md) and ship the first that passes."""
+    qat_epochs: int = opt(2, low=1, high=MAX_EPOCHS)
     """Epochs of the QAT fine-tune (on the training split, distilled from the float model)."""
-    qat_learning_rate: float = 1e-5
+    qat_learning_rate: float = opt(1e-5, low=0.0, high=1.0, low_open=True)
     """Adam learning rate of the QAT fine-tune."""
     bias_correction: bool = True
-    """As the first int8 repair, correct each layer's bias for the mean shift int8 weight rounding causes (no size or latency cost)."""
-    golden_images: int = 32
+    """Correct each layer's bias for the mean shift int8 weight rounding causes (no size or latency cost)."""
+    golden_images: int = opt(32, low=0, high=MAX_IMAGES)
     """Held-out images in the golden set written beside the model (test split, else val; stratified)."""
     gptq: bool = False
-    """As the first int8 repair, round each layer's weights to int8 with GPTQ (errors compensated on the calibration images, on the converter's grid) before bias correction; no size or latency cost, ~3-4 min for MobileNetV2 1.0 @ 160."""
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ExportConfig":
-        return _from_dict(cls, d)
+    """As the first int8 repair, round each layer's weights to int8 with GPTQ (errors compensated on the
+    calibration images) before bias correction; no size or latency cost, minutes of CPU."""
 
 
 @dataclass
-class ParityConfig:
+class ParityConfig(Options):
     """How to compare a .tflite model against the run's float Keras model."""
 
-    run: str = ""
+    run: str = opt("", flag="")
     """Run folder made by ``edgecls train``."""
-    model: str = ""
+    model: str = opt("", flag="")
     """The .tflite file to check."""
-    data: Optional[str] = None
+    data: Optional[str] = opt(None, metavar="DIR")
     """Class-folder image set to use instead of the run's held-out images (test + val splits)."""
-    max_drop: float = 1.0
+    max_drop: float = opt(1.0, low=0.0, high=100.0, unit="points")
     """Fail when float accuracy minus tflite accuracy exceeds this, in points."""
-    min_agreement: float = 0.98
-    """Fail when top-1 agreement is under this rate."""
-    json: Optional[str] = None
+    min_clear_agreement: float = opt(0.99, low=0.0, high=1.0)
+    """Fail when top-1 agreement on the clearly decided images (float top-1 beats its top-2 by at least 0.10)
+    is under this rate."""
+    min_agreement: Optional[float] = opt(None, low=0.0, high=1.0)
+    """Stricter, off by default: also fail when top-1 agreement over all images, near-ties included, is under this."""
+    json: Optional[str] = opt(None, metavar="FILE", path="file")
     """Where to write the JSON report."""
-    threads: int = 2
+    threads: int = opt(2, low=1, high=MAX_THREADS)
     """Interpreter threads."""
-    float_model: Optional[str] = None
+    float_model: Optional[str] = opt(None, metavar="FILE")
     """Float Keras reference (default: the one named in the model's card, else RUN/model.keras)."""
-    labels_csv: Optional[str] = None
-    """CSV of path,label[,split] rows labelling the images in data (instead of class folders)."""
+    labels_csv: Optional[str] = opt(None, metavar="FILE")
+    """CSV of path,label[,split] rows labelling the images in --data (instead of class folders)."""
     diagnose: bool = True
     """Measure per-tensor int8 error with TF's QuantizationDebugger (int8 models made by PTQ)."""
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ParityConfig":
-        return _from_dict(cls, d)
-
 
 @dataclass
-class CameraConfig:
+class CameraConfig(Options):
     """How to run the live classifier loop on a device."""
 
-    model: str = ""
+    model: str = opt("", short="-m")
     """The .tflite model."""
-    source: str = "0"
+    source: str = opt("0", short="-s")
     """Camera index, /dev/videoN, video file, image folder, 'picamera', or a GStreamer pipeline."""
-    labels: Optional[str] = None
+    labels: Optional[str] = opt(None, metavar="FILE")
     """labels.txt (default: beside the model, else the model's metadata)."""
-    threads: int = 4
+    threads: int = opt(4, low=1, high=MAX_THREADS)
     """Interpreter threads."""
     xnnpack: bool = True
     """Use the XNNPACK delegate (off only to compare)."""
-    top_k: int = 3
+    top_k: int = opt(3, low=1, high=1000)
     """Labels shown and logged per frame."""
-    threshold: float = 0.0
+    threshold: float = opt(0.0, low=0.0, high=1.0)
     """Scores under this are not reported."""
-    smoothing: float = 0.0
+    smoothing: float = opt(0.0, low=0.0, high=1.0, high_open=True)
     """Exponential smoothing of scores over frames (0 = off, 0.9 = heavy)."""
-    width: int = 640
+    width: int = opt(640, low=16, high=8192, unit="pixels")
     """Requested capture width (cameras only)."""
-    height: int = 480
+    height: int = opt(480, low=16, high=8192, unit="pixels")
     """Requested capture height (cameras only)."""
-    headless: Optional[bool] = None
-    """No window; None = automatic (headless when there is no display)."""
-    save: Optional[str] = None
+    headless: Optional[bool] = opt(None, flag="--headless/--window")
+    """No window (default: automatic, headless when there is no display)."""
+    save: Optional[str] = opt(None, metavar="FILE", path="file")
     """Write the annotated video here (.mp4)."""
-    jsonl: Optional[str] = None
+    jsonl: Optional[str] = opt(None, metavar="FILE", path="file")
     """Write one JSON row per frame here."""
-    stats_json: Optional[str] = None
+    stats_json: Optional[str] = opt(None, metavar="FILE", path="file")
     """Write loop statistics (fps, stage times) here at the end."""
-    max_frames: Optional[int] = None
+    max_frames: Optional[int] = opt(None, low=1, high=10**12)
     """Stop after this many frames."""
     realtime: bool = False
     """Pace files and folders at their frame rate instead of as fast as possible."""
@@ -240,168 +273,137 @@ class CameraConfig:
     """Capture and preprocess on a background thread while the model runs (off: all on one thread)."""
     force: bool = False
     """Overwrite existing --save/--jsonl/--stats-json files."""
-    # -- issue 11: the Pi in the field --------------------------------------------------------
-    serve: Optional[str] = None
+    serve: Optional[str] = opt(None, metavar="[HOST:]PORT")
     """Serve a live web view (MJPEG stream, top-k, FPS, timings, /status JSON) on [HOST:]PORT; HOST defaults to 127.0.0.1."""
     serve_token: Optional[str] = None
     """Token the web view requires (?token= or 'Authorization: Bearer'); needed for a non-loopback HOST."""
-    serve_fps: float = 10.0
+    serve_fps: float = opt(10.0, low=0.1, high=60.0)
     """Highest frame rate encoded for web viewers (JPEG from the latest frame, never queued)."""
-    mqtt: Optional[str] = None
+    mqtt: Optional[str] = opt(None, metavar="URL")
     """Publish events to mqtt://[USER[:PASSWORD]@]HOST[:PORT][/TOPIC/PREFIX] (password also from EDGECLS_MQTT_PASSWORD)."""
     mqtt_home_assistant: bool = False
     """Also publish Home Assistant MQTT discovery (retained) for a label and a score sensor."""
-    mqtt_stats_interval_s: float = 60.0
+    mqtt_stats_interval: float = opt(60.0, low=1.0, high=86_400.0, unit="seconds")
     """Seconds between retained stats messages (FPS, latency) on <prefix>/stats."""
-    save_uncertain: Optional[str] = None
+    save_uncertain: Optional[str] = opt(None, metavar="DIR", path="dir")
     """Save full frames whose top-1 score is below --below into DIR/<predicted label>/ (with a .scores/ sidecar)."""
-    below: float = 0.5
+    below: float = opt(0.5, low=0.0, high=1.0, low_open=True)
     """Top-1 score under which a frame counts as uncertain (for --save-uncertain)."""
-    max_per_hour: int = 60
+    max_per_hour: int = opt(60, low=1, high=1_000_000)
     """At most this many uncertain frames saved in any hour."""
-    log_on: str = "frame"
+    log_on: str = opt("frame", choices=LOG_MODES)
     """JSONL rows: 'frame' (every frame) or 'change' (when the top-1 changes, plus a heartbeat every --log-interval)."""
-    log_interval_s: float = 0.0
+    log_interval: float = opt(0.0, low=0.0, high=86_400.0, unit="seconds")
     """Seconds: with --log-on frame at most one row per interval, with change a heartbeat row at least this often (0 = off)."""
-    jsonl_max_mb: float = 0.0
+    jsonl_max_mb: float = opt(0.0, low=0.0, high=1_000_000.0, unit="MB")
     """Rotate the JSONL when it passes this size in MB (0 = never); an existing file is rotated, not refused."""
-    jsonl_keep: int = 5
+    jsonl_keep: int = opt(5, low=0, high=1000)
     """Rotated JSONL files kept (log.jsonl.1 ... .N)."""
-    stall_timeout_s: float = 10.0
+    stall_timeout: float = opt(10.0, low=0.0, high=3600.0, unit="seconds")
     """Watchdog: seconds without a frame from a live source before it is reopened (0 = off)."""
-    stall_retries: int = 3
+    stall_retries: int = opt(3, low=0, high=100)
     """Watchdog: reopen attempts before exiting non-zero (so systemd restarts the service)."""
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CameraConfig":
-        return _from_dict(cls, d)
+    RENAMED = {"mqtt_stats_interval_s": "mqtt_stats_interval", "log_interval_s": "log_interval",
+               "stall_timeout_s": "stall_timeout"}
 
 
 @dataclass
-class CollectConfig:
+class CollectConfig(Options):
     """How to record training images of one class from the camera."""
 
-    out: str = ""
+    out: str = opt("", flag="")
     """Data folder; images go to OUT/<label>/ (the layout edgecls train reads)."""
-    label: str = ""
+    label: str = opt("", short="-l")
     """Class name (the sub-folder)."""
-    source: str = "0"
+    source: str = opt("0", short="-s")
     """Camera index, /dev/videoN, video file, image folder, 'picamera', or a GStreamer pipeline."""
-    count: int = 50
+    count: int = opt(50, low=1, high=MAX_IMAGES, short="-n")
     """Images to record."""
-    interval_s: float = 0.5
+    interval: float = opt(0.5, low=0.0, high=3600.0, unit="seconds")
     """Seconds between images (vary the pose/light meanwhile)."""
-    width: int = 640
+    width: int = opt(640, low=16, high=8192, unit="pixels")
     """Requested capture width (cameras only)."""
-    height: int = 480
+    height: int = opt(480, low=16, high=8192, unit="pixels")
     """Requested capture height (cameras only)."""
-    quality: int = 95
+    quality: int = opt(95, low=1, high=100)
     """JPEG quality of the saved images."""
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CollectConfig":
-        return _from_dict(cls, d)
+    RENAMED = {"interval_s": "interval"}
 
 
 @dataclass
-class BenchConfig:
+class BenchConfig(Options):
     """How to measure a model's latency on this machine."""
 
-    models: Tuple[str, ...] = ()
+    models: Tuple[str, ...] = opt((), flag="")
     """One or more .tflite files; with two, their latency ratio is reported."""
-    threads: Tuple[int, ...] = (1,)
-    """Thread counts to measure."""
-    runs: int = 100
+    threads: Tuple[int, ...] = opt((1,), low=1, high=MAX_THREADS, metavar="N[,N...]")
+    """Thread counts to measure, comma-separated (e.g. 1,2,4)."""
+    runs: int = opt(100, low=1, high=MAX_IMAGES)
     """Timed invokes per model and thread count."""
-    warmup: int = 10
+    warmup: int = opt(10, low=0, high=MAX_IMAGES)
     """Untimed invokes first (XNNPACK packs weights on the first ones)."""
-    images: Optional[str] = None
+    images: Optional[str] = opt(None, metavar="DIR", path="dir")
     """Folder of real images to feed; seeded random input otherwise."""
-    json: Optional[str] = None
+    json: Optional[str] = opt(None, metavar="FILE", path="file")
     """Where to write the JSON results."""
     compare_delegates: bool = False
     """Also measure with XNNPACK off."""
-    seed: int = DEFAULT_SEED
+    seed: int = opt(DEFAULT_SEED, low=0, high=MAX_SEED)
     """Seed of the random input."""
     force: bool = False
     """Overwrite an existing --json file."""
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BenchConfig":
-        return _from_dict(cls, d)
 
+@dataclass
+class VerifyConfig(Options):
+    """How to check that this device's runtime reproduces the host's outputs on a model's golden set."""
 
-def _from_dict(cls, d: dict[str, Any]):
-    """Build a config from a saved dict, ignoring keys a newer/older version did not have."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: v for k, v in d.items() if k in names}
-    for f in dataclasses.fields(cls):
-        if f.name in kwargs and isinstance(kwargs[f.name], list) and "Tuple" in str(f.type):
-            kwargs[f.name] = tuple(kwargs[f.name])
-    return cls(**kwargs)
-
-
-def field_help(cls: type, name: str) -> str:
-    """The docstring under a dataclass field, for click help texts (one source of truth)."""
-    return _field_docs(cls).get(name, "")
-
-
-@functools.lru_cache(maxsize=None)
-def _field_docs(cls: type) -> dict[str, str]:
-    """{field: docstring} of one class, parsed once per process (not once per option)."""
-    import ast
-    import inspect
-    import textwrap
-
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for node, nxt in zip(body, body[1:]):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-        ):
-            docs[node.target.id] = str(nxt.value.value)
-    return docs
-
-
-_ = field  # re-exported for stage modules that add defaults with factories
+    model: str = opt("", flag="")
+    """The .tflite model."""
+    golden: Optional[str] = opt(None, metavar="FILE", path="file")
+    """Golden set (default: MODEL's .golden.npz beside it, written by 'edgecls export')."""
+    threads: int = opt(1, low=1, high=MAX_THREADS)
+    """Interpreter threads."""
+    labels: Optional[str] = opt(None, metavar="FILE", path="file")
+    """labels.txt to use (default: beside the model, which must agree with the model's embedded labels)."""
+    json: Optional[str] = opt(None, metavar="FILE", path="file")
+    """Also write the report here."""
 
 
 @dataclass(frozen=True)
-class SshConfig:
+class SshConfig(Options):
     """How to reach a device over SSH (the system OpenSSH client; the user's config, agent and
     known_hosts apply unless overridden here)."""
 
-    ssh_config: Optional[str] = None
+    ssh_config: Optional[str] = opt(None, short="-F", metavar="FILE", path="file")
     """An ssh_config file to use instead of ~/.ssh/config (ssh -F)."""
-    identity: Optional[str] = None
+    identity: Optional[str] = opt(None, short="-i", metavar="FILE", path="file")
     """A private key file (ssh -i); by default the agent and ~/.ssh keys are tried."""
-    port: Optional[int] = None
+    port: Optional[int] = opt(None, low=1, high=65535, short="-p")
     """SSH port on the device (default: from the ssh config, else 22)."""
-    ssh_options: Tuple[str, ...] = ()
+    ssh_options: Tuple[str, ...] = opt((), flag="--ssh-option", short="-o", metavar="KEY=VALUE")
     """Extra ssh -o options, e.g. UserKnownHostsFile=/path (repeatable)."""
-    connect_timeout: int = 10
+    connect_timeout: int = opt(10, low=1, high=600, unit="seconds")
     """Seconds to wait for the device to answer before giving up."""
 
 
 @dataclass(frozen=True)
-class DeployConfig:
+class DeployConfig(Options):
     """Copy a model bundle to a device, check it there, benchmark it, bring the results back."""
 
-    source: str = ""
+    source: str = opt("", flag="")
     """A .tflite model, or a run folder (its export/model_<mode>.tflite)."""
-    target: str = ""
+    target: str = opt("", flag="")
     """USER@HOST[:DIR] (DIR default: edgecls/model in the user's home)."""
-    mode: str = "int8"
+    mode: str = opt("int8", choices=EXPORT_MODES)
     """Which export of a run folder to deploy (model_<mode>.tflite)."""
     install: bool = False
     """Create or upgrade the device's venv with edgecls[device] (from a wheel of this host's edgecls)."""
-    wheel: Optional[str] = None
+    wheel: Optional[str] = opt(None, metavar="FILE", path="existing-file")
     """An edgecls wheel to install instead of building one from this host's source."""
-    venv: Optional[str] = None
+    venv: Optional[str] = opt(None, metavar="DIR")
     """The venv on the device (default: /opt/edgecls/venv if present, else ~/edgecls-venv)."""
     python: str = "python3"
     """The device's Python, used to create the venv."""
@@ -412,12 +414,12 @@ class DeployConfig:
     service_env: str = "/etc/edgecls/camera.env"
     """The unit's settings file on the device (where EDGECLS_MODEL is read)."""
     verify: bool = True
-    """Run 'edgecls verify' on the device before the new model goes live."""
-    threads: Tuple[int, ...] = (1,)
-    """Thread counts to benchmark, on the device and on this host."""
-    runs: int = 50
+    """Run 'edgecls verify' on the device before the new model goes live (--no-verify: no golden set needed)."""
+    threads: Tuple[int, ...] = opt((1,), low=1, high=MAX_THREADS, metavar="N[,N...]")
+    """Thread counts to benchmark, on the device and on this host, comma-separated."""
+    runs: int = opt(50, low=1, high=MAX_IMAGES)
     """Timed invokes per thread count."""
-    warmup: int = 5
+    warmup: int = opt(5, low=0, high=MAX_IMAGES)
     """Untimed invokes first."""
-    ssh: SshConfig = field(default_factory=SshConfig)
+    ssh: SshConfig = opt(factory=SshConfig, flag="")
     """How to reach the device."""

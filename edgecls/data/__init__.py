@@ -21,7 +21,6 @@ from edgecls.data.scan import (
 )
 from edgecls.data.split import (
     IMBALANCE_RATIO,
-    balance_mode,
     balance_record,
     class_weights,
     load_split,
@@ -36,5 +35,5 @@ __all__ = [
     "scan_dataset", "inspect_dataset", "split_warnings", "validate_scan", "decode_image_file",
     "make_split", "save_split", "load_split", "stratified_sample", "class_weights",
     "build_dataset", "load_images", "resolve_cache",
-    "oversampled_epoch_size", "balance_mode", "balance_record", "scan_labels_csv", "inspect_labels_csv",
+    "oversampled_epoch_size", "balance_record", "scan_labels_csv", "inspect_labels_csv",
 ]

@@ -116,14 +116,6 @@ def class_weights(labels: Sequence[int], n_classes: int) -> dict[int, float] | N
 
 
 # -- imbalance --------------------------------------------------------------------------------
-def balance_mode(balance: str, class_weights_mode: str = "auto") -> str:
-    """The remedy asked for: weights, oversample or none. The older ``class_weights="none"``
-    switch still turns the default (weights) off."""
-    if balance == "weights" and class_weights_mode == "none":
-        return "none"
-    return balance
-
-
 def balance_record(asked: str, weights: dict[int, float] | None, train_items: Sequence[Item]) -> dict:
     """What the run's metrics.json says about imbalance: asked for, actually used, train counts."""
     from edgecls.data.pipeline import oversampled_epoch_size

@@ -18,6 +18,10 @@ from edgecls.core.errors import EdgeclsError
 
 # Ops that legitimately move between float and integer at a model's edges.
 _EDGE_OPS = {"QUANTIZE", "DEQUANTIZE"}
+IO_DTYPES = {"uint8": ("uint8", "uint8"), "int8": ("int8", "int8"), "uint8-float32": ("uint8", "float32")}
+"""(input, output) tensor types of an int8 file, by ``--io``."""
+FLOAT_OUTPUT_OPS = ("FULLY_CONNECTED", "SOFTMAX")
+"""Ops that compute in float in a file with a float32 output: the classifier head, from dequantized features."""
 
 
 @dataclass
@@ -98,11 +102,17 @@ def check_tflite(
                 f"{where}{mode} model should take and give float32, got {info.input.dtype} -> {info.output.dtype}"
             )
         return warnings
-    if info.input.dtype != io or info.output.dtype != io:
-        raise EdgeclsError(f"{where}int8 model should have {io} input/output, got {info.input.dtype} -> {info.output.dtype}")
-    if info.float_tensors:
+    want_in, want_out = IO_DTYPES[io]
+    if info.input.dtype != want_in or info.output.dtype != want_out:
+        raise EdgeclsError(f"{where}int8 model should have {want_in} input and {want_out} output, got "
+                           f"{info.input.dtype} -> {info.output.dtype}")
+    # With a float output, the classifier head computes in float: those float tensors are the promise.
+    unexpected = [op for op in info.float_ops if not (want_out == "float32" and op in FLOAT_OUTPUT_OPS)]
+    if not unexpected and info.float_tensors and want_out != "float32":
+        unexpected = ["unknown ops"]
+    if unexpected:
         named = ", ".join(info.float_tensors[:5]) + (" ..." if len(info.float_tensors) > 5 else "")
-        ops = ", ".join(info.float_ops) or "unknown ops"
+        ops = ", ".join(unexpected)
         if not allow_float_fallback:
             raise EdgeclsError(
                 f"{where}the full-int8 model still computes in float32: op(s) {ops} have no int8 kernel "
@@ -110,10 +120,8 @@ def check_tflite(
                 "or use a backbone without these ops (mobilenet_v2)"
             )
         warnings.append(f"mixed model: op(s) {ops} run in float32 between QUANTIZE/DEQUANTIZE (--allow-float-fallback)")
-    if io not in ("uint8", "int8"):
-        return warnings  # a 16x8 model's float32/int16 input takes the pixels without an 8-bit step
     # Raw 0..255 pixels map 1:1 onto uint8 only with scale 1, zero point 0 (-128 for int8 I/O).
-    want_zp = 0 if io == "uint8" else -128
+    want_zp = 0 if want_in == "uint8" else -128
     if abs(info.input.scale - 1.0) > 1e-6 or info.input.zero_point != want_zp:
         warnings.append(
             f"input quantization is scale {info.input.scale:g}, zero point {info.input.zero_point} "

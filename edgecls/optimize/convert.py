@@ -16,15 +16,10 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
+from edgecls.core.config import EXPORT_MODES as MODES, IO_TYPES
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.rundir import RunDir
 
-MODES = ("int8", "float16", "dynamic", "float32")
-IO_TYPES = ("uint8", "int8")
-INT16_IO_TYPES = ("float32", "int16")
-"""In/out types the converter allows for 16x8 (int16 activations): uint8/int8 are refused (lite.py
-``_validate_inference_input_output_types``)."""
-ACTIVATIONS = ("int8", "int16")
 INPUT_NAME = "image"
 
 
@@ -82,12 +77,8 @@ def convert_model(
     representative: Optional[np.ndarray] = None,
     io: str = "uint8",
     allow_float_fallback: bool = False,
-    activations: str = "int8",
 ) -> bytes:
     """TFLite flatbuffer of a tf_keras ``model``, batch 1.
-
-    ``activations="int16"`` (int8 mode only) makes a 16x8 model: int16 activations, int8
-    per-channel weights, int64 biases; its ``io`` is float32 or int16.
 
     ``TFLiteConverter.from_keras_model`` works with tf_keras models under TF 2.21 but first
     exports a SavedModel: 18-35 s for MobileNetV2 0.35 at 64 px on 2 busy cores. A traced
@@ -98,11 +89,10 @@ def convert_model(
 
     if mode not in MODES:
         raise EdgeclsError(f"unknown export mode {mode!r}; use one of {', '.join(MODES)}")
-    conv = make_converter(model, mode, representative=representative, io=io,
-                          allow_float_fallback=allow_float_fallback, activations=activations)
+    conv = make_converter(model, mode, representative=representative, allow_float_fallback=allow_float_fallback)
     # Full int8 is calibrated, then quantized by the converter's own step (what convert() does
     # inside), so that the input scaling's ranges can be made exact in between (input_ranges.py).
-    staged = mode == "int8" and activations == "int8"
+    staged = mode == "int8"
     conv._experimental_calibrate_only = staged
     try:
         with quiet_native_stderr(), warnings_module.catch_warnings():
@@ -115,18 +105,56 @@ def convert_model(
         raise EdgeclsError(_conversion_error(str(e), mode, allow_float_fallback)) from None
 
 
+def calibrate(model: Any, representative: np.ndarray) -> bytes:
+    """``model`` as a float TFLite graph carrying each tensor's range observed on ``representative`` (the
+    converter's calibration alone): what :func:`quantize_calibrated` turns into int8, after edits in between."""
+    from edgecls.core.keras import quiet_native_stderr
+
+    conv = make_converter(model, "int8", representative=representative)
+    conv._experimental_calibrate_only = True
+    try:
+        with quiet_native_stderr(), warnings_module.catch_warnings():
+            warnings_module.filterwarnings("ignore", message="Statistics for quantized inputs")
+            return bytes(conv.convert())
+    except Exception as e:  # noqa: BLE001 - ConverterError and friends
+        raise EdgeclsError(_conversion_error(str(e), "int8", False)) from None
+
+
 def quantize_calibrated(calibrated: bytes, *, io: str = "uint8", float_tensors: Sequence[str] = ()) -> bytes:
     """The converter's quantize step on a calibrated model, the input scaling's ranges made exact
-    first; ``float_tensors`` stay float (selective int8). Input/output stay ``io``."""
+    first; ``float_tensors`` stay float (selective int8). Input/output types: ``io`` (:data:`IO_TYPES`)."""
     from edgecls.core.keras import quiet_native_stderr, tf
     from edgecls.optimize.input_ranges import pin_input_scaling
     from tensorflow.lite.python import convert as tfl_convert  # the converter's own quantize step
 
-    dtype = tf.uint8 if io == "uint8" else tf.int8
+    types = {"uint8": (tf.uint8, tf.uint8), "int8": (tf.int8, tf.int8), "uint8-float32": (tf.uint8, tf.float32)}
+    if io not in types:
+        raise EdgeclsError(f"--io must be one of {', '.join(IO_TYPES)}, got {io!r}")
+    floats = list(float_tensors)
+    if io == "uint8-float32":
+        floats += head_outputs(calibrated)  # the quantizer then dequantizes the pooled features in front of it
     pinned, _ = pin_input_scaling(calibrated)
     with quiet_native_stderr():
-        return bytes(tfl_convert.mlir_quantize(pinned, input_data_type=dtype, output_data_type=dtype,
-                                               denylisted_nodes=list(float_tensors)))
+        return bytes(tfl_convert.mlir_quantize(pinned, input_data_type=types[io][0], output_data_type=types[io][1],
+                                               denylisted_nodes=floats))
+
+
+def head_outputs(tflite: bytes) -> list[str]:
+    """The classifier head's output tensors in a TFLite graph: each SOFTMAX and the op that makes its logits.
+    Kept float, the logits and the probabilities are not rounded to 8 bits, so classes closer than one
+    step stay apart."""
+    from edgecls.optimize import tflite_graph
+
+    g = tflite_graph.read(tflite)
+    made_by = {int(op.outputs[0]): op for _, op in g.ops() if len(op.outputs)}
+    names = []
+    for name, op in g.ops():
+        if name == "SOFTMAX":
+            logits = made_by.get(int(op.inputs[0]))
+            if logits is not None:
+                names.append(g.tensor_name(logits.outputs[0]))
+            names.append(g.tensor_name(op.outputs[0]))
+    return names
 
 
 def make_converter(
@@ -134,9 +162,7 @@ def make_converter(
     mode: str,
     *,
     representative: Optional[np.ndarray] = None,
-    io: str = "uint8",
     allow_float_fallback: bool = False,
-    activations: str = "int8",
 ) -> Any:
     """A configured ``TFLiteConverter`` for ``model`` (shared by export and the quantization debugger)."""
     from edgecls.core.keras import tf
@@ -154,22 +180,16 @@ def make_converter(
     elif mode == "int8":
         if representative is None or len(representative) == 0:
             raise EdgeclsError("int8 export needs representative images")
-        if activations not in ACTIVATIONS:
-            raise EdgeclsError(f"int8 activations must be int8 or int16, got {activations!r}")
-        allowed = IO_TYPES if activations == "int8" else INT16_IO_TYPES
-        if io not in allowed:
-            raise EdgeclsError(f"in/out type of a model with {activations} activations must be "
-                               f"{' or '.join(allowed)}, got {io!r}")
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = _representative(representative)
-        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if activations == "int8"
-               else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if allow_float_fallback:
             ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
         conv.target_spec.supported_ops = ops
-        dtype = {"uint8": tf.uint8, "int8": tf.int8, "int16": tf.int16, "float32": tf.float32}[io]
-        conv.inference_input_type = dtype
-        conv.inference_output_type = dtype
+        # Conversion stops after calibration and quantize_calibrated sets the file's in/out types; the
+        # quantization debugger, which quantizes itself, compares on uint8 in/out as the default file has.
+        conv.inference_input_type = tf.uint8
+        conv.inference_output_type = tf.uint8
     return conv
 
 

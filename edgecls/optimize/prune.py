@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgecls.core.config import PruneConfig
+from edgecls.core.options import validate
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import atomic_write_json
 from edgecls.core.rundir import RunDir
@@ -142,14 +143,7 @@ def accuracy(model: Any, images: np.ndarray, labels: np.ndarray) -> float:
 
 def prune_run(cfg: PruneConfig) -> dict[str, Any]:
     """Prune ``cfg.run``'s model to ``cfg.sparsity``; writes model_pruned.keras and pruning.json."""
-    if not 0.0 < cfg.sparsity < 1.0:
-        raise EdgeclsError(f"sparsity must be between 0 and 1 (e.g. 0.5), got {cfg.sparsity}")
-    if cfg.epochs < 1:
-        raise EdgeclsError(f"pruning needs at least 1 fine-tune epoch, got {cfg.epochs}")
-    if not cfg.learning_rate > 0:
-        raise EdgeclsError(f"learning rate must be > 0, got {cfg.learning_rate}")
-    if cfg.batch_size < 1:
-        raise EdgeclsError(f"batch size must be >= 1, got {cfg.batch_size}")
+    validate(cfg)  # a config changed after it was made
     run = RunDir.open(cfg.run)
     out = run.pruned_model_path
     if out.exists() and not cfg.force:
@@ -214,11 +208,12 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=tcfg.label_smoothing),
         metrics=["accuracy"],
     )
+    # The run's own imbalance remedy, as training used it.
     class_weight = (data.class_weights([lbl for _, lbl in split["train"]], n_classes)
-                    if tcfg.class_weights == "auto" else None)
+                    if tcfg.balance == "weights" else None)
     train_ds = data.build_dataset(
         root, split["train"], image_size=size, batch_size=cfg.batch_size, training=True, seed=tcfg.seed,
-        cache="auto",
+        cache="auto", oversample=tcfg.balance == "oversample",
     ).map(lambda x, y: (x, tf.one_hot(y, n_classes)))
     try:
         history = pruning.fit(
@@ -256,6 +251,7 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
         "gzip_ratio": round(gzip_before / gzip_after, 3) if gzip_after else None,
         "fine_tune": {
             "label_smoothing": tcfg.label_smoothing,
+            "balance": tcfg.balance,
             "class_weights": {str(k): v for k, v in class_weight.items()} if class_weight else None,
             "epochs": cfg.epochs,
             "steps": total_steps,

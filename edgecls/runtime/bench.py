@@ -14,6 +14,7 @@ import numpy as np
 
 from edgecls.core.config import BenchConfig
 from edgecls.core.errors import EdgeclsError
+from edgecls.core.options import validate
 from edgecls.core.io import atomic_write_json, ensure_writable
 from edgecls.runtime.classifier import Classifier
 from edgecls.runtime.machine import machine_info, peak_rss_mb
@@ -21,22 +22,14 @@ from edgecls.runtime.machine import machine_info, peak_rss_mb
 # The JSON's layout; bump when a key changes meaning, so tables of several devices stay honest.
 BENCH_FORMAT = "edgecls-bench/1"
 MAX_BENCH_IMAGES = 64  # real images fed in turn; more adds load time, not information
-# TFLite allocates a thread pool of this size; absurd counts crash inside the runtime (segfault at
-# 100000) instead of failing cleanly. The camera's --threads shares the limit.
-MAX_THREADS = 64
 
 
 def _validate(cfg: BenchConfig) -> None:
+    validate(cfg)  # each option's bounds (a config changed after it was made)
     if not cfg.models:
         raise EdgeclsError("give at least one .tflite model to benchmark")
-    if not cfg.threads or any(t < 1 for t in cfg.threads):
-        raise EdgeclsError(f"--threads must be positive integers, got {list(cfg.threads)}")
-    if any(t > MAX_THREADS for t in cfg.threads):
-        raise EdgeclsError(f"--threads must be at most {MAX_THREADS}, got {max(cfg.threads)}")
-    if cfg.runs < 1:
-        raise EdgeclsError(f"--runs must be >= 1, got {cfg.runs}")
-    if cfg.warmup < 0:
-        raise EdgeclsError(f"--warmup must be >= 0, got {cfg.warmup}")
+    if cfg.json and Path(cfg.json).is_dir():
+        raise EdgeclsError(f"--json {cfg.json} is a folder; give a file path")
     if cfg.json and Path(cfg.json).exists() and not cfg.force:
         raise EdgeclsError(f"{cfg.json} already exists; choose another --json path or pass --force")
     if cfg.json:

@@ -1,7 +1,7 @@
 """``edgecls collect``: record training images of one class from the camera.
 
 Images go to ``OUT/<label>/<label>_<time>_<n>.jpg``, the layout ``edgecls train`` reads, one
-every ``interval_s`` seconds from the newest frame (a camera is read continuously on the
+every ``interval`` seconds from the newest frame (a camera is read continuously on the
 grabber thread, so each image is current, not a stale buffered one). Existing images are
 never overwritten: names carry the time and a running number.
 """
@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 from edgecls.core.config import CollectConfig
 from edgecls.core.errors import EdgeclsError
+from edgecls.core.options import validate
 from edgecls.core.io import atomic_write_bytes
 from edgecls.runtime.capture import encode_jpeg, safe_dirname
 from edgecls.runtime.grabber import FrameGrabber
@@ -36,12 +37,7 @@ class CollectStats:
 def _validate(cfg: CollectConfig) -> None:
     if not cfg.label or safe_dirname(cfg.label) != cfg.label.strip():
         raise EdgeclsError(f"--label {cfg.label!r} is not usable as a folder name (no '/', no leading '.')")
-    if cfg.count < 1:
-        raise EdgeclsError(f"--count must be >= 1, got {cfg.count}")
-    if cfg.interval_s < 0:
-        raise EdgeclsError(f"--interval must not be negative, got {cfg.interval_s}")
-    if not 1 <= cfg.quality <= 100:
-        raise EdgeclsError(f"--quality must be 1-100, got {cfg.quality}")
+    validate(cfg)  # each option's bounds (a config changed after it was made)
     if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise EdgeclsError(f"{cfg.out} is a file; give a data folder")
 
@@ -77,7 +73,7 @@ def collect(cfg: CollectConfig, *, source: Optional[FrameSource] = None,
             stats.saved.append(str(path))
             if on_save is not None:
                 on_save(len(stats.saved), path)
-            next_t += cfg.interval_s
+            next_t += cfg.interval
         else:
             stats.stop_reason = "count reached"
     except KeyboardInterrupt:

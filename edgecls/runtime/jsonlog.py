@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 from typing import IO, Any, Optional
 
+from edgecls.core.config import LOG_MODES
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import apply_default_mode
 from edgecls.runtime.sinks import FrameResult
 
-LOG_MODES = ("frame", "change")
 BYTES_PER_MB = 1024 * 1024
 
 

@@ -2,9 +2,9 @@
 
 ``run(cfg)`` does the work and returns :class:`LoopStats`; ``edgecls camera`` only builds the
 config. Capture and preprocessing run on a grabber thread (``cfg.pipeline``) so the model
-is never kept waiting for the camera or the video decoder. Every output besides the window and
-the video (JSONL, web view, MQTT, uncertain-frame capture) is a sink (``runtime/sinks.py``)
-that gets each frame's result; the watchdog lives in ``runtime/watchdog.py``.
+is never kept waiting for the camera or the video decoder. Every output (the annotated video and
+window, JSONL, web view, MQTT, uncertain-frame capture) is a sink (``runtime/sinks.py``) that gets
+each frame's result; the watchdog lives in ``runtime/watchdog.py``.
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ import numpy as np
 
 from edgecls.core.config import CameraConfig
 from edgecls.core.errors import EdgeclsError
+from edgecls.core.options import validate
 from edgecls.core.io import atomic_write_json, ensure_writable
 from edgecls.runtime.classifier import Classifier, read_labels_file
-from edgecls.runtime.jsonlog import BYTES_PER_MB, LOG_MODES, JsonlSink, RotatingJsonl
+from edgecls.runtime.jsonlog import BYTES_PER_MB, JsonlSink, RotatingJsonl
 from edgecls.runtime.latency import StampedSource, percentiles
 from edgecls.runtime.scores import ScoreSmoother, top_k
-from edgecls.runtime.sinks import FrameResult, close_all
+from edgecls.runtime.display import WindowSink, video_and_window
+from edgecls.runtime.sinks import FrameResult, Sink, close_all
 from edgecls.runtime.sources import FrameSource, cv2_has, open_source
 from edgecls.runtime.watchdog import Readers
 
@@ -36,7 +38,6 @@ log = logging.getLogger("edgecls.camera")
 
 STAGES = ("capture", "preprocess", "invoke", "postprocess", "draw", "output")
 FPS_SMOOTHING = 0.9  # on-screen FPS is an exponential average, so the number is readable
-WINDOW_NAME = "edgecls"
 AGE_WINDOW_FRAMES = 10_000  # frame ages kept for percentiles: bounded for weeks-long runs
 
 
@@ -85,24 +86,7 @@ def display_status() -> tuple[bool, str]:
 
 
 def _validate(cfg: CameraConfig) -> None:
-    if cfg.threads < 1:
-        raise EdgeclsError(f"--threads must be >= 1, got {cfg.threads}")
-    if cfg.top_k < 1:
-        raise EdgeclsError(f"--top-k must be >= 1, got {cfg.top_k}")
-    if not 0.0 <= cfg.threshold <= 1.0:
-        raise EdgeclsError(f"--threshold must be between 0 and 1, got {cfg.threshold}")
-    if not 0.0 <= cfg.smoothing < 1.0:
-        raise EdgeclsError(f"--smoothing must be in [0, 1) (0 = off, 0.9 = heavy), got {cfg.smoothing}")
-    if cfg.max_frames is not None and cfg.max_frames < 1:
-        raise EdgeclsError(f"--max-frames must be >= 1, got {cfg.max_frames}")
-    if cfg.width < 1 or cfg.height < 1:
-        raise EdgeclsError(f"--width/--height must be positive, got {cfg.width}x{cfg.height}")
-    if cfg.log_on not in LOG_MODES:
-        raise EdgeclsError(f"--log-on must be one of {', '.join(LOG_MODES)}, got {cfg.log_on!r}")
-    if cfg.log_interval_s < 0 or cfg.jsonl_max_mb < 0 or cfg.jsonl_keep < 0:
-        raise EdgeclsError("--log-interval, --jsonl-max-mb and --jsonl-keep must not be negative")
-    if cfg.stall_timeout_s < 0 or cfg.stall_retries < 0:
-        raise EdgeclsError("--stall-timeout and --stall-retries must not be negative")
+    validate(cfg)  # each option's bounds (a config changed after it was made)
     if cfg.serve:  # checked before the model and camera are opened: fail fast
         from edgecls.runtime.web import check_exposure, parse_serve
 
@@ -124,43 +108,15 @@ def _validate(cfg: CameraConfig) -> None:
             ensure_writable(p, flag)  # a read-only folder fails now, not after the whole run
 
 
-class _Outputs:
-    """The annotated video, written to a .partial file and renamed when complete."""
-
-    def __init__(self, cfg: CameraConfig, fps: float) -> None:
-        self.cfg, self.fps = cfg, fps
-        self.writer = None
-        self.video_tmp: Optional[Path] = None
-
-    def write_video(self, bgr: np.ndarray) -> None:
-        import cv2
-
-        if self.writer is None:
-            out = Path(self.cfg.save)  # type: ignore[arg-type]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            self.video_tmp = out.with_name(f".{out.stem}.partial{out.suffix or '.mp4'}")
-            h, w = bgr.shape[:2]
-            self.writer = cv2.VideoWriter(str(self.video_tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
-            if not self.writer.isOpened():
-                self.writer = None
-                raise EdgeclsError(f"could not write video {out} (this OpenCV build cannot encode mp4v)")
-        self.writer.write(bgr)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
-            os.replace(self.video_tmp, self.cfg.save)  # type: ignore[arg-type]
-
-
-def _build_sinks(cfg: CameraConfig, labels: list[str], status: Callable[[], dict[str, Any]], live: bool) -> list[Any]:
-    """The loop's outputs besides the video: each a module of its own behind the Sink interface."""
-    sinks: list[Any] = []
+def _build_sinks(cfg: CameraConfig, labels: list[str], status: Callable[[], dict[str, Any]], live: bool) -> list[Sink]:
+    """The loop's outputs besides the display (:mod:`edgecls.runtime.display`): each a module of its own behind the
+    Sink interface."""
+    sinks: list[Sink] = []
     try:
         if cfg.jsonl:
             log_file = RotatingJsonl(cfg.jsonl, max_bytes=int(cfg.jsonl_max_mb * BYTES_PER_MB), keep=cfg.jsonl_keep,
                                      force=cfg.force)
-            sinks.append(JsonlSink(log_file, mode=cfg.log_on, interval_s=cfg.log_interval_s))
+            sinks.append(JsonlSink(log_file, mode=cfg.log_on, interval_s=cfg.log_interval))
         if cfg.save_uncertain:
             from edgecls.runtime.capture import UncertainSaver
 
@@ -175,14 +131,14 @@ def _build_sinks(cfg: CameraConfig, labels: list[str], status: Callable[[], dict
             from edgecls.runtime.mqtt import MqttPublisher
 
             sinks.append(MqttPublisher(cfg.mqtt, status=status, home_assistant=cfg.mqtt_home_assistant,
-                                       stats_interval_s=cfg.mqtt_stats_interval_s))
+                                       stats_interval_s=cfg.mqtt_stats_interval))
     except BaseException:
         close_all(sinks)
         raise
     return sinks
 
 
-def _sink_report(sinks: list[Any]) -> dict[str, Any]:
+def _sink_report(sinks: list[Sink]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for s in sinks:
         out.update(s.report())
@@ -212,8 +168,6 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
 
     ``source`` replaces ``cfg.source`` with an already open :class:`FrameSource` (for embedding).
     """
-    import cv2
-
     _validate(cfg)
     if cfg.labels and not Path(cfg.labels).is_file():
         raise EdgeclsError(f"labels file not found: {cfg.labels}")
@@ -222,138 +176,141 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
     show, why = display_status()
     if cfg.headless is False and not show:
         raise EdgeclsError(f"cannot show a window: {why}; run with --headless (and --save/--jsonl)")
-    headless = True if cfg.headless else not show
-
     src = StampedSource(source if source is not None else open_source(cfg.source, width=cfg.width, height=cfg.height))
-    cv2_threads = cv2.getNumThreads()
-    if cfg.pipeline:
-        # The grabber thread already runs beside the interpreter's threads; OpenCV's own
-        # worker pool (resize, colour conversion) would only fight them for the same cores.
-        cv2.setNumThreads(1)
-    pace = src.fps if (cfg.realtime and not src.is_live) else None
-    readers = Readers(cfg, clf, src, pace)
-    reader = readers.make()
+    return _Loop(cfg, clf, src, headless=True if cfg.headless else not show, on_frame=on_frame).run()
 
-    stats = LoopStats(
-        source=src.name, model=str(cfg.model), threads=cfg.threads, runtime=clf.runtime,
-        runtime_version=clf.runtime_version, xnnpack=cfg.xnnpack, pipeline=cfg.pipeline, headless=headless,
-    )
-    sums = dict.fromkeys(STAGES, 0.0)
-    ages: collections.deque[float] = collections.deque(maxlen=AGE_WINDOW_FRAMES)
-    smoother = ScoreSmoother(cfg.smoothing)
-    draw = bool(cfg.save) or not headless
-    outputs: Optional[_Outputs] = None
-    sinks: list[Any] = []
-    shown_fps = 0.0
-    mean_dt = 0.0
-    t_start = time.perf_counter()
-    t_prev = t_start
 
-    def live_status() -> dict[str, Any]:
+class _Loop:
+    """One run of the loop: the reader, the sinks, and the running figures the stats and /status show."""
+
+    def __init__(self, cfg: CameraConfig, clf: Classifier, src: StampedSource, *, headless: bool,
+                 on_frame: Optional[Callable[[int, list], None]]) -> None:
+        self.cfg, self.clf, self.src, self.on_frame = cfg, clf, src, on_frame
+        pace = src.fps if (cfg.realtime and not src.is_live) else None
+        self.readers = Readers(cfg, clf, src, pace)
+        self.stats = LoopStats(source=src.name, model=str(cfg.model), threads=cfg.threads, runtime=clf.runtime,
+                               runtime_version=clf.runtime_version, xnnpack=cfg.xnnpack, pipeline=cfg.pipeline,
+                               headless=headless)
+        self.sums = dict.fromkeys(STAGES, 0.0)
+        self.ages: collections.deque[float] = collections.deque(maxlen=AGE_WINDOW_FRAMES)
+        self.smoother = ScoreSmoother(cfg.smoothing)
+        self.sinks: list[Sink] = []
+        self.window: Optional[WindowSink] = None
+        self.shown_fps = 0.0
+        self.mean_dt = 0.0
+        self.t_start = self.t_prev = time.perf_counter()
+
+    def live_status(self) -> dict[str, Any]:
         """What the web view's /status and MQTT's stats show (read from other threads)."""
-        n = max(stats.frames, 1)
-        return {"frames": stats.frames, "fps": round(shown_fps, 2), "source": stats.source, "model": stats.model,
-                "runtime": stats.runtime, "threads": stats.threads, "labels": list(clf.labels),
-                "uptime_s": round(time.perf_counter() - t_start, 1), "stalls": readers.stalls,
-                "stage_ms": {k: round(v / n, 3) for k, v in sums.items()}, "frame_age_ms": percentiles(ages)}
+        n = max(self.stats.frames, 1)
+        return {"frames": self.stats.frames, "fps": round(self.shown_fps, 2), "source": self.stats.source,
+                "model": self.stats.model, "runtime": self.stats.runtime, "threads": self.stats.threads,
+                "labels": list(self.clf.labels), "uptime_s": round(time.perf_counter() - self.t_start, 1),
+                "stalls": self.readers.stalls, "stage_ms": {k: round(v / n, 3) for k, v in self.sums.items()},
+                "frame_age_ms": percentiles(self.ages)}
 
-    try:
-        outputs = _Outputs(cfg, src.fps)
-        sinks = _build_sinks(cfg, list(clf.labels), live_status, src.is_live)
-        with _SigtermAsInterrupt():
-            reader.start()
-            while True:
-                frame = reader.get(timeout=readers.timeout_s)
-                if frame is None:
-                    if readers.timeout_s is not None:
-                        stats.stop_reason = "source stalled"
-                        reader = readers.recover(reader)
-                        stats.stop_reason = ""
-                        continue
-                    stats.stop_reason = "end of source"
-                    break
-                tensor = frame.tensor
-                pre_ms = frame.preprocess_ms
-                if tensor is None:
-                    t0 = time.perf_counter()
-                    tensor = clf.preprocess(frame.rgb)
-                    pre_ms = (time.perf_counter() - t0) * 1e3
-                t0 = time.perf_counter()
-                raw = clf.invoke(tensor)
-                t1 = time.perf_counter()
-                probs = smoother(clf.postprocess(raw))
-                cats = top_k(probs, cfg.top_k, cfg.threshold, clf.labels)
-                t2 = time.perf_counter()
-                captured = src.captured_at(frame.rgb)
-                age_ms = (t2 - captured) * 1e3 if captured is not None else float("nan")
-                if captured is not None:
-                    ages.append(age_ms)
-                invoke_ms = (t1 - t0) * 1e3
-                now = time.perf_counter()
-                # Average the interval, not the rate: a burst after a hiccup (1 ms apart) would
-                # otherwise show hundreds of FPS on a 15 FPS stream.
-                dt = max(now - t_prev, 1e-9)
-                mean_dt = dt if stats.frames == 0 else FPS_SMOOTHING * mean_dt + (1 - FPS_SMOOTHING) * dt
-                shown_fps = 1.0 / mean_dt
-                t_prev = now
-                quit_key = False
-                if draw:
-                    from edgecls.runtime.overlay import draw_overlay
+    def run(self) -> LoopStats:
+        import cv2
 
-                    bgr = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
-                    draw_overlay(bgr, cats, fps=shown_fps, inference_ms=invoke_ms)
-                    if cfg.save:
-                        outputs.write_video(bgr)
-                    if not headless:
-                        cv2.imshow(WINDOW_NAME, bgr)
-                        quit_key = (cv2.waitKey(1) & 0xFF) in (ord("q"), 27)
-                t3 = time.perf_counter()
-                result = FrameResult(
-                    frame=stats.frames, source_frame=frame.index, rgb=frame.rgb, categories=cats, probs=probs,
-                    labels=clf.labels, fps=shown_fps, frame_age_ms=age_ms,
-                    stage_ms={"capture": frame.capture_ms, "preprocess": pre_ms, "invoke": invoke_ms,
-                              "postprocess": (t2 - t1) * 1e3},
-                )
-                for sink in sinks:
-                    sink.handle(result)
-                t4 = time.perf_counter()
-                for name, ms in (
-                    ("capture", frame.capture_ms), ("preprocess", pre_ms), ("invoke", invoke_ms),
-                    ("postprocess", (t2 - t1) * 1e3), ("draw", (t3 - t2) * 1e3), ("output", (t4 - t3) * 1e3),
-                ):
-                    sums[name] += ms
-                stats.frames += 1
-                if on_frame is not None:
-                    on_frame(stats.frames, cats)
-                if quit_key:
-                    stats.stop_reason = "q pressed"
-                    break
-                if cfg.max_frames is not None and stats.frames >= cfg.max_frames:
-                    stats.stop_reason = "max frames"
-                    break
-    except KeyboardInterrupt:
-        stats.interrupted = True
-        stats.stop_reason = "interrupted"
-    finally:
-        t_end = time.perf_counter()
-        readers.shutdown()  # stops the reader thread before the source is closed
+        cfg, stats = self.cfg, self.stats
+        cv2_threads = cv2.getNumThreads()
+        if cfg.pipeline:
+            # The grabber thread already runs beside the interpreter's threads; OpenCV's own
+            # worker pool (resize, colour conversion) would only fight them for the same cores.
+            cv2.setNumThreads(1)
+        reader = self.readers.make()
+        try:
+            display = video_and_window(cfg.save, self.src.fps, window=not stats.headless)
+            self.window = next((d for d in display if isinstance(d, WindowSink)), None)
+            self.sinks = display + _build_sinks(cfg, list(self.clf.labels), self.live_status, self.src.is_live)
+            with _SigtermAsInterrupt():
+                reader.start()
+                while self._step():
+                    pass
+        except KeyboardInterrupt:
+            stats.interrupted, stats.stop_reason = True, "interrupted"
+        finally:
+            self._close(cv2_threads)
+        return stats
+
+    def _step(self) -> bool:
+        """One frame through the model and to every output; False when the loop should stop."""
+        stats = self.stats
+        frame = self.readers.current.get(timeout=self.readers.timeout_s)
+        if frame is None:
+            if self.readers.timeout_s is not None:
+                stats.stop_reason = "source stalled"
+                self.readers.recover(self.readers.current)
+                stats.stop_reason = ""
+                return True
+            stats.stop_reason = "end of source"
+            return False
+        result = self._process(frame)
+        t3 = time.perf_counter()
+        for sink in self.sinks:
+            sink.handle(result)
+        self._account(result, (time.perf_counter() - t3) * 1e3)
+        if self.on_frame is not None:
+            self.on_frame(stats.frames, list(result.categories))
+        if self.window is not None and self.window.quit_requested:
+            stats.stop_reason = "q pressed"
+            return False
+        if self.cfg.max_frames is not None and stats.frames >= self.cfg.max_frames:
+            stats.stop_reason = "max frames"
+            return False
+        return True
+
+    def _process(self, frame: Any) -> FrameResult:
+        """Preprocess (unless the grabber did), invoke, score; the frame's result with its timings."""
+        clf, cfg = self.clf, self.cfg
+        tensor, pre_ms = frame.tensor, frame.preprocess_ms
+        if tensor is None:
+            t0 = time.perf_counter()
+            tensor = clf.preprocess(frame.rgb)
+            pre_ms = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        raw = clf.invoke(tensor)
+        t1 = time.perf_counter()
+        probs = self.smoother(clf.postprocess(raw))
+        cats = top_k(probs, cfg.top_k, cfg.threshold, clf.labels)
+        t2 = time.perf_counter()
+        captured = self.src.captured_at(frame.rgb)
+        age_ms = (t2 - captured) * 1e3 if captured is not None else float("nan")
+        if captured is not None:
+            self.ages.append(age_ms)
+        # Average the interval, not the rate: a burst after a hiccup (1 ms apart) would
+        # otherwise show hundreds of FPS on a 15 FPS stream.
+        dt = max(t2 - self.t_prev, 1e-9)
+        self.mean_dt = dt if self.stats.frames == 0 else FPS_SMOOTHING * self.mean_dt + (1 - FPS_SMOOTHING) * dt
+        self.shown_fps, self.t_prev = 1.0 / self.mean_dt, t2
+        return FrameResult(frame=self.stats.frames, source_frame=frame.index, rgb=frame.rgb, categories=cats,
+                           probs=probs, labels=clf.labels, fps=self.shown_fps, frame_age_ms=age_ms,
+                           stage_ms={"capture": frame.capture_ms, "preprocess": pre_ms, "invoke": (t1 - t0) * 1e3,
+                                     "postprocess": (t2 - t1) * 1e3})
+
+    def _account(self, result: FrameResult, outputs_ms: float) -> None:
+        sums = self.sums
+        for name, ms in result.stage_ms.items():
+            sums[name] += ms
+        sums["draw"] += result.draw_ms
+        sums["output"] += outputs_ms - result.draw_ms
+        self.stats.frames += 1
+
+    def _close(self, cv2_threads: int) -> None:
+        import cv2
+
+        stats, t_end = self.stats, time.perf_counter()
+        self.readers.shutdown()  # stops the reader thread before the source is closed
         cv2.setNumThreads(cv2_threads)
-        for err in close_all(sinks):
+        for err in close_all(self.sinks):
             log.warning("closing an output failed: %s", err)
-        if outputs is not None:
-            outputs.close()
-        if not headless:
-            cv2.destroyAllWindows()
-        stats.elapsed_s = t_end - t_start
+        stats.elapsed_s = t_end - self.t_start
         n = max(stats.frames, 1)
-        stats.stage_ms = {k: v / n for k, v in sums.items()}
+        stats.stage_ms = {k: v / n for k, v in self.sums.items()}
         stats.loop_fps = stats.frames / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
         stats.invoke_fps = 1e3 / stats.stage_ms["invoke"] if stats.stage_ms["invoke"] > 0 else 0.0
-        stats.dropped_frames = readers.dropped
-        stats.reopens = readers.reopens
-        stats.stalls = readers.stalls
-        stats.frame_age_ms = percentiles(ages)
-        stats.outputs = _sink_report(sinks)
-        if cfg.stats_json:
-            atomic_write_json(cfg.stats_json, stats.as_dict())
-    return stats
+        stats.dropped_frames, stats.reopens, stats.stalls = self.readers.dropped, self.readers.reopens, self.readers.stalls
+        stats.frame_age_ms = percentiles(self.ages)
+        stats.outputs = _sink_report(self.sinks)
+        if self.cfg.stats_json:
+            atomic_write_json(self.cfg.stats_json, stats.as_dict())

@@ -37,10 +37,27 @@ class FrameResult:
     frame_age_ms: float
     """Capture-to-result latency: how old the frame was when its result was out."""
     wall_time: float = field(default_factory=time.time)
+    _annotated: Optional[np.ndarray] = field(default=None, repr=False)
+    draw_ms: float = 0.0
+    """Time spent drawing the overlay for this frame (0 when no output asked for it)."""
 
     @property
     def top1(self) -> Optional[Category]:
         return self.categories[0] if self.categories else None
+
+    def annotated(self) -> np.ndarray:
+        """The frame as BGR with the overlay drawn (top-k, FPS, invoke time), made once for every output."""
+        if self._annotated is None:
+            import cv2
+
+            from edgecls.runtime.overlay import draw_overlay
+
+            t = time.perf_counter()
+            bgr = cv2.cvtColor(self.rgb, cv2.COLOR_RGB2BGR)
+            self._annotated = draw_overlay(bgr, self.categories, fps=self.fps,
+                                           inference_ms=self.stage_ms.get("invoke", 0.0))
+            self.draw_ms = (time.perf_counter() - t) * 1e3
+        return self._annotated
 
     def summary(self) -> dict[str, Any]:
         """The JSON-ready view shared by /status, MQTT and the capture sidecars."""

@@ -64,12 +64,12 @@ class Readers:
 
     @property
     def timeout_s(self) -> Optional[float]:
-        return self.cfg.stall_timeout_s if (self.source.is_live and self.cfg.stall_timeout_s > 0) else None
+        return self.cfg.stall_timeout if (self.source.is_live and self.cfg.stall_timeout > 0) else None
 
     def recover(self, reader: Any) -> Any:
         """The source delivered nothing for the timeout: reopen it (bounded, with backoff) or give up."""
         self.stalls += 1
-        name, timeout = self.source.name, self.cfg.stall_timeout_s
+        name, timeout = self.source.name, self.cfg.stall_timeout
         reader.stop()
         self.past_dropped += reader.dropped
         self.past_reopens += reader.reopens

@@ -22,25 +22,25 @@ import numpy as np
 
 from edgecls.core.config import TrainConfig
 from edgecls.core.errors import EdgeclsError
-from edgecls.core.io import atomic_write_bytes, atomic_write_json
+from edgecls.core.io import atomic_write_bytes
 from edgecls.core.keras import keras, tf
-from edgecls.train.checkpoint import LAST_WEIGHTS, STATE_JSON, read_checkpoint_state
-from edgecls.train.runfolder import PHASE_FINE_TUNE, PHASE_HEAD
+from edgecls.train.checkpoint import LAST_WEIGHTS, read_checkpoint_state
+from edgecls.train.state import PHASE_FINE_TUNE, PHASE_HEAD, TrainState
 
 PREVIOUS_WEIGHTS = "previous.weights.npz"
 _PER_MACHINE = ("out", "data", "cache", "cache_budget_mb", "strategy")  # paths and local choices: same model either way
 _PHASE_ORDER = (PHASE_HEAD, PHASE_FINE_TUNE)
 
 
-def progress(state: Optional[dict[str, Any]]) -> tuple[int, int, int]:
+def progress(state: Optional[TrainState]) -> tuple[int, int, int]:
     """How far a saved state got, ordered like the saves: (epochs, phase, epochs done in it); fresh = zeros.
 
     The end-of-phase save keeps the epoch count and moves to the next phase, so it sorts after
     the last epoch's save and before the next phase's first.
     """
-    if not state:
+    if state is None:
         return (0, 0, 0)
-    return (len(state["rows"]), _PHASE_ORDER.index(state["phase"]), int(state["phase_epochs_done"]))
+    return (state.epochs_run, _PHASE_ORDER.index(state.phase), int(state.phase_epochs_done))
 
 
 class KeepPrevious(keras.callbacks.Callback):
@@ -83,8 +83,8 @@ def fingerprint(cfg: TrainConfig, split: dict[str, Any]) -> tuple[int, int]:
     return tuple(zlib.crc32(json.dumps(p, sort_keys=True).encode()) for p in parts)  # type: ignore[return-value]
 
 
-def agree(strategy: "tf.distribute.Strategy", folder: Path, state: dict[str, Any], *, resume: bool,
-          task_name: str, same: tuple[int, ...] = ()) -> dict[str, Any]:
+def agree(strategy: "tf.distribute.Strategy", folder: Path, state: TrainState, *, resume: bool,
+          task_name: str, same: tuple[int, ...] = ()) -> TrainState:
     """The state every worker continues from (this worker's, or its previous save's); see the module docstring.
 
     ``same`` (see :func:`fingerprint`) must be equal on every worker, or all of them refuse.
@@ -113,17 +113,18 @@ def decide(everyone: list[tuple[int, ...]], mine: tuple[int, ...], *, resume: bo
     return None if mine == target else target  # behind or level: the others step back to this save
 
 
-def step_back(folder: Path, target: tuple[int, ...], task_name: str) -> dict[str, Any]:
+def step_back(folder: Path, target: tuple[int, ...], task_name: str) -> TrainState:
     """Make the previous save the last one (weights, optimizer state and counters together), or refuse."""
     previous = folder / PREVIOUS_WEIGHTS
-    saved = read_checkpoint_state(previous) if previous.is_file() else None
+    raw = read_checkpoint_state(previous) if previous.is_file() else None
+    saved = TrainState.from_dict(raw) if raw is not None else None
     if saved is None or progress(saved) != target:
         raise EdgeclsError(
             f"cannot resume: {task_name} saved more than one save after another worker (which stopped at epoch "
             f"{target[0]}); restart every worker with --force"
         )
     atomic_write_bytes(folder / LAST_WEIGHTS, previous.read_bytes())
-    atomic_write_json(folder / STATE_JSON, saved)
+    saved.save(folder)
     print(f"{task_name}: another worker stopped one save earlier; continuing with it from epoch {target[0]}",
           flush=True)
     return saved

@@ -26,17 +26,19 @@ import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from edgecls.core.errors import EdgeclsError
-from edgecls.core.io import atomic_write_bytes, atomic_write_json
+from edgecls.core.io import atomic_write_bytes
 from edgecls.core.keras import keras
+
+if TYPE_CHECKING:
+    from edgecls.train.state import TrainState
 
 LAST_WEIGHTS = "last.weights.npz"
 BEST_WEIGHTS = "best.weights.npz"
-STATE_JSON = "state.json"
 FROZEN_GLOB = "frozen-*.npz"
 _W, _OPT, _STATE, _FROZEN = "w/", "opt/", "state", "frozen"
 
@@ -206,7 +208,7 @@ class Checkpointer(keras.callbacks.Callback):
     The best weights are written before the last checkpoint that mentions them.
     """
 
-    def __init__(self, classifier: "keras.Model", folder: Path, state: dict[str, Any], phase: str,
+    def __init__(self, classifier: "keras.Model", folder: Path, state: "TrainState", phase: str,
                  early_stopping: Optional["keras.callbacks.EarlyStopping"] = None):
         super().__init__()
         self.classifier, self.folder, self.state, self.phase = classifier, folder, state, phase
@@ -218,21 +220,21 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         logs = dict(logs or {})
-        row: dict[str, Any] = {"phase": self.phase, "epoch": len(self.state["rows"]) + 1, "phase_epoch": epoch + 1}
-        row.update({k: float(v) for k, v in logs.items() if np.isscalar(v)})
         st = self.state
+        row: dict[str, Any] = {"phase": self.phase, "epoch": st.epochs_run + 1, "phase_epoch": epoch + 1}
+        row.update({k: float(v) for k, v in logs.items() if np.isscalar(v)})
         val_loss = logs.get("val_loss", logs.get("loss"))
-        if val_loss is not None and (st.get("best_val_loss") is None or val_loss < st["best_val_loss"]):
+        if val_loss is not None and (st.best_val_loss is None or val_loss < st.best_val_loss):
             save_weights_npz(self.classifier, self.folder / BEST_WEIGHTS, frozen=self.frozen)
-            st.update(best_val_loss=float(val_loss), best_epoch=row["epoch"])
-        st["rows"].append(row)
-        st.update(phase=self.phase, phase_epochs_done=epoch + 1)
+            st.best_val_loss, st.best_epoch = float(val_loss), row["epoch"]
+        st.rows.append(row)
+        st.phase, st.phase_epochs_done = self.phase, epoch + 1
         es = self.early_stopping
         if es is not None:
-            st["early_stopping"] = {"wait": int(es.wait), "best": float(es.best), "best_epoch": int(es.best_epoch)}
-        save_checkpoint(self.folder / LAST_WEIGHTS, self.classifier, optimizer=self.model.optimizer, state=st,
-                        frozen=self.frozen)
-        atomic_write_json(self.folder / STATE_JSON, st)
+            st.early_stopping = {"wait": int(es.wait), "best": float(es.best), "best_epoch": int(es.best_epoch)}
+        save_checkpoint(self.folder / LAST_WEIGHTS, self.classifier, optimizer=self.model.optimizer,
+                        state=st.as_dict(), frozen=self.frozen)
+        st.save(self.folder)
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

@@ -22,7 +22,7 @@ from typing import Iterator
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.keras import keras, tf
 from edgecls.train import cluster
-from edgecls.train.checks import PRECISIONS, STRATEGIES
+from edgecls.core.config import PRECISIONS, STRATEGIES
 
 
 def gpus() -> list:

@@ -20,14 +20,11 @@ from edgecls.core.config import TrainConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import read_json
 from edgecls.core.rundir import LOCK_NAME, RunDir, RunLock, staging_path, swap_in
-from edgecls.train.checkpoint import LAST_WEIGHTS, STATE_JSON, read_checkpoint_state
-from edgecls.train import cluster
 from edgecls.data.split import split_warnings
+from edgecls.train import cluster
+from edgecls.train.checkpoint import LAST_WEIGHTS, read_checkpoint_state
 from edgecls.train.checks import check_run_dir
-
-PHASE_HEAD = "head"
-PHASE_FINE_TUNE = "fine_tune"
-PHASE_DONE = "done"
+from edgecls.train.state import PHASE_DONE, STATE_JSON, TrainState
 
 
 @dataclasses.dataclass
@@ -36,7 +33,7 @@ class Start:
 
     cfg: TrainConfig
     run: Optional[RunDir]
-    state: dict[str, Any]
+    state: TrainState
     folder: Optional[Path] = None
     worker: Optional[cluster.Task] = None  # a non-chief cluster worker: run and folder are its worker folder
 
@@ -91,7 +88,7 @@ def prepare_staging(target: Path) -> Path:
     return staging
 
 
-def resume_state(run: RunDir) -> dict[str, Any]:
+def resume_state(run: RunDir) -> TrainState:
     """The state saved with the last weights (authoritative), or a clear refusal."""
     last = run.checkpoints / LAST_WEIGHTS
     if not last.is_file():
@@ -101,11 +98,7 @@ def resume_state(run: RunDir) -> dict[str, Any]:
     if state is None:
         raise EdgeclsError(f"cannot resume: {last} holds no training state (made by an older edgecls); "
                            "start again with --force")
-    return state
-
-
-def new_state() -> dict[str, Any]:
-    return {"phase": PHASE_HEAD, "phase_epochs_done": 0, "rows": []}
+    return TrainState.from_dict(state)
 
 
 @contextlib.contextmanager
@@ -129,7 +122,7 @@ def opened(cfg: TrainConfig, *, resume: bool = False, force: bool = False,
             locks.enter_context(RunLock(cfg.out, "edgecls train --resume"))
             run = RunDir.open(cfg.out)
             state = resume_state(run)
-            replaces = state.get("replaces")
+            replaces = state.replaces
             if replaces and Path(replaces).is_dir():
                 locks.enter_context(RunLock(replaces, f"edgecls train --resume --out {run.path}"))
             yield Start(dataclasses.replace(run.train_config(), out=str(run.path)), run, state)
@@ -148,9 +141,9 @@ def opened(cfg: TrainConfig, *, resume: bool = False, force: bool = False,
             if created:
                 shutil.rmtree(folder, ignore_errors=True)
             raise
-        state = new_state()
+        state = TrainState()
         if folder != target:
-            state["replaces"] = str(target)
+            state.replaces = str(target)
         try:
             yield Start(cfg, None, state, folder)
         except BaseException:
@@ -179,7 +172,7 @@ def _opened_worker(cfg: TrainConfig, task: cluster.Task, *, resume: bool, force:
     folder.mkdir(parents=True, exist_ok=True)
     with RunLock(folder, f"edgecls train --out {cfg.out} ({task.name})"):
         try:
-            yield Start(cfg, None, new_state(), folder, worker=task)
+            yield Start(cfg, None, TrainState(), folder, worker=task)
         except BaseException:
             if not (folder / "checkpoints" / STATE_JSON).is_file():
                 drop_worker_folder(folder)
@@ -193,9 +186,9 @@ def drop_worker_folder(folder: Path) -> None:
         folder.parent.rmdir()  # only when empty: another task of the same run on this machine keeps it
 
 
-def put_in_place(run: RunDir, state: dict[str, Any]) -> RunDir:
+def put_in_place(run: RunDir, state: TrainState) -> RunDir:
     """A finished ``--force`` replacement takes the old run's place; other runs are already there."""
-    target = state.get("replaces")
+    target = state.replaces
     if not target:
         return run
     aside = swap_in(run.path, target)

@@ -29,42 +29,15 @@ is what the short fine-tune optimizes (it also needs no labels beyond the traini
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from edgecls.core.errors import EdgeclsError
+from edgecls.optimize.int8.flat import flatten
+from edgecls.optimize.int8.method import Built, Context, Method
 
 QAT_BATCH = 16
-
-
-def flatten(model: Any) -> Any:
-    """The same classifier as one flat functional graph (nested models inlined), same weights.
-
-    A model with no nested model is copied as it is (any graph, branches included); a nested one
-    must be a chain (input, backbone, head layers), as every edgecls classifier is."""
-    from edgecls.core.keras import keras
-
-    if not any(isinstance(layer, keras.Model) for layer in model.layers):
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-        return copy
-
-    inp = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name=model.layers[0].name)
-    x = inp
-    for layer in model.layers[1:]:
-        if isinstance(layer, keras.Model):
-            flat = keras.models.clone_model(layer, input_tensors=x)
-            src = [lyr for lyr in layer.layers if not isinstance(lyr, keras.layers.InputLayer)]
-            dst = [lyr for lyr in flat.layers if not isinstance(lyr, keras.layers.InputLayer)]
-            for a, b in zip(src, dst):
-                b.set_weights(a.get_weights())
-            x = flat.outputs[0]
-        else:
-            new = layer.__class__.from_config(layer.get_config())
-            x = new(x)
-            new.set_weights(layer.get_weights())
-    return keras.Model(inp, x, name=model.name)
 
 
 def _no_op_config():
@@ -284,8 +257,6 @@ def qat_finetune(model: Any, images: np.ndarray, *, epochs: int, learning_rate: 
     """Fine-tune a QAT copy of ``model`` to reproduce ``model``'s probabilities on ``images``."""
     from edgecls.core.keras import keras, tf
 
-    if epochs < 1:
-        raise EdgeclsError(f"--qat-epochs must be >= 1, got {epochs}")
     x = images.astype(np.float32)
     targets = np.asarray(model.predict(x, batch_size=QAT_BATCH * 2, verbose=0), dtype=np.float32)
     keras.utils.set_random_seed(seed)
@@ -296,9 +267,28 @@ def qat_finetune(model: Any, images: np.ndarray, *, epochs: int, learning_rate: 
     q.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.KLDivergence())
     ds = tf.data.Dataset.from_tensor_slices((x, targets)).shuffle(len(x), seed=seed).batch(QAT_BATCH)
     history = q.fit(ds, epochs=epochs, verbose=0)
+    loss = float(history.history["loss"][-1])
+    if not math.isfinite(loss):
+        raise EdgeclsError(f"quantization-aware training diverged (loss {loss} after {epochs} epoch(s)); "
+                           "lower --qat-learning-rate")
     info = {"epochs": epochs, "learning_rate": learning_rate, "images": int(len(x)),
             "steps": int(epochs * math.ceil(len(x) / QAT_BATCH)),
-            "final_kl": float(history.history["loss"][-1]), "targets": "float model probabilities",
+            "final_kl": loss, "targets": "float model probabilities",
             "activation_ranges_initialised": ranges,
             "start_agreement": float(np.mean(start.argmax(1) == targets.argmax(1)))}
     return q, info
+
+
+class QAT(Method):
+    """Quantization-aware training: a short tfmot fine-tune distilled from the float model, then converted."""
+
+    name = "qat"
+    summary = "quantization-aware training"
+
+    def __init__(self, epochs: int, learning_rate: float) -> None:
+        self.epochs, self.learning_rate = epochs, learning_rate
+
+    def build(self, ctx: Context) -> Optional[Built]:
+        q, info = qat_finetune(ctx.model, ctx.representative, epochs=self.epochs, learning_rate=self.learning_rate,
+                               seed=ctx.seed)
+        return Built(ctx.convert(q), record={"qat": info})

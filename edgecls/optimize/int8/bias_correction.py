@@ -6,7 +6,7 @@ cancel over the input's average, so every channel after a quantized conv is shif
 and the shifts add up through the network (Nagel et al., "Data-Free Quantization Through Weight
 Equalization and Bias Correction", 2019, section 4.2). On this toolkit's hard benchmark set the
 model with int8 weights (dynamic range) already disagreed with the float model on 5% of held-out
-images, and the correction took plain int8 from 0.887 to 0.967 agreement (tools/bench_quant.py).
+images, and the correction took plain int8 from 0.887 to 0.967 agreement (BENCHMARKS.md, "int8 methods").
 
 The correction runs on a copy of the float model before conversion: for every conv/dense layer,
 the mean output shift that rounding its kernel (as the converter will) causes on calibration
@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
+
+from edgecls.optimize.int8.method import Built, Context, Method
 
 BATCH = 32
 INT8_LEVELS = 127  # narrow symmetric int8 range of TFLite weights: -127..127
@@ -146,9 +148,9 @@ def corrected_with_shifts(model: Any, images: np.ndarray, rounded: Optional[dict
     {layer name: the per-channel amount subtracted from its bias (BatchNorm beta, conv or dense bias)}.
 
     The shift is in the units of the op's output, so it is also what the converter's folded bias of
-    that op lost: adding it back restores the original layer (:mod:`edgecls.optimize.float_biases`)."""
+    that op lost: adding it back restores the original layer (:mod:`edgecls.optimize.int8.float_biases`)."""
     from edgecls.core.keras import keras
-    from edgecls.optimize.qat import flatten
+    from edgecls.optimize.int8.flat import flatten
 
     flat = flatten(model)  # a copy: the biases change in it only
     targets = _targets(flat, keras)
@@ -173,3 +175,34 @@ def corrected_with_shifts(model: Any, images: np.ndarray, rounded: Optional[dict
 def _weighted_layer(flat: Any, t: _Target) -> Any:
     layer = flat.get_layer(t.name)
     return layer.inbound_nodes[0].inbound_layers if t.kind == "beta" else layer
+
+
+@dataclass
+class Corrected:
+    """The bias-corrected copy of the float model (made once per export, shared by the methods that build on it)."""
+
+    model: Any
+    shifts: dict[str, np.ndarray]
+    """{layer: the per-channel amount subtracted from its bias}: adding it back restores a layer."""
+    summary: dict[str, Any]
+
+
+def corrected(ctx: Context) -> Corrected:
+    """The context's float model, bias-corrected on its calibration images (made on first use)."""
+
+    def make() -> Corrected:
+        flat, shifts = corrected_with_shifts(ctx.model, ctx.representative)
+        return Corrected(flat, shifts, shift_summary(shifts, len(ctx.representative)))
+
+    return ctx.shared("corrected", make)
+
+
+class BiasCorrected(Method):
+    """Plain PTQ of the model whose biases cancel the mean shift of int8 weight rounding."""
+
+    name = "bias-corrected"
+    summary = "post-training quantization after bias correction"
+
+    def build(self, ctx: Context) -> Optional[Built]:
+        c = corrected(ctx)
+        return Built(ctx.convert(c.model), record={"bias_correction": c.summary})

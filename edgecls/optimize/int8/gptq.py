@@ -21,7 +21,7 @@ does lower is every op's own error (the debugger's worst rmse/scale 0.98 -> 0.30
 which leaves the 8-bit activation noise as the remaining cause of flips there.
 
 The grid is exactly the converter's: symmetric, narrow range, one scale per output channel =
-the channel's max |w| / 127 (:func:`edgecls.optimize.bias_correction.round_kernel`). The element
+the channel's max |w| / 127 (:func:`edgecls.optimize.int8.bias_correction.round_kernel`). The element
 that sets each channel's max is pinned to +-127 so the max, hence the converter's scale, is
 unchanged, and every other level is clipped to -127..127. The kernels written back lie exactly on
 that grid, so the converter's round-to-nearest reproduces the chosen integers; BatchNorm folding
@@ -30,7 +30,7 @@ scales a whole output channel, which keeps the grid (round(s * w) = s * round(w)
 H is collected on the float model's inputs (one forward pass for all layers, like bias
 correction), not on the inputs of the partly rounded network: cheaper, and each layer's own error
 is what it compensates. The mean shift that remains is then removed by bias correction measured
-against the *original* kernels (:func:`edgecls.optimize.bias_correction.correct_biases` with
+against the *original* kernels (:func:`edgecls.optimize.int8.bias_correction.correct_biases` with
 ``rounded=``).
 """
 
@@ -41,7 +41,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgecls.optimize.bias_correction import INT8_LEVELS, _channel_axes, channel_scales
+from edgecls.optimize.int8.bias_correction import INT8_LEVELS, _channel_axes, channel_scales
+from edgecls.optimize.int8.method import Built, Context, Method
 
 BATCH = 8
 DAMPING = 0.01
@@ -163,7 +164,7 @@ def compensate_rounding(model: Any, images: np.ndarray, *, damping: float = DAMP
     integers. Parity still compares with the original ``model``.
     """
     from edgecls.core.keras import keras
-    from edgecls.optimize.qat import flatten
+    from edgecls.optimize.int8.flat import flatten
 
     t0 = time.perf_counter()
     flat = flatten(model)  # a copy: its kernels are replaced in it only
@@ -176,7 +177,7 @@ def compensate_rounding(model: Any, images: np.ndarray, *, damping: float = DAMP
             log(f"gptq {layer.name}: {layer.get_weights()[0].size} weights")
     info: dict[str, Any] = {"layers": len(layers), "images": int(len(images)), "damping": damping}
     if bias_correction:
-        from edgecls.optimize.bias_correction import correct_biases
+        from edgecls.optimize.int8.bias_correction import correct_biases
 
         flat, bc = correct_biases(flat, images, rounded=rounded)
         info["bias_correction"] = bc
@@ -186,3 +187,15 @@ def compensate_rounding(model: Any, images: np.ndarray, *, damping: float = DAMP
         layer.set_weights(w)
     info["seconds"] = round(time.perf_counter() - t0, 1)
     return flat, info
+
+
+class GPTQ(Method):
+    """PTQ of the kernels GPTQ rounded onto the converter's grid (errors compensated), bias-corrected on top."""
+
+    name = "gptq"
+    summary = "post-training quantization of GPTQ-rounded weights, bias-corrected"
+
+    def build(self, ctx: Context) -> Optional[Built]:
+        rounded, info = compensate_rounding(ctx.model, ctx.representative, bias_correction=True)
+        return Built(ctx.convert(rounded), record={"gptq": {k: v for k, v in info.items() if k != "bias_correction"},
+                                                   "bias_correction": info.get("bias_correction")})

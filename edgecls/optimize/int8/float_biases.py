@@ -1,6 +1,6 @@
 """Ops kept in float in a bias-corrected int8 file get their original biases back.
 
-Bias correction (:mod:`edgecls.optimize.bias_correction`) shifts each layer's bias to cancel the
+Bias correction (:mod:`edgecls.optimize.int8.bias_correction`) shifts each layer's bias to cancel the
 mean error that rounding *its* kernel to int8 causes. A selective int8 file keeps some ops in
 float: their kernels are not rounded, so the correction is now an error of its own. On a real-photo
 run (CIFAR-10, BENCHMARKS.md issue 8, session 21) keeping MobileNetV2's first conv and first
@@ -27,7 +27,7 @@ BIASED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 def corrected_layer(tensor: str, shifts: Mapping[str, np.ndarray]) -> Optional[str]:
     """The one bias-corrected Keras layer named in an op's output ``tensor``, or None (none, or an
     ambiguous name): the same rule for the calibrated file and for the Keras model."""
-    from edgecls.optimize.qdebug import name_components
+    from edgecls.optimize.int8.debugger import name_components
 
     layers = [n for n in name_components(tensor) if n in shifts]
     return layers[0] if len(layers) == 1 else None
@@ -37,7 +37,7 @@ def restore_biases(calibrated: bytes, float_tensors: Sequence[str], shifts: Mapp
                    ) -> tuple[bytes, list[str]]:
     """``calibrated`` with the bias-correction ``shifts`` added back to the ops that produce ``float_tensors``,
     and the layers restored. ``shifts`` maps a Keras layer name to what correction subtracted from it
-    (:func:`edgecls.optimize.bias_correction.corrected_with_shifts`); an op is matched by the layer names in
+    (:func:`edgecls.optimize.int8.bias_correction.corrected_with_shifts`); an op is matched by the layer names in
     its output tensor's name."""
     from edgecls.optimize import tflite_graph
 

@@ -1,11 +1,10 @@
 """Selective float chosen by *effect*: which tensors, kept in float, make the int8 file agree?
 
-The debugger's rmse/scale (:mod:`edgecls.optimize.qdebug`) says where int8 rounds badly, not
-what that does to the answer: on the hard benchmark set, keeping the two worst tensors in
-float halved the mean |prob diff| and changed no top-1 (BENCHMARKS.md). So the debugger only
-*nominates* candidates (the worst tensors, plus the classifier head); each is then measured by
-what it does to the model's output on *selection images* — calibration images, never the
-held-out images parity judges by (no peeking at the gate):
+The debugger's rmse/scale (:mod:`edgecls.optimize.int8.debugger`) says where int8 rounds badly, not
+what that does to the answer: keeping the worst tensors in float can leave every top-1 as it was.
+So the debugger only *nominates* candidates (the worst tensors, plus the classifier head); each is
+then measured by what it does to the model's output on *selection images* — calibration images,
+never the held-out images parity judges by (no peeking at the gate):
 
 1. every candidate alone (one requantization of the calibrated model + one pass over the
    selection images each). A candidate is one tensor, the classifier head, or one of the worst
@@ -19,9 +18,10 @@ order: flips are what the gate counts, the probability distance breaks ties and 
 With equal flips a step must lower the mean |prob diff| by ``MIN_GAIN`` (5 %): every float tensor
 costs size and time.
 
-In export's default chain the calibrated model is the *bias-corrected* one, and every float op
-tried gets its original bias back (:mod:`edgecls.optimize.float_biases`), so the int8 ops keep
-the correction's gain.
+Two methods use it: :class:`FloatByEffect` searches on the plain PTQ calibration (it finds a layer
+that int8 breaks outright), :class:`FloatNamed` keeps the tensors a user names. On a bias-corrected
+calibration each float op tried gets its original bias back (``shifts``;
+:mod:`edgecls.optimize.int8.float_biases`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from edgecls.optimize.qdebug import AUTO_MAX_FLOAT_LAYERS, DEBUG_IMAGES, LayerError, diagnose, selective_int8
+from edgecls.optimize.int8.debugger import LayerError, ptq_diagnosis, resolve_float_layers, selective_int8
+from edgecls.optimize.int8.method import Built, Context, Method
 
 EFFECT_CANDIDATES = 10
 """Worst tensors (by rmse/scale) measured one by one, besides the classifier head."""
@@ -41,14 +42,15 @@ EFFECT_IMAGES = 150
 """Selection images per measurement (each candidate costs one requantization + this many invokes)."""
 HEAD_OPS = ("FULLY_CONNECTED", "SOFTMAX", "MEAN")
 """The classifier head's ops (global pooling, dense, softmax): tried as one candidate."""
+MAX_FLOAT_TENSORS = 8
+"""At most this many tensors stay float: a mostly-int8 file."""
 MIN_GAIN = 0.05
-"""With the same flips, a float set must lower the mean |prob diff| by 5 % to be kept. On a real-photo run
-(BENCHMARKS.md, issue 8, session 21) a 1 % step kept the 320 -> 1280 conv float: the file grew from
-2.7 to 4.9 MB for a difference the 150 selection images cannot tell from noise."""
+"""With the same flips, a float set must lower the mean |prob diff| by 5 % to be kept: a 1 % step once kept
+the 320 -> 1280 conv float, growing the file from 2.7 to 4.9 MB for a difference 150 selection images cannot
+tell from noise."""
 PAIR_CANDIDATES = 5
 """Worst tensors also tried together with the op that feeds them. Keeping one op float still rounds its
-input to 8 bits; only the pair keeps the tensor between them float (on blurry real photos the first
-conv's output was such a tensor: BENCHMARKS.md, issue 8, session 21)."""
+input to 8 bits; only the pair keeps the tensor between them float."""
 
 
 @dataclass
@@ -95,15 +97,14 @@ class Selection:
 
 
 def tflite_probabilities(tflite: bytes, images: np.ndarray, workdir: Path) -> np.ndarray:
-    """Probabilities [N, C] of ``tflite`` on uint8 ``images`` through the device runtime, batch 1."""
-    from edgecls.runtime.classifier import Classifier
+    """Probabilities [N, C] of the file ``tflite`` on uint8 ``images`` through the device runtime, batch 1."""
+    from edgecls.optimize.parity import tflite_scores
 
     with tempfile.NamedTemporaryFile(suffix=".tflite", dir=workdir, delete=False) as f:
         f.write(tflite)
         path = Path(f.name)
     try:
-        clf = Classifier(path, labels=None, num_threads=2)
-        return np.stack([clf.probabilities(img) for img in images]).astype(np.float32)
+        return tflite_scores(path, images)
     finally:
         path.unlink(missing_ok=True)
 
@@ -128,7 +129,7 @@ def choose_by_effect(
     evaluate: Callable[[list[str]], Effect],
     groups: Sequence[Sequence[str]],
     *,
-    limit: int = AUTO_MAX_FLOAT_LAYERS,
+    limit: int = MAX_FLOAT_TENSORS,
     log: Optional[Callable[[str], None]] = None,
 ) -> tuple[list[str], Effect, Effect, list[dict[str, Any]]]:
     """Forward selection: measure each group alone, then add the helpful ones best first while the
@@ -169,16 +170,16 @@ def choose_by_effect(
 
 def select_float_tensors(
     calibrated: bytes, layers: Sequence[LayerError], images: np.ndarray, p_float: np.ndarray, *, io: str,
-    workdir: Path, limit: int = AUTO_MAX_FLOAT_LAYERS, log: Optional[Callable[[str], None]] = None,
+    workdir: Path, limit: int = MAX_FLOAT_TENSORS, log: Optional[Callable[[str], None]] = None,
     shifts: Optional[dict[str, np.ndarray]] = None, keep: Sequence[str] = (),
 ) -> Selection:
     """Choose the float tensors of a selective int8 model by their measured effect on ``images``.
 
     ``shifts``: ``calibrated`` is of a bias-corrected model, and each tried float op gets its original
-    bias back first (:mod:`edgecls.optimize.float_biases`). ``keep``: float in every candidate
+    bias back first (:mod:`edgecls.optimize.int8.float_biases`). ``keep``: float in every candidate
     (the baseline too); the selection adds to them."""
-    from edgecls.optimize.float_biases import restore_biases
-    from edgecls.optimize.qdebug import producers
+    from edgecls.optimize.int8.debugger import producers
+    from edgecls.optimize.int8.float_biases import restore_biases
 
     top_float = p_float.argmax(1)
 
@@ -200,45 +201,43 @@ def select_float_tensors(
                      nominated=nominated, kept=kept)
 
 
-@dataclass
-class CorrectedSelective:
-    """Selective float built on a bias-corrected model (export's default selective step)."""
-
-    data: bytes
-    """The int8 file; empty when the model has no stem and keeping no tensor in float helped."""
-    selection: Selection
-    summary: dict[str, Any]
-    """The debugger's figures of that file (of the corrected model when nothing was chosen)."""
-    biases_restored: list[str]
-    float_tensors: list[str] = field(default_factory=list)
-    """The selection's tensors as the file names them (see :func:`edgecls.optimize.qdebug.same_tensors`)."""
+def selection_images(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``EFFECT_IMAGES`` calibration images and the float model's probabilities on them."""
+    images = ctx.representative[:EFFECT_IMAGES]
+    p_float = np.asarray(ctx.model.predict(images.astype(np.float32), batch_size=32, verbose=0), dtype=np.float32)
+    return images, p_float
 
 
-def select_on_corrected(model: Any, corrected: Any, shifts: dict[str, np.ndarray], representative: np.ndarray, *,
-                        io: str, workdir: Path, limit: int = AUTO_MAX_FLOAT_LAYERS,
-                        log: Optional[Callable[[str], None]] = None) -> CorrectedSelective:
-    """Choose float tensors by effect on the bias-corrected ``corrected`` (the float ops tried with their
-    original biases back), then build the file from ``corrected`` with those biases restored, calibrated
-    again. ``model`` is the original: its probabilities are what the choice is scored against. ``limit``: the
-    most tensors float, the stem included (the stem is float whatever its size)."""
-    from edgecls.optimize.float_biases import restore_layer_biases
-    from edgecls.optimize.qdebug import same_tensors, stem_tensors
+class FloatByEffect(Method):
+    """Plain PTQ with the tensors kept float whose float version measurably helps (forward selection)."""
 
-    images = representative[:EFFECT_IMAGES]
-    p_float = np.asarray(model.predict(images.astype(np.float32), batch_size=32, verbose=0), dtype=np.float32)
-    base = diagnose(corrected, representative, representative[:DEBUG_IMAGES])
-    # The stem (first conv through the next conv reading it) is always float here: on blurry real photos its output
-    # was the one tensor whose 8 bits mattered (0.940 -> 0.978 agreement on 1000 held-out photos), a
-    # gain the confident training images used for selection do not show (BENCHMARKS.md, session 21).
-    selection = select_float_tensors(base.calibrated, base.layers, images, p_float, io=io, workdir=workdir,
-                                     limit=limit, log=log, shifts=shifts,
-                                     keep=stem_tensors(base.calibrated, base.layers))
-    if not selection.tensors:
-        return CorrectedSelective(b"", selection, base.summary(), [])
-    restored, layers = restore_layer_biases(corrected, selection.tensors, shifts)
-    final = diagnose(restored, representative, representative[:DEBUG_IMAGES], denylisted=selection.tensors)
-    tensors = same_tensors(selection.tensors, base.calibrated, final.calibrated)
-    if tensors != selection.tensors:  # renamed in the copy (EfficientNet): measure the file that ships
-        final = diagnose(restored, representative, representative[:DEBUG_IMAGES], denylisted=tensors)
-    return CorrectedSelective(selective_int8(final.calibrated, tensors, io=io), selection, final.summary(), layers,
-                              tensors)
+    name = "float-search"
+    summary = "selective float layers chosen by their effect"
+
+    def build(self, ctx: Context) -> Optional[Built]:
+        diagnosis = ptq_diagnosis(ctx)
+        images, p_float = selection_images(ctx)
+        selection = select_float_tensors(diagnosis.calibrated, diagnosis.layers, images, p_float, io=ctx.io,
+                                         workdir=ctx.workdir, log=ctx.log)
+        if not selection.tensors:
+            ctx.log(f"keeping no tensor in float lowered the int8 error on {selection.images} calibration images "
+                    f"(worst rmse/scale {diagnosis.layers[0].rmse_scale:.2f}); nothing to try")
+            return None
+        return Built(selective_int8(diagnosis.calibrated, selection.tensors, io=ctx.io), selection.tensors,
+                     {"selection": {**selection.as_dict(), "base": "original"}})
+
+
+class FloatNamed(Method):
+    """Plain PTQ with the tensors a user named kept float (``--float-layers NAME,...``)."""
+
+    name = "float-named"
+    summary = "the float layers you named"
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = list(names)
+
+    def build(self, ctx: Context) -> Optional[Built]:
+        diagnosis = ptq_diagnosis(ctx)
+        tensors = resolve_float_layers(self.names, diagnosis.layers)
+        return Built(selective_int8(diagnosis.calibrated, tensors, io=ctx.io), tensors,
+                     {"selection": {"method": "named", "names": self.names}})

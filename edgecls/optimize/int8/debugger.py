@@ -1,14 +1,16 @@
-"""Where int8 error comes from: per-tensor quantization error with TF's QuantizationDebugger.
+"""Where int8 error comes from: per-tensor quantization error with TF's QuantizationDebugger,
+and the graph facts selective float needs (which op feeds which, the stem, names across calibrations).
 
 For every quantized tensor the debugger runs the float op and the int8 op on the same
 (quantized) input and records the difference. ``rmse/scale`` is that difference's RMS in units
 of the tensor's quantization step: pure rounding of a uniformly spread value gives
 1/sqrt(12) ~= 0.29, so a tensor far above that loses information beyond rounding (a clipped
-range, a few huge outliers in a depthwise kernel, ...). Measured on real photos (DESIGN.md):
-0.94 at the first depthwise conv and 0.81 at the classifier's FULLY_CONNECTED, the rest <= 0.57.
+range, a few huge outliers in a depthwise kernel, ...). It says where int8 rounds badly, not
+what that does to the answer: selective float nominates by it and decides by effect
+(:mod:`edgecls.optimize.int8.float_search`).
 
 :class:`Diagnosis` keeps the calibrated model, so a *selective* model (the named tensors left
-in float, still uint8 in/out) is one ``mlir_quantize`` call away, with the same calibration.
+in float, still uint8 in/out) is one quantize step away, with the same calibration.
 """
 
 from __future__ import annotations
@@ -18,18 +20,17 @@ import io
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
 from edgecls.core.errors import EdgeclsError
 
+if TYPE_CHECKING:
+    from edgecls.optimize.int8.method import Context
+
 ROUNDING_NOISE = 1.0 / math.sqrt(12.0)
 """rmse/scale of pure rounding (uniform error over one quantization step)."""
-AUTO_FLOAT_THRESHOLD = 2.0 * ROUNDING_NOISE
-"""--float-layers auto keeps tensors above this rmse/scale (twice rounding noise) in float."""
-AUTO_MAX_FLOAT_LAYERS = 8
-"""At most this many tensors stay float with --float-layers auto (worst first): a mostly-int8 model."""
 DEBUG_IMAGES = 64
 """Images the debugger runs (it invokes an instrumented model per image: cost grows with N)."""
 WORST_SHOWN = 5
@@ -62,13 +63,11 @@ class Diagnosis:
         return [e.as_dict() for e in self.layers[:n]]
 
     def summary(self, n: int = WORST_SHOWN) -> dict[str, Any]:
-        """What parity reports: the worst tensors, how many exceed the auto threshold, the noise floor."""
+        """What parity reports: the worst tensors and the noise floor they compare with."""
         return {
             "worst": self.worst(n),
             "n_tensors": len(self.layers),
             "rounding_noise": round(ROUNDING_NOISE, 4),
-            "auto_threshold": round(AUTO_FLOAT_THRESHOLD, 4),
-            "above_threshold": sum(e.rmse_scale > AUTO_FLOAT_THRESHOLD for e in self.layers),
             "float_layers": list(self.denylisted),
         }
 
@@ -114,11 +113,9 @@ def diagnose(
     return Diagnosis(layers=layers, calibrated=bytes(dbg.calibrated_model), denylisted=list(denylisted))
 
 
-def auto_float_layers(layers: Sequence[LayerError], *, threshold: float = AUTO_FLOAT_THRESHOLD,
-                      limit: int = AUTO_MAX_FLOAT_LAYERS) -> list[str]:
-    """Tensors far above rounding noise, worst first, at most ``limit``."""
-    worst = sorted(layers, key=lambda e: -e.rmse_scale)
-    return [e.tensor for e in worst if e.rmse_scale > threshold][:limit]
+def ptq_diagnosis(ctx: "Context") -> Diagnosis:
+    """The debugger's per-tensor error of the context's plain PTQ calibration (made on first use)."""
+    return ctx.shared("diagnosis", lambda: diagnose(ctx.model, ctx.representative, ctx.representative[:DEBUG_IMAGES]))
 
 
 def name_components(tensor: str) -> set[str]:
@@ -146,7 +143,7 @@ def producers(calibrated: bytes) -> dict[str, str]:
     """{op output tensor: the tensor its first input comes from} in a calibrated model.
 
     A tensor stays float only when the op making it *and* the op reading it are float; this is how
-    selective float finds the op before one (:func:`edgecls.optimize.selective.candidates`)."""
+    selective float finds the op before one (:func:`edgecls.optimize.int8.float_search.candidates`)."""
     from edgecls.optimize import tflite_graph
 
     g = tflite_graph.read(calibrated)
@@ -180,7 +177,7 @@ STEM_SEARCH_TENSORS = 12
 """How far (in tensors) the stem search looks past the first conv for the next one."""
 
 
-def stem_tensors(calibrated: bytes, layers: Sequence[LayerError]) -> list[str]:
+def stem_tensors(calibrated: bytes) -> list[str]:
     """The stem: the first conv's output, the output of the next conv reading it, and every tensor on
     the way between them, when all are quantized tensors. Kept float together, the first conv's
     activated output (the feature maps the first depthwise conv takes differences of) is not rounded
@@ -221,9 +218,16 @@ def stem_tensors(calibrated: bytes, layers: Sequence[LayerError]) -> list[str]:
         if t not in on_way:
             on_way.add(t)
             todo.extend(s for s in made_by[t] if s in made_by)
-    names = [g.tensor_name(t) for t in made_by if t in on_way]
-    quantized = {e.tensor for e in layers}
-    return names if all(t in quantized for t in names) else []
+    names = [t for t in made_by if t in on_way]
+    # Each must be a tensor calibration measured (a quantizable op's output), or int8 would not round it.
+    if not all(_calibrated(g.graph.tensors[t]) for t in names):
+        return []
+    return [g.tensor_name(t) for t in names]
+
+
+def _calibrated(tensor: Any) -> bool:
+    q = tensor.quantization
+    return q is not None and q.min is not None and q.max is not None and len(q.min) > 0
 
 
 def selective_int8(calibrated: bytes, float_tensors: Sequence[str], *, io: str = "uint8") -> bytes:
@@ -240,8 +244,7 @@ def format_quant_error(summary: Optional[dict[str, Any]]) -> list[str]:
     """Table lines of the worst tensors (for the parity table)."""
     if not summary:
         return []
-    lines = [f"  worst int8 tensors (rmse/scale; rounding noise {summary['rounding_noise']:.2f}, "
-             f"auto keeps > {summary['auto_threshold']:.2f} in float):"]
+    lines = [f"  worst int8 tensors (rmse/scale; pure rounding gives {summary['rounding_noise']:.2f}):"]
     for e in summary["worst"]:
         short = e["tensor"].split(";")[0]
         if len(short) > 60:

@@ -1,0 +1,58 @@
+"""The tf.data pipelines a training run reads: train, val and test batches with one-hot labels.
+
+Labels are one-hot because CategoricalCrossentropy is the loss that supports label smoothing. The
+pipelines start from lists of paths, not files per worker, so a cluster shards them by element.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from edgecls.core.config import TrainConfig
+from edgecls.core.keras import tf
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Datasets:
+    """A run's pipelines (None where its split is empty) and what the feature cache reads."""
+
+    train: Any
+    val: Any
+    test: Optional[Any]
+    sizes: dict[str, int]
+    n_classes: int
+    train_features: Optional[Any] = None
+    """The training images in a fixed order, unaugmented and never oversampled: what the head-phase feature
+    cache reads (it keeps every image's label beside its features and resamples itself)."""
+
+
+def build_datasets(cfg: TrainConfig, root: Path, split: dict, n_classes: int, cache_root: Path, *,
+                   features: bool = False) -> Datasets:
+    """The run's pipelines over ``split``; decoded images are cached under ``cache_root`` as ``cfg.cache`` says."""
+    from edgecls import data
+
+    def pipeline(items: list, name: str, training: bool, oversample: bool = False) -> Any:
+        cache_dir = cache_root / name
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        return data.build_dataset(root, items, image_size=cfg.size, batch_size=cfg.batch_size, training=training,
+                                  seed=cfg.seed, cache=cfg.cache, cache_budget_mb=cfg.cache_budget_mb,
+                                  cache_dir=cache_dir, oversample=oversample)
+
+    out: dict[str, Any] = {}
+    for name in SPLITS:
+        items = split.get(name) or []
+        if not items:
+            out[name] = None
+            continue
+        ds = pipeline(items, name, training=name == "train", oversample=name == "train" and cfg.balance == "oversample")
+        ds = ds.map(lambda x, y: (x, tf.one_hot(y, n_classes)), num_parallel_calls=tf.data.AUTOTUNE)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        out[name] = ds.with_options(options)
+    return Datasets(train=out["train"], val=out["val"], test=out["test"],
+                    sizes={name: len(split.get(name) or []) for name in SPLITS}, n_classes=n_classes,
+                    train_features=pipeline(split["train"], "features", training=False) if features else None)
