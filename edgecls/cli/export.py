@@ -61,7 +61,7 @@ def prune_cmd(run: Path, **options) -> None:
 class _OneModeCommand(click.Command):
     """Refuses two export modes at once (click would silently keep the last of the shared flags)."""
 
-    MODE_FLAGS = ("--int8", "--float16", "--dynamic", "--float32")
+    MODE_FLAGS = ("--int8", "--float16", "--dynamic", "--float32", "--imx500")
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         given = list(dict.fromkeys(a for a in args if a in self.MODE_FLAGS))
@@ -76,6 +76,7 @@ class _OneModeCommand(click.Command):
 @click.option("--float16", "mode", flag_value="float16", help="float16 weights, float32 compute on most CPUs.")
 @click.option("--dynamic", "mode", flag_value="dynamic", help="int8 weights, float activations.")
 @click.option("--float32", "mode", flag_value="float32", help="Plain float32.")
+@click.option("--imx500", "mode", flag_value="imx500", help="Raspberry Pi AI Camera: MCT-quantized, gated, converted to packerOut.zip (edgecls deploy --imx500 packages it on the Pi).")
 @click.option("--pruned", is_flag=True, help=field_help(ExportConfig, "pruned"))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder (default RUN/export), or a .tflite file path.")
@@ -121,6 +122,10 @@ def export_cmd(run: Path, mode: Optional[str], out: Optional[Path], no_parity: b
 
     cfg = ExportConfig(run=str(run), mode=mode or "int8", out=str(out) if out else None, parity=not no_parity,
                        repair=not no_repair, **options)
+    if cfg.mode == "imx500":
+        from edgecls.cli.imx500 import export_imx500_cmd
+
+        return export_imx500_cmd(cfg)
     try:
         card = export_run(cfg)
     except ExportFailed as e:
