@@ -25,6 +25,7 @@ def _d(name: str) -> str:
 @click.argument("source", metavar="MODEL_OR_RUN", type=click.Path(exists=True))
 @click.argument("target", metavar="USER@HOST[:DIR]")
 @click.option("--mode", default=DeployConfig.mode, show_default=True, help=_d("mode"))
+@click.option("--imx500", is_flag=True, help="Deploy the AI Camera export: copy model_imx500.packerOut.zip, run imx500-package on the Pi, place network.rpk (no verify or bench: the network runs on the sensor).")
 @click.option("--install", is_flag=True, help=_d("install"))
 @click.option("--wheel", type=click.Path(exists=True, dir_okay=False), default=None, help=_d("wheel"))
 @click.option("--venv", default=None, help=_d("venv"))
@@ -37,7 +38,7 @@ def _d(name: str) -> str:
 @click.option("--runs", type=click.IntRange(1), default=DeployConfig.runs, show_default=True, help=_d("runs"))
 @click.option("--warmup", type=click.IntRange(0), default=DeployConfig.warmup, show_default=True, help=_d("warmup"))
 @ssh_options
-def deploy(source: str, target: str, mode: str, install: bool, wheel: Optional[str], venv: Optional[str], python: str,
+def deploy(source: str, target: str, mode: str, imx500: bool, install: bool, wheel: Optional[str], venv: Optional[str], python: str,
            service: bool, unit: str, service_env: str, no_verify: bool, threads: tuple[int, ...], runs: int,
            warmup: int, ssh_config: Optional[str], identity: Optional[str], port: Optional[int],
            ssh_option: tuple[str, ...], connect_timeout: int) -> None:
@@ -54,6 +55,10 @@ def deploy(source: str, target: str, mode: str, install: bool, wheel: Optional[s
                        python=python, service=service, unit=unit, service_env=service_env, verify=not no_verify,
                        threads=threads, runs=runs, warmup=warmup,
                        ssh=ssh_config_from(ssh_config, identity, port, ssh_option, connect_timeout))
+    if imx500:
+        from edgecls.cli.imx500 import deploy_imx500_cmd
+
+        return deploy_imx500_cmd(cfg)
     result = run_deploy(cfg, echo=click.echo)
     if result.installed:
         click.echo(f"Installed on {result.target.host}: {result.installed} in {result.venv}")

@@ -97,11 +97,13 @@ def _tail(log: Path) -> str:
     return (keep or lines or ["no output"])[-1][:300]
 
 
+def _log_path(paths: Imx500Files) -> Path:
+    return paths.package.with_name(paths.package.name.replace(".packerOut.zip", ".log"))
+
+
 def _keep_log(log: Path, paths: Imx500Files) -> Path:
     """Copy a failed tool's log out of the staging folder (which the failure deletes)."""
-    kept = paths.package.with_name(paths.package.name.replace(".packerOut.zip", ".log"))
-    atomic_write_bytes(kept, log.read_bytes() if log.is_file() else b"")
-    return kept
+    return atomic_write_bytes(_log_path(paths), log.read_bytes() if log.is_file() else b"")
 
 
 def _run(cmd: list[str], env: dict[str, str], log: Path, timeout: int, cwd: Optional[Path] = None) -> int:
@@ -257,7 +259,7 @@ def _export(cfg: ExportConfig, run: RunDir, source: Path, paths: Imx500Files, tx
     shutil.rmtree(job, ignore_errors=True)
     tx.path(paths.quantized.name).unlink()  # kept only beside a rejected gate, for inspection (~4x the package)
     tx.commit(publish + [paths.card.name, paths.package.name])
-    _keep_log(log, paths).unlink()  # a log left by an earlier failure no longer describes these files
+    _log_path(paths).unlink(missing_ok=True)  # a log left by an earlier failure no longer describes these files
     return card
 
 
