@@ -130,7 +130,7 @@ def _pretrained() -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def imx500_export(tiny_run, tmp_path_factory):
+def imx500_export(request, tmp_path_factory):
     """One real export --imx500. With the shared pretrained backbone (shared/pretrained, beside the clone) a
     MobileNetV2 1.0 at 96 px learns the synthetic shapes, and the default gate applies; without it, the
     suite's random-init tiny_run is converted under lenient gates (its random features are too chaotic for
@@ -140,7 +140,12 @@ def imx500_export(tiny_run, tmp_path_factory):
     from edgecls.optimize.imx500.gate import MIN_CLEAR_AGREEMENT
     from tests.isolated_venv import VENVS
 
-    os.environ.setdefault(toolchain.CACHE_ENV, str(VENVS / "imx500"))
+    try:  # before any training: a machine without them skips with the reason
+        toolchain.find_python()
+        toolchain.find_java()
+    except EdgeclsError as e:
+        pytest.skip(str(e))
+    os.environ.setdefault(toolchain.CACHE_ENV, str(VENVS / "imx500"))  # the venv the background build made
     root = tmp_path_factory.mktemp("imx500")
     weights = _pretrained()
     if weights is not None:
@@ -154,13 +159,9 @@ def imx500_export(tiny_run, tmp_path_factory):
                                 augment=False, cache="memory", seed=0), verbose=0).path
         gates = dict(max_drop=1.0, min_clear_agreement=MIN_CLEAR_AGREEMENT)
     else:
-        run = root / "run"
-        shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoints", "logs", "cache", "plots", "export"))
+        run = root / "run"  # asked for only here: tiny_run's xdist group keeps the 43 tests that share it together
+        shutil.copytree(request.getfixturevalue("tiny_run"), run, ignore=shutil.ignore_patterns("checkpoints", "logs", "cache", "plots", "export"))
         gates = dict(max_drop=100.0, min_clear_agreement=0.0)
-    try:
-        toolchain.find_python()
-    except EdgeclsError as e:
-        pytest.skip(str(e))
     card = imx_export.export_imx500(ExportConfig(run=str(run), mode="imx500", max_drop=gates["max_drop"]),
                                     min_clear_agreement=gates["min_clear_agreement"])
     return run, card, weights is not None
