@@ -45,4 +45,11 @@ pi-check: $(STAMP) system-deps
 .PHONY: test-caches
 test-caches: $(STAMP) system-deps
 	PYTHON=$(CURDIR)/$(PY) bash tools/pi_userland.sh --build-only
-	$(PY) tests/isolated_venv.py mediapipe tflite-support tflite-runtime
+	$(PY) tests/isolated_venv.py mediapipe tflite-support tflite-runtime picamera2
+	EDGECLS_IMX500_CACHE=$(CURDIR)/.venv-test/imx500 $(PY) -m edgecls.optimize.imx500.toolchain
+
+# Sony's IMX500 toolchain (edge-mdt: TensorFlow 2.15 + MCT + imxconv-tf) in its own venv under
+# ~/.cache/edgecls (export --imx500 builds it on first use too). Needs python3.11 and Java 17.
+.PHONY: imx500-venv
+imx500-venv: $(STAMP)
+	$(PY) -m edgecls.optimize.imx500.toolchain

@@ -69,6 +69,8 @@ SPECS: dict[str, VenvSpec] = {
     # Editable, so the venv (cached by its requirements) always runs this tree's current code.
     "tflite-runtime": VenvSpec(("tflite-runtime==2.14.0", "numpy<2", "opencv-python-headless", "-e", str(ROOT)),
                                python=python_at_most_311),
+    # Picamera2's released source, for its IMX500 output parser (it does not import off a Pi: libcamera, pykms).
+    "picamera2": VenvSpec(("--no-deps", "picamera2==0.3.38")),
 }
 
 

@@ -57,6 +57,22 @@ def _isolated(name: str) -> Build:
                  applies=lambda: SPECS[name].python() is not None)
 
 
+def _imx500_applies() -> bool:
+    from edgecls.core.errors import EdgeclsError
+    from edgecls.optimize.imx500.toolchain import find_python
+
+    try:
+        return bool(find_python())
+    except EdgeclsError:  # no CPython 3.11: the test says so and skips
+        return False
+
+
+def _imx500_env() -> dict[str, str]:
+    from isolated_venv import VENVS
+
+    return _env_without_pythonpath(EDGECLS_IMX500_CACHE=str(VENVS / "imx500"))
+
+
 BUILDS: dict[str, Build] = {
     "pi-userland": Build(command=lambda: ["bash", str(ROOT / "tools" / "pi_userland.sh"), "--build-only"],
                          env=lambda: _env_without_pythonpath(PYTHON=sys.executable),
@@ -64,10 +80,14 @@ BUILDS: dict[str, Build] = {
     "mediapipe": _isolated("mediapipe"),
     "tflite-support": _isolated("tflite-support"),
     "tflite-runtime": _isolated("tflite-runtime"),
+    "picamera2": _isolated("picamera2"),
+    # Sony's IMX500 toolchain (~2.3 GB): edgecls builds it itself, in the folder the tests point it to.
+    "imx500": Build(command=lambda: [sys.executable, "-m", "edgecls.optimize.imx500.toolchain"], env=_imx500_env,
+                    applies=_imx500_applies),
 }
 # Two lanes: the rootfs download overlaps the pip downloads; more would compete with the tests
 # for the two cores. Each lane is ordered as the tests that need its builds run.
-LANES = (("pi-userland",), ("mediapipe", "tflite-support", "tflite-runtime"))
+LANES = (("pi-userland", "imx500"), ("mediapipe", "tflite-support", "tflite-runtime", "picamera2"))
 
 
 @dataclass

@@ -123,4 +123,4 @@ def test_isolated_venv_cli_refuses_unknown_names():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.startswith("Error: usage: isolated_venv.py NAME... (names: mediapipe, tflite-support, "
-                                  "tflite-runtime; unknown: nosuch)")
+                                  "tflite-runtime, picamera2; unknown: nosuch)")

@@ -20,7 +20,7 @@ def register(group: click.Group) -> None:
 @click.command()
 @click.argument("source", metavar="MODEL_OR_RUN", type=click.Path(exists=True))
 @click.argument("target", metavar="USER@HOST[:DIR]")
-@config_options(DeployConfig, "mode", "install", "wheel", "venv", "python", "service", "unit", "service_env", "verify",
+@config_options(DeployConfig, "mode", "imx500", "install", "wheel", "venv", "python", "service", "unit", "service_env", "verify",
                 "threads", "runs", "warmup")
 @ssh_options
 def deploy(source: str, target: str, **options) -> None:
@@ -35,6 +35,10 @@ def deploy(source: str, target: str, **options) -> None:
 
     ssh = ssh_config_from(options)
     cfg = DeployConfig(source=source, target=target, ssh=ssh, **options)
+    if cfg.imx500:
+        from edgecls.cli.imx500 import deploy_imx500_cmd
+
+        return deploy_imx500_cmd(cfg)
     result = run_deploy(cfg, echo=click.echo)
     if result.installed:
         click.echo(f"Installed on {result.target.host}: {result.installed} in {result.venv}")

@@ -52,7 +52,7 @@ def prune_cmd(run: Path, **options) -> None:
 class _OneModeCommand(click.Command):
     """Refuses two export modes at once (click would silently keep the last of the shared flags)."""
 
-    MODE_FLAGS = ("--int8", "--float16", "--dynamic", "--float32")
+    MODE_FLAGS = ("--int8", "--float16", "--dynamic", "--float32", "--imx500")
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         given = list(dict.fromkeys(a for a in args if a in self.MODE_FLAGS))
@@ -67,6 +67,8 @@ class _OneModeCommand(click.Command):
 @click.option("--float16", "mode", flag_value="float16", help="float16 weights, float32 compute on most CPUs.")
 @click.option("--dynamic", "mode", flag_value="dynamic", help="int8 weights, float activations.")
 @click.option("--float32", "mode", flag_value="float32", help="Plain float32.")
+@click.option("--imx500", "mode", flag_value="imx500", help="Raspberry Pi AI Camera: MCT-quantized, gated, converted to "
+              "packerOut.zip (edgecls deploy --imx500 packages it on the Pi).")
 @config_options(
     ExportConfig, "pruned", "out", "representative_samples", "io", "allow_float_fallback", "force", "parity",
     "max_drop", "min_clear_agreement", "min_agreement", "parity_data", "float_layers", "qat", "repair", "qat_epochs",
@@ -86,6 +88,10 @@ def export_cmd(run: Path, mode: Optional[str], **options) -> None:
     from edgecls.optimize.gate import ParityReport, format_parity
 
     cfg = ExportConfig(run=str(run), mode=mode or ExportConfig.mode, **options)
+    if cfg.mode == "imx500":
+        from edgecls.cli.imx500 import export_imx500_cmd
+
+        return export_imx500_cmd(cfg)
     out = Path(cfg.out) if cfg.out else None
     try:
         card = export_run(cfg)

@@ -32,7 +32,7 @@ HEAD_CACHE_MODES = ("features", "none")
 """How the head phase of training meets the frozen backbone (TrainConfig.head_cache)."""
 PRECISIONS = ("auto", "on", "off")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
-EXPORT_MODES = ("int8", "float16", "dynamic", "float32")
+EXPORT_MODES = ("int8", "float16", "dynamic", "float32", "imx500")
 IO_TYPES = ("uint8", "int8", "uint8-float32")
 """In/out tensor types of a full-int8 file: uint8 or int8 in and out (fully integer), or uint8 in and float32 out
 (the classifier head, logits and softmax, computed in float from the dequantized features)."""
@@ -159,7 +159,8 @@ class ExportConfig(Options):
     run: str = opt("", flag="")
     """Run folder made by ``edgecls train``."""
     mode: str = opt("int8", choices=EXPORT_MODES, flag="")
-    """int8 (full integer), float16, dynamic (int8 weights), float32: one flag each (--int8 ...)."""
+    """int8 (full integer), float16, dynamic (int8 weights), float32, or imx500 (the Raspberry Pi AI Camera's
+    sensor): one flag each (--int8 ...)."""
     pruned: bool = False
     """Export the pruned model (``edgecls prune``) instead of the trained one."""
     out: Optional[str] = None
@@ -397,8 +398,11 @@ class DeployConfig(Options):
     """A .tflite model, or a run folder (its export/model_<mode>.tflite)."""
     target: str = opt("", flag="")
     """USER@HOST[:DIR] (DIR default: edgecls/model in the user's home)."""
-    mode: str = opt("int8", choices=EXPORT_MODES)
+    mode: str = opt("int8", choices=EXPORT_MODES[:4])
     """Which export of a run folder to deploy (model_<mode>.tflite)."""
+    imx500: bool = False
+    """Deploy the AI Camera export instead: copy model_imx500.packerOut.zip, run imx500-package on the Pi, place
+    network.rpk (no verify or bench: the network runs on the sensor)."""
     install: bool = False
     """Create or upgrade the device's venv with edgecls[device] (from a wheel of this host's edgecls)."""
     wheel: Optional[str] = opt(None, metavar="FILE", path="existing-file")

@@ -13,6 +13,7 @@ One class owns the file names so train, prune, export, parity and the report agr
       checkpoints/       for --resume
       history.json  metrics.json  plots/*.png  logs/ (TensorBoard)
       export/            model_<mode>.tflite, model_<mode>.card.json, parity_<mode>.json, labels.txt
+                         model_imx500.packerOut.zip (+ .card.json, .golden.npz, parity_imx500.json): the AI Camera
 """
 
 from __future__ import annotations
@@ -112,6 +113,14 @@ class RunDir:
                            labels=folder / "labels.txt",
                            golden=model.with_name(model.name[: -len(".tflite")] + ".golden.npz"))
 
+    def imx500_files(self, pruned: bool = False, out: str | os.PathLike | None = None) -> "Imx500Files":
+        """The file set of an IMX500 export (the converter's package instead of a .tflite); ``out`` is a folder."""
+        folder = Path(out) if out else self.export_dir
+        stem = f"model_{'pruned_' if pruned else ''}imx500"
+        return Imx500Files(package=folder / f"{stem}.packerOut.zip", card=folder / f"{stem}.card.json",
+                           parity=folder / f"parity_{stem[len('model_'):]}.json", labels=folder / "labels.txt",
+                           golden=folder / f"{stem}.golden.npz", quantized=folder / f"{stem}.mct.keras")
+
     # -- small files ------------------------------------------------------------------------
     def read_labels(self) -> list[str]:
         return read_labels(self.labels_txt)
@@ -144,6 +153,19 @@ class ExportFiles:
     parity: Path
     labels: Path
     golden: Path
+
+
+@dataclass(frozen=True)
+class Imx500Files:
+    """An IMX500 export's file set: ``package`` goes to the Pi (imx500-package makes network.rpk of it);
+    ``quantized`` is MCT's Keras model the converter compiled, kept when the gate rejects it."""
+
+    package: Path
+    card: Path
+    parity: Path
+    labels: Path
+    golden: Path
+    quantized: Path
 
 
 def card_path_for(model_path: str | os.PathLike) -> Path:

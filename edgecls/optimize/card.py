@@ -81,7 +81,8 @@ def _quantization(export: Any, chosen: Any, tried: list[Any]) -> dict[str, Any]:
             "attempts": [c.summary() for c in tried], "cost_vs_ptq": cost, "repair": export.cfg.repair}
 
 
-def _parity(report: Any, name: str) -> dict[str, Any]:
+def card_parity(report: Any, name: str) -> dict[str, Any]:
+    """The card's parity section: the gate's figures, what was gated and what only reported, the report's name."""
     keys = ("float_accuracy", "tflite_accuracy", "accuracy_drop_points", "accuracy_drop_ci95_points", "n_clear",
             "clear_agreement", "clear_agreement_ci95", "agreement", "agreement_ci95", "changed", "n_images",
             "mean_abs_prob_diff", "max_abs_prob_diff")
@@ -124,7 +125,7 @@ def make_card(export: Any, chosen: Any, tried: list[Any]) -> dict[str, Any]:
         "run": str(run.path.resolve()),
         "float_model": export.source.name,
         "quantization": _quantization(export, chosen, tried) if int8 else None,
-        "parity": _parity(r, paths.parity.name) if r is not None else None,
+        "parity": card_parity(r, paths.parity.name) if r is not None else None,
         "parity_passed": r.passed if r is not None else None,
         "warnings": export.warnings,
         "export_config": asdict(cfg),

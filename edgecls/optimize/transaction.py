@@ -48,7 +48,7 @@ def _kill_point(step: str) -> None:
 
 def rejected_name(name: str) -> str:
     """``model_int8.tflite`` -> ``model_int8.REJECTED.tflite``; ``parity_int8.json`` -> ``parity_int8.REJECTED.json``."""
-    for suffix in (".card.json", ".golden.npz", ".tflite", ".json"):
+    for suffix in (".card.json", ".golden.npz", ".packerOut.zip", ".mct.keras", ".tflite", ".json"):
         if name.endswith(suffix):
             return name[: -len(suffix)] + REJECTED_TAG + suffix
     return name + REJECTED_TAG

@@ -35,6 +35,10 @@ def _validate(cfg: BenchConfig) -> None:
     if cfg.json:
         ensure_writable(cfg.json, "--json")  # before the benchmark, not after it
     for model in cfg.models:
+        if str(model).lower().endswith(".rpk"):
+            raise EdgeclsError(f"{model} is an IMX500 network: it runs on the AI Camera's sensor, which this host cannot "
+                               "time; 'edgecls camera --source imx500 --model NETWORK.rpk --stats-json S' records the "
+                               "sensor's own DNN time per frame (outputs.imx500.dnn_ms) and the loop's FPS")
         if not Path(model).is_file():
             raise EdgeclsError(f"model not found: {model}")
     if cfg.images and not Path(cfg.images).is_dir():

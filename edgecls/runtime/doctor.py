@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Any, Optional
 
 from edgecls.core.errors import EdgeclsError
+from edgecls.runtime.ai_camera import ai_camera_report, format_ai_camera
 from edgecls.runtime.interpreter import runtime_notice, runtime_report
 from edgecls.runtime.machine import cpu_model
 
@@ -44,6 +45,10 @@ def picamera_report() -> dict[str, Any]:
 def model_report(model: str, threads: int = 1) -> dict[str, Any]:
     from edgecls.runtime.classifier import Classifier
 
+    if model.lower().endswith(".rpk"):  # runs on the sensor: no TFLite runtime can load it
+        return {"loads": False, "problem": f"{model} is an IMX500 network (runs on the AI Camera's sensor, not in a "
+                                           "TFLite runtime); see the AI Camera lines, run it with --source imx500"}
+
     try:
         clf = Classifier(model, num_threads=threads)
     except EdgeclsError as e:
@@ -72,6 +77,7 @@ def diagnose(model: Optional[str] = None) -> dict[str, Any]:
         "picamera2": picamera_report(),
         "cameras": sorted(glob.glob("/dev/video*")),
         "display": {"available": display, "detail": why},
+        "ai_camera": ai_camera_report(),
     }
     in_use = next((r for r in runtimes if r["available"]), None)
     if in_use is not None:
@@ -147,6 +153,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"{ok}picamera2 {pc.get('version') or ''}" if pc["available"] else f"{no}picamera2: {pc['problem']}")
     cams = report["cameras"]
     lines.append(f"{ok if cams else no}cameras: {', '.join(cams) if cams else 'no /dev/video* devices'}")
+    lines += format_ai_camera(report["ai_camera"]) if "ai_camera" in report else []
     disp = report["display"]
     lines.append(f"{ok if disp['available'] else no}display: {disp['detail']}"
                  + ("" if disp["available"] else " (camera runs headless)"))

@@ -172,7 +172,13 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
     if cfg.labels and not Path(cfg.labels).is_file():
         raise EdgeclsError(f"labels file not found: {cfg.labels}")
     labels = read_labels_file(cfg.labels) if cfg.labels else None
-    clf = Classifier(cfg.model, labels=labels, num_threads=cfg.threads, xnnpack=cfg.xnnpack)
+    from edgecls.runtime.imx500 import check_model_for_source, is_imx500_source, open_imx500
+
+    check_model_for_source(cfg.model, cfg.source)
+    if is_imx500_source(cfg.source):  # the network runs on the AI Camera's sensor; frames carry its scores
+        clf, source = open_imx500(cfg.model, labels, width=cfg.width, height=cfg.height, source=source)
+    else:
+        clf = Classifier(cfg.model, labels=labels, num_threads=cfg.threads, xnnpack=cfg.xnnpack)
     show, why = display_status()
     if cfg.headless is False and not show:
         raise EdgeclsError(f"cannot show a window: {why}; run with --headless (and --save/--jsonl)")
@@ -312,5 +318,6 @@ class _Loop:
         stats.dropped_frames, stats.reopens, stats.stalls = self.readers.dropped, self.readers.reopens, self.readers.stalls
         stats.frame_age_ms = percentiles(self.ages)
         stats.outputs = _sink_report(self.sinks)
+        stats.outputs.update(self.clf.report() if hasattr(self.clf, "report") else {})  # the IMX500's own timing
         if self.cfg.stats_json:
             atomic_write_json(self.cfg.stats_json, stats.as_dict())
