@@ -22,6 +22,9 @@ if str(Path(__file__).parent) not in sys.path:  # tests' helper modules; --impor
 
 
 def pytest_configure(config):
+    import ci_skips
+
+    config.pluginmanager.register(ci_skips, "edgecls-ci-skips")
     config.addinivalue_line("markers", "prebuild(name): needs tests/prebuild.py's build NAME (started in the "
                                        "background when the session starts)")
     import xdist_groups
@@ -96,6 +99,7 @@ def pytest_testnodedown(node, error):
 
 
 def pytest_terminal_summary(terminalreporter, config):
+    terminalreporter.write_line(f"skipped tests: {len(terminalreporter.stats.get('skipped', []))}")
     builder = getattr(config, "_edgecls_prebuilder", None)
     lines = builder.summary() if builder is not None else getattr(config, "_edgecls_prebuild_lines", [])
     for line in lines:
@@ -327,7 +331,7 @@ def exported_run(tiny_run, tmp_path_factory):
     return SimpleNamespace(path=run, pruning=pruning, int8=int8, pruned_int8=pruned_int8)
 
 
-# -- device area (issue 11): a model with a clear colour rule, and videos that switch colour ----
+# -- device area: a model with a clear colour rule, and videos that switch colour ----
 COLOUR_LABELS = ("red", "blue")
 COLOURS_RGB = {"red": (230, 20, 20), "blue": (20, 20, 230), "reddish": (133, 120, 122), "bluish": (122, 120, 133),
                "grey": (128, 128, 128)}

@@ -10,7 +10,8 @@ import pytest
 from edgecls.train import backbones
 from edgecls.core.errors import EdgeclsError
 
-PRETRAINED = Path("/work/shared/pretrained/mobilenet_v2_1.0_160_no_top.h5")
+# ../shared beside the checkout (CI clones main next to it)
+PRETRAINED = Path(__file__).resolve().parents[2] / "shared" / "pretrained" / "mobilenet_v2_1.0_160_no_top.h5"
 SIZE_PX = 32
 
 

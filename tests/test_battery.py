@@ -1,4 +1,4 @@
-"""Issue 9: the hostile-but-realistic battery. Every bad input: the right exit code, exactly one
+"""The hostile-but-realistic battery. Every bad input: the right exit code, exactly one
 ``Error:`` line, no traceback, and nothing a user made is lost or left half-made.
 
 In-process through click's CliRunner (the same group a user's shell reaches); the cases that can

@@ -83,6 +83,22 @@ def test_loop_on_folder_with_max_frames_smoothing_and_labels(tiny_tflite, tmp_pa
     assert len(rows) == 5
     # Frame 0 is unsmoothed: it equals the model's answer on the 96x96 image squashed back to 32x32.
     assert rows[0]["top_k"][0]["index"] == int(np.argmax(tiny_tflite["keras_probs"][0]))
+    # Frames 1-4 are the running average 0.5 * previous + 0.5 * current of the model's own scores on
+    # each file (the classifier alone, outside the loop), to the JSONL's 4 decimals.
+    from edgecls.runtime.classifier import Classifier
+
+    clf = Classifier(tiny_tflite["float32"], labels=["x", "y", "z"], num_threads=1)
+    raw = [clf.probabilities(cv2.cvtColor(cv2.imread(str(folder / f"{i:02d}.png")), cv2.COLOR_BGR2RGB))
+           for i in range(5)]
+    expected = [raw[0]]
+    for p in raw[1:]:
+        expected.append(0.5 * expected[-1] + 0.5 * p)
+    for row, want in zip(rows, expected):
+        got = np.zeros(3)
+        for c in row["top_k"]:
+            got[c["index"]] = c["score"]
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    assert not np.allclose(expected[4], raw[4], atol=1e-3)  # the images differ enough for smoothing to show
 
 
 def test_sigterm_and_realtime_pacing(tiny_tflite, device_video, tmp_path):

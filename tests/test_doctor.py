@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from edgecls.cli import cli
-from edgecls.runtime.doctor import diagnose, exit_code
 
 
 def test_doctor_reports_this_machine():
@@ -31,21 +32,25 @@ def test_doctor_with_model(tiny_tflite):
     assert "input [1, 32, 32, 3] float32" in res.output and "3 labels from" in res.output
 
 
-@pytest.mark.parametrize("content", [None, b"random"])
-def test_doctor_fails_only_for_a_bad_model(content, tmp_path):
+@pytest.mark.parametrize("content, message", [(None, "model not found"), (b"random", "not a valid .tflite")])
+def test_doctor_fails_only_for_a_bad_model(content, message, tmp_path):
     path = tmp_path / "m.tflite"
     if content is not None:
         path.write_bytes(np.random.default_rng(3).bytes(512))
     res = CliRunner().invoke(cli, ["doctor", "--model", str(path)])
     assert res.exit_code == 1
-    assert "Error: " in res.output and ("model not found" in res.output or "not a valid .tflite" in res.output)
+    errors = [line for line in res.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0] and str(path) in errors[0], res.output
 
 
-def test_no_runtime_is_an_error(monkeypatch):
-    from edgecls.runtime import doctor
-
-    report = diagnose()
-    assert exit_code(report) == 0
-    monkeypatch.setattr(doctor, "runtime_report", lambda: [])
-    report = diagnose()
-    assert exit_code(report) == 1 and "No TFLite runtime imports" in doctor.format_report(report)
+def test_doctor_is_healthy_here_and_fails_on_a_machine_with_no_runtime():
+    """A fresh process where no TFLite runtime can be imported (each blocked in sys.modules, as on a Pi where
+    pip install was never run): doctor names the problem and exits 1. The same command here exits 0."""
+    block = "import sys\nfor m in ('ai_edge_litert', 'tflite_runtime', 'tensorflow'):\n    sys.modules[m] = None\n"
+    run = "from edgecls.cli import main\nsys.argv = ['edgecls', 'doctor']\nmain()"
+    healthy = subprocess.run([sys.executable, "-c", "import sys\n" + run], capture_output=True, text=True, timeout=300)
+    assert healthy.returncode == 0, healthy.stderr
+    bare = subprocess.run([sys.executable, "-c", block + run], capture_output=True, text=True, timeout=300)
+    assert bare.returncode == 1, bare.stdout + bare.stderr
+    assert "No TFLite runtime imports" in bare.stdout + bare.stderr
+    assert "ai_edge_litert" in bare.stdout and "not installed" in bare.stdout

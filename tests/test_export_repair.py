@@ -323,7 +323,6 @@ def outlier_run(tiny_run, tmp_path_factory):
     round to 0 and the class (mean red above or below a threshold) is lost. Kept in float, mixer
     is exact. decoy is quantized just as badly (rmse/scale as high) but the dense layer ignores it.
     The stem (features and relay) is not where the defect is: keeping it float does not help."""
-    from edgecls import data
     from edgecls.core.keras import keras
     from edgecls.core.rundir import RunDir
     from edgecls.train.model_io import save_model
@@ -439,6 +438,22 @@ def test_the_stem_kept_float_repairs_a_first_conv_whose_output_int8_cannot_hold(
     info = inspect_tflite(out / "model_int8.tflite")
     assert (info.input.dtype, info.output.dtype) == ("uint8", "uint8") and "CONV_2D" in info.float_ops
     assert q["cost_vs_ptq"]["latency_ms_1thread"]["ptq"] > 0
+
+
+@pytest.mark.slow
+def test_a_file_that_passes_short_of_the_aim_is_followed_by_the_cheap_methods_only(stem_run, tmp_path):
+    """A lenient gate that plain int8 passes (clear-decision agreement < 0.9): export still tries the cheap
+    methods for a file that meets the aim (>= 0.995, <= 0.5 point), ships it, and never starts the costly
+    ones (float search, QAT)."""
+    from edgecls.optimize.export import export_run
+    from edgecls.optimize.gate import AIM_CLEAR_AGREEMENT
+
+    card = export_run(ExportConfig(run=str(stem_run), out=str(tmp_path / "exp"), max_drop=100.0,
+                                   min_clear_agreement=0.0, representative_samples=FEW_CALIBRATION_IMAGES))
+    attempts = {a["path"]: a for a in card["quantization"]["attempts"]}
+    assert attempts["ptq"]["passed"] and attempts["ptq"]["clear_agreement"] < AIM_CLEAR_AGREEMENT
+    assert list(attempts) == ["ptq", "bias-corrected", "stem-float"]
+    assert card["quantization"]["path"] == "stem-float" and card["parity"]["clear_agreement"] == 1.0
 
 
 def _red_gap(run) -> tuple[float, float]:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,44 @@ def test_sigkilled_real_export_mid_commit_is_finished_by_the_next_one(exported_r
 
     assert card["sha256"] == sha256_of(out / "model_float32.tflite")  # card and model of one set
     assert not any(p.name.startswith(".") for p in out.iterdir())
+
+
+@pytest.mark.slow
+def test_a_second_export_of_the_same_file_set_is_refused_while_the_first_runs(exported_run, tmp_path):
+    """Two ``export --force`` of one file set at once: the second is one line naming the first (its pid and
+    command) and touches nothing; the first finishes its set. Without the lock the second deleted the first's
+    staging folder mid-export."""
+    out = tmp_path / "exp"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = ["export", str(exported_run.path), "--int8", "--out", str(out), "--force", "--max-drop", "100",
+            "--min-clear-agreement", "0"]
+    # The second process loads TensorFlow first and waits, so it reaches the lock within a second of "go".
+    second = subprocess.Popen(
+        [sys.executable, "-c", "import sys, edgecls.optimize.export\nfrom edgecls.cli import main\nsys.stdin.readline()\n"
+                               f"sys.argv = ['edgecls', *{args!r}]\nmain()"],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen([sys.executable, "-c", "from edgecls.cli import main; main()", *args], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = out / ".model_int8.lock"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (lock.is_file() and lock.read_text().startswith(f"pid {first.pid}")):
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.05)
+        assert (out / f"{STAGING_PREFIX}model_int8").is_dir() or first.poll() is None
+        _, err2 = second.communicate("go\n", timeout=120)
+        assert second.returncode == 1, err2
+        errors = [line for line in err2.splitlines() if line.startswith("Error:")]
+        assert errors == [f"Error: {out} is in use by another edgecls process (pid {first.pid}: edgecls export "
+                          f"{exported_run.path} --int8); wait for it to finish, or choose another --out"], err2
+        _, err1 = first.communicate(timeout=600)
+        assert first.returncode == 0, err1
+    finally:
+        for p in (first, second):
+            if p.poll() is None:
+                p.kill()
+    card = json.loads((out / "model_int8.card.json").read_text())
+    from edgecls.runtime.golden import sha256_of
+
+    assert card["sha256"] == sha256_of(out / "model_int8.tflite")
+    assert not (out / f"{STAGING_PREFIX}model_int8").exists()

@@ -1,4 +1,4 @@
-"""Issue 10: the head phase on cached backbone features (edgecls.train.feature_cache).
+"""The head phase on cached backbone features (edgecls.train.feature_cache).
 
 Tiny real runs (MobileNetV3-Small minimalistic alpha 0.35, 32 px, random weights) through the
 real ``train()``: the cheapest backbone to trace (109 layers to MobileNetV2's 160); the cache

@@ -1,4 +1,4 @@
-"""Capture for retraining (issue 11): uncertain frames and `edgecls collect` land in the folder
+"""Capture for retraining: uncertain frames and `edgecls collect` land in the folder
 layout `edgecls train` reads, read back here with the trainer's own scanner."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MQTT (issue 11) against a real Mosquitto broker on 127.0.0.1, started and stopped here, with a
+"""MQTT against a real Mosquitto broker on 127.0.0.1, started and stopped here, with a
 real paho client subscribing; `edgecls camera` runs as the user runs it (a subprocess)."""
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def test_events_on_change_retained_state_and_home_assistant(colour_model, broker
         retained = {top: (p, r) for _, top, p, r in late.messages}
         assert json.loads(retained[f"{PREFIX}/state"][0])["label"] == "red" and retained[f"{PREFIX}/state"][1]
         assert retained[f"{PREFIX}/status"] == ("offline", True)
-        assert json.loads(retained[f"{PREFIX}/stats"][0])["frames"] >= 0
+        assert json.loads(retained[f"{PREFIX}/stats"][0])["frames"] == 60  # the final figures, retained
         node = "test_feeder"
         label_cfg = json.loads(retained[f"homeassistant/sensor/{node}/label/config"][0])
         assert label_cfg["state_topic"] == f"{PREFIX}/state" and label_cfg["availability_topic"] == f"{PREFIX}/status"
@@ -233,3 +233,53 @@ def test_credentials(colour_model, tmp_path, password_ok):
             assert got == [] and "refused the connection" in res.stderr and "20 frames" in res.stdout
     finally:
         b.stop()
+
+
+@pytest.mark.parametrize("url, says", [
+    ("mqtt//broken::", "empty level"),
+    ("mqtt://ho st/feeder", "no usable broker host"),
+    ("mqtt://:1883/feeder", "no usable broker host"),
+    ("mqtt://127.0.0.1:18x3/feeder", "port is not a number"),
+    ("mqtt://127.0.0.1/feeder/#", "wildcards"),
+    ("http://127.0.0.1/feeder", "must look like"),
+])
+def test_a_malformed_broker_url_is_refused_before_the_loop_starts(colour_model, tmp_path, url, says):
+    video = write_colour_video(tmp_path / "v.mp4", [("red", 5)])
+    r = subprocess.run(camera(colour_model, video, "--mqtt", url), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and says in errors[0] and "Traceback" not in r.stderr, r.stderr
+    assert "frames from" not in r.stdout  # refused up front, not after running without a broker
+
+
+def test_a_broker_that_is_never_reached_is_said_in_the_log_in_status_and_at_the_end(colour_model, tmp_path):
+    """A closed port: the loop runs (a broker down at boot must not stop the camera), the log says it is not
+    connected and retrying, /status shows the output as not connected, and the run ends saying no event left."""
+    import urllib.request
+
+    port, web = free_port(), free_port()
+    video = write_colour_video(tmp_path / "v.mp4", [("red", 30), ("blue", 30), ("red", 30)])
+    proc = subprocess.Popen(camera(colour_model, video, "--realtime", "--serve", f"127.0.0.1:{web}", "--mqtt",
+                                   f"mqtt://127.0.0.1:{port}/{PREFIX}"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    status = None
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{web}/status", timeout=2) as resp:
+                    status = json.loads(resp.read())
+                if status["frames"] > 10:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert status is not None and status["outputs"]["mqtt"]["connected"] is False
+    assert status["outputs"]["mqtt"]["broker"] == f"127.0.0.1:{port}"
+    assert err.count(f"MQTT broker 127.0.0.1:{port} not reachable; not connected, retrying") == 1, err
+    assert f"MQTT: never connected to 127.0.0.1:{port}; no event was delivered" in err

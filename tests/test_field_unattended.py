@@ -1,4 +1,4 @@
-"""Weeks unattended (issue 11): bounded JSONL, a watchdog for a source that stops delivering,
+"""Weeks unattended: bounded JSONL, a watchdog for a source that stops delivering,
 and capture-to-result latency percentiles."""
 
 from __future__ import annotations
@@ -174,6 +174,29 @@ def test_camera_field_options_bad_inputs(args, code, message, colour_model, tmp_
                                    *[a.format(file=tmp_path / "f.txt") for a in args]])
     assert res.exit_code == code, res.output
     assert message in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("extra, refused", [
+    ([], True),                                            # no rotation: an existing log needs --force
+    (["--jsonl-max-mb", "1", "--jsonl-keep", "0"], True),  # rotation that keeps no file would lose it too
+    (["--jsonl-max-mb", "1", "--jsonl-keep", "1"], False),  # kept as .1
+    (["--force"], False),                                  # the user said so
+], ids=["plain", "keep-0", "keep-1", "force"])
+def test_an_existing_jsonl_is_never_lost_without_force(colour_model, tmp_path, extra, refused):
+    video = write_colour_video(tmp_path / "v.mp4", [("red", 3)])
+    log = tmp_path / "results.jsonl"
+    log.write_text('{"old": "weeks of results"}\n')
+    res = CliRunner().invoke(cli, ["camera", "-m", str(colour_model), "-s", str(video), "--threads", "1", "--headless",
+                                   "--jsonl", str(log), *extra])
+    if refused:
+        assert res.exit_code == 1, res.output
+        assert f"Error: {log} already exists; choose another --jsonl path or pass --force" in res.output
+        assert log.read_text() == '{"old": "weeks of results"}\n'
+    else:
+        assert res.exit_code == 0, res.output
+        kept = log.with_name(log.name + ".1")
+        assert (kept.is_file() and "weeks of results" in kept.read_text()) == ("--force" not in extra)
+        assert "weeks of results" not in log.read_text() and json.loads(log.read_text().splitlines()[0])["label"] == "red"
 
 
 def _result(frame: int, t: float, label: str | None):

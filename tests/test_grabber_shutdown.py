@@ -1,4 +1,4 @@
-"""Issue 9 item 9: the grabber's shutdown is ordered — the source is never closed during a read."""
+"""The grabber's shutdown is ordered — the source is never closed during a read."""
 
 from __future__ import annotations
 

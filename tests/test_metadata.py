@@ -57,6 +57,8 @@ def metadata(path):
         "mean": [float(x) for x in norm.mean], "std": [float(x) for x in norm.std],
         "norm_type": tin.processUnits[0].optionsType,
         "output_files": [[f.name.decode(), f.type] for f in tout.associatedFiles],
+        "score_thresholds": [float(u.options.globalScoreThreshold) for u in (tout.processUnits or [])
+                             if u.optionsType == md.ProcessUnitOptions.ScoreThresholdingOptions],
     }
 
 out = []
@@ -236,6 +238,25 @@ def test_mediapipe_image_classifier_reads_our_labels_and_normalisation(tiny_tfli
 
 
 @pytest.mark.slow
+@pytest.mark.prebuild("mediapipe")
+def test_mediapipe_applies_the_models_unknown_threshold_as_its_default_score_threshold(tiny_tflite, tmp_path):
+    """The unknown rule's threshold rides in the output's ScoreThresholdingOptions: MediaPipe reads it back and
+    reports no class scoring under it, with no option of the caller's (and the labels stay ours)."""
+    from edgecls.runtime.classifier import Classifier
+
+    python = _mediapipe_python()
+    rgb, image = _image(tmp_path)
+    ours = Classifier(tiny_tflite["float32"], num_threads=1).probabilities(rgb)
+    threshold = float(np.sort(ours)[-2] + np.sort(ours)[-1]) / 2  # between the top two: only the top-1 stays
+    model = _with_metadata(tiny_tflite["float32"], tmp_path / "thresholded" / "model.tflite", score_threshold=threshold)
+    plain = _with_metadata(tiny_tflite["float32"], tmp_path / "plain" / "model.tflite")
+    got, without = _probe(python, [(model, image), (plain, image)], tmp_path)
+    assert got["metadata"]["score_thresholds"] == [pytest.approx(threshold, abs=1e-6)]
+    assert got["names"] == [LABELS[int(np.argmax(ours))]] and got["scores"][0] >= threshold
+    assert without["metadata"]["score_thresholds"] == [] and without["names"] == LABELS  # no threshold: all three
+
+
+@pytest.mark.slow
 @pytest.mark.prebuild("tflite-support")
 def test_tflite_support_reads_our_metadata(tiny_tflite, tmp_path):
     """The TFLite Support library: its displayer finds labels.txt packed, its own compiled helper
@@ -246,7 +267,10 @@ def test_tflite_support_reads_our_metadata(tiny_tflite, tmp_path):
     rgb, image = _image(tmp_path)
     uint8 = _with_metadata(tiny_tflite["int8"], tmp_path / "uint8" / "model.tflite")
     float32 = _with_metadata(tiny_tflite["float32"], tmp_path / "float32" / "model.tflite")
-    got = _probe(python, [(uint8, image), (float32, image)], tmp_path, _TFLITE_SUPPORT_PROBE)
+    thresholded = _with_metadata(tiny_tflite["float32"], tmp_path / "thresholded" / "model.tflite",
+                                 score_threshold=0.0001)  # the unknown rule's field: still parser 1.0.0
+    got = _probe(python, [(uint8, image), (float32, image), (thresholded, image)], tmp_path, _TFLITE_SUPPORT_PROBE)
+    assert got[2]["written_version"] == got[2]["needed_version"] == "1.0.0"
     for g, model in zip(got, (uint8, float32)):
         assert g["names"] == LABELS and g["packed_files"] == ["labels.txt"]
         assert g["written_version"] == g["needed_version"] == "1.0.0"

@@ -1,4 +1,4 @@
-"""Issue 9 item 8: EfficientNet + mixed precision on the CPU ends with a float32 model, not a KeyError;
+"""EfficientNet + mixed precision on the CPU ends with a float32 model, not a KeyError;
 pruning trains the backbone as train does (no stochastic depth, label smoothing, class weights)."""
 
 from __future__ import annotations

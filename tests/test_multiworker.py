@@ -1,4 +1,4 @@
-"""Issue 10 item 4: ``--strategy multiworker`` on a real two-process cluster (127.0.0.1).
+"""``--strategy multiworker`` on a real two-process cluster (127.0.0.1).
 
 Two ``edgecls train`` processes (the CLI a user runs) form a ``TF_CONFIG`` cluster on free
 loopback ports. Each worker gets its own ``XDG_STATE_HOME``, as if on its own machine. The

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,11 @@ def test_device_extra_resolves_without_tensorflow(tmp_path):
          "--report", str(report), f"{ROOT}[device]"],
         capture_output=True, text=True, timeout=600,
     )
-    if proc.returncode != 0 and any(
-        s in proc.stderr for s in ("NewConnectionError", "Could not find a version", "No matching distribution")
-    ):
+    # Only a network failure skips: "Could not find a version" / "No matching distribution" is what pip
+    # says when edgecls[device] itself cannot resolve, which is exactly what this test is for.
+    unreachable = ("NewConnectionError", "Failed to establish a new connection", "Temporary failure in name resolution",
+                   "Network is unreachable", "ConnectTimeoutError")
+    if proc.returncode != 0 and any(s in proc.stderr for s in unreachable) and os.environ.get("CI") != "true":
         pytest.skip(f"the package index is not reachable here: {proc.stderr.strip().splitlines()[-1]}")
     assert proc.returncode == 0, proc.stderr
     names = {item["metadata"]["name"].lower().replace("_", "-") for item in json.loads(report.read_text())["install"]}

@@ -1,4 +1,4 @@
-"""Issue 9 item 1: what edgecls writes is readable by the Pi service's user, and a permission
+"""What edgecls writes is readable by the Pi service's user, and a permission
 problem is one ``Error:`` line naming the file and the user.
 
 A real second OS user (``useradd``; the tests need root, as CI has) reads the files, and runs

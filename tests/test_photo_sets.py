@@ -1,4 +1,4 @@
-"""tools/photo_sets.py: the training benchmark's real-photo sets (issue 10) are drawn without overlap,
+"""tools/photo_sets.py: the training benchmark's real-photo sets are drawn without overlap,
 repeat per seed, and CIFAR-10's sprite rows land in the right class folders."""
 
 from __future__ import annotations

@@ -101,7 +101,14 @@ def test_this_session_started_the_builds_its_selected_tests_are_marked_for(reque
         assert builder is None
         pytest.skip("no background build wanted in this session (select e.g. tests/test_metadata.py)")
     assert builder is not None and builder.names == prebuild.wanted(sorted(marked))
-    assert {o.name for o in builder.outcomes} <= builder.names
+    # Each lane starts its first wanted build at once: it is running or done by now, never missing.
+    firsts = {next(n for n in lane if n in builder.names) for lane in prebuild.LANES if set(lane) & builder.names}
+    deadline = time.monotonic() + 10
+    while not firsts <= {o.name for o in builder.outcomes} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    started = {o.name for o in builder.outcomes}
+    assert firsts <= started <= builder.names, (firsts, started)
+    assert all(o.log.is_file() for o in builder.outcomes)
 
 
 def test_every_prebuild_marker_names_a_known_build():

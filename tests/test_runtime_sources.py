@@ -183,15 +183,36 @@ def test_open_source_empty_folder_and_bad_video(tmp_path):
 
 
 def test_grabber_stop_unblocks_a_waiting_consumer():
-    cam = FakeCamera(period_s=0.2)
-    grabber = FrameGrabber(cam).start()
+    """A camera whose read() never returns (a wedged driver): the consumer waiting for a frame gets None
+    soon after stop(), not never. Nothing else could wake it: no frame ever arrives."""
+    release = threading.Event()
+
+    class Wedged(FrameSource):
+        is_live, name, fps = True, "wedged camera", 30.0
+
+        def read(self):
+            release.wait()  # until the test ends
+            return False, None
+
+        def close(self):
+            pass
+
+    grabber = FrameGrabber(Wedged())
+    grabber.stop_timeout_s = 0.2  # stop() does not wait long for the stuck reader thread
+    grabber.start()
     out = {}
     t = threading.Thread(target=lambda: out.setdefault("f", grabber.get()))
     t.start()
-    time.sleep(0.05)
+    time.sleep(0.3)
+    assert t.is_alive()  # really waiting: no frame, no end of stream
+    t0 = time.monotonic()
     grabber.stop()
     t.join(2.0)
-    assert not t.is_alive()
+    try:
+        assert not t.is_alive() and out == {"f": None}
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        release.set()
 
 
 def test_picamera_source_with_a_fake_picamera2(monkeypatch):

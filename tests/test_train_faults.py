@@ -1,4 +1,4 @@
-"""Issue 9: SIGKILL during training loses nothing, --resume is exact, --force swaps, one writer per run.
+"""SIGKILL during training loses nothing, --resume is exact, --force swaps, one writer per run.
 
 Real ``edgecls train`` subprocesses (the CLI a user runs), killed with SIGKILL at chosen moments.
 """
@@ -15,12 +15,11 @@ from click.testing import CliRunner
 from edgecls.cli import cli
 from train_procs import WAIT_S, kill_after_checkpoints, log_tail, old_exported_run, run, start, tree, weights
 
-# Tiny and deterministic: no augmentation, no dropout (their random draws are not replayed by
-# a resume, see docs/train.md), one CPU thread pool, TF's deterministic ops. MobileNetV3-Small
+# Tiny and deterministic: one CPU thread pool, TF's deterministic ops. MobileNetV3-Small
 # minimalistic at alpha 0.35: 109 layers to MobileNetV2's 160, so each process's first epoch
 # traces in ~60% of the CPU time (13.5 s to 22.2 s measured); resume does not care which backbone.
 TINY = ["--backbone", "mobilenet_v3_small", "--minimalistic", "--alpha", "0.35", "--size", "32", "--weights", "none",
-        "--batch-size", "8", "--no-augment", "--dropout", "0", "--cache", "memory", "--seed", "7",
+        "--batch-size", "8", "--cache", "memory", "--seed", "7",
         "--fine-tune-epochs", "1", "--patience", "10"]
 HEAD_EPOCHS = 3
 KILL_AFTER_EPOCHS = 1  # head epochs 2-3 and the fine-tune epoch run after the resume
@@ -36,15 +35,22 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(data_dir, tmp_path):
+@pytest.mark.parametrize("where", [
+    [],  # the defaults: head on cached (augmented) features, dropout drawing in every phase
+    ["--head-cache", "none"],  # every phase on the images: augmentation draws too
+], ids=["defaults", "on-images"])
+def test_sigkill_then_resume_ends_with_the_weights_of_an_uninterrupted_run(data_dir, tmp_path, where):
+    """With augmentation and dropout on: the generators' states travel with the checkpoint, so the resumed
+    epochs draw what the uninterrupted run drew (checked: without restoring them, every epoch after the kill
+    differs in loss)."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     # The uninterrupted run trains beside the killed one: it reads nothing of it, and
     # TF_DETERMINISTIC_OPS makes its result independent of what else the CPU is doing.
     reference = start(tmp_path / "straight.log", "train", str(data_dir), "-o", str(straight),
-                      "--epochs", str(HEAD_EPOCHS), *TINY)
+                      "--epochs", str(HEAD_EPOCHS), *TINY, *where)
     try:
         proc = start(tmp_path / "killed.log", "train", str(data_dir), "-o", str(killed),
-                     "--epochs", str(HEAD_EPOCHS), *TINY)
+                     "--epochs", str(HEAD_EPOCHS), *TINY, *where)
         [state] = kill_after_checkpoints([proc], [killed / "checkpoints" / "state.json"], KILL_AFTER_EPOCHS)
         assert state["phase"] == "head" and not (killed / "model.keras").exists()  # really interrupted mid-phase
         r = run("train", "--resume", "--out", str(killed))
@@ -129,3 +135,34 @@ def test_resume_refuses_without_the_last_checkpoint(tmp_path):
     assert res.exit_code == 1
     assert res.output.strip() == (f"Error: cannot resume: {run}/checkpoints/last.weights.npz is missing, so the run "
                                   "cannot continue where it stopped; start again with --force")
+
+
+@pytest.mark.slow
+def test_a_loss_that_stops_being_a_number_ends_the_run_and_saves_nothing_diverged(data_dir, tmp_path):
+    """The head's weights blow up to NaN at the start of epoch 2 (what far too high a learning rate does): the
+    run stops in that epoch with one line naming it and the option to lower, the checkpoint keeps epoch 1's
+    finite weights, and no model is saved."""
+    from edgecls.core.config import TrainConfig
+    from edgecls.core.keras import keras
+    from edgecls.train.checkpoint import LAST_WEIGHTS
+    from edgecls.train.divergence import TrainingDiverged
+    from edgecls.train.fit import train
+
+    class BlowUp(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                layer = self.model.get_layer("predictions")
+                layer.set_weights([np.full_like(w, np.nan) for w in layer.get_weights()])
+
+    out = tmp_path / "run"
+    cfg = TrainConfig(data=str(data_dir), out=str(out), backbone="mobilenet_v3_small", minimalistic=True, alpha=0.35,
+                      size=32, weights="none", batch_size=8, epochs=3, fine_tune_epochs=0, cache="memory", seed=7)
+    with pytest.raises(TrainingDiverged) as info:
+        train(cfg, callbacks=[BlowUp()], verbose=0)
+    assert str(info.value).startswith("training diverged: the loss became nan in epoch 2 of the head phase; "
+                                      "nothing was saved as a model: lower --learning-rate")
+    assert not (out / "model.keras").exists()
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    assert state["phase_epochs_done"] == 1
+    with np.load(out / "checkpoints" / LAST_WEIGHTS) as saved:
+        assert all(np.isfinite(saved[k]).all() for k in saved.files if k.startswith("w/"))

@@ -1,4 +1,4 @@
-"""Issue 9 item 7: a truncated video is reported as truncated (not a plain "end of source"), and
+"""A truncated video is reported as truncated (not a plain "end of source"), and
 FFmpeg's per-frame chatter stays out of the output. A real `edgecls camera` process reads a real
 MJPG AVI cut in half (the AVI header still declares every frame)."""
 

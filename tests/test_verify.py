@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,14 +22,25 @@ def _golden(tiny_tflite, tmp_path):
     return model, path
 
 
+def _verify_in_a_fresh_process(model, tmp_path, threads: int = 3) -> dict:
+    """``edgecls verify`` as the device runs it: a fresh process with its own interpreter and another thread
+    count than the golden set's (1), so the agreement is the runtime's, not one object's with itself."""
+    report = tmp_path / f"verify-{model.stem}.json"
+    proc = subprocess.run([sys.executable, "-c", "from edgecls.cli import main; main()", "verify", str(model),
+                           "--threads", str(threads), "--json", str(report)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(report.read_text())
+
+
 def test_golden_set_round_trip_and_same_runtime_is_bit_identical(tiny_tflite, tmp_path):
     model, path = _golden(tiny_tflite, tmp_path)
     assert path == golden_path_for(model) == tmp_path / "model_int8.golden.npz"
     g = read_golden_set(path)
     assert g["images"].shape == (8, 32, 32, 3) and g["raw"].dtype == np.uint8
     assert g["meta"]["label_names"] == ["a", "b", "c"]
-    r = verify_model(model)
+    r = _verify_in_a_fresh_process(model, tmp_path)
     assert r["passed"] and r["bit_identical"] and r["top1_agreement"] == 1.0 and r["max_abs_raw_diff"] == 0
+    assert r["threads"] == 3 and r["n_images"] == 8
 
 
 def _tamper(path, fn):
@@ -168,7 +181,7 @@ def test_a_16x8_model_runs_on_the_device_side_verify_and_bench(int16x8_models, i
     assert np.array_equal(probs.argmax(1), int16x8_models["keras_probs"].argmax(1))
     path = write_golden_set(model, int16x8_models["images"], label_names=["a", "b", "c"])
     assert read_golden_set(path)["raw"].dtype == np.dtype(io)
-    r = verify_model(model)
+    r = _verify_in_a_fresh_process(model, tmp_path)
     assert r["passed"] and r["bit_identical"] and r["top1_agreement"] == 1.0
     b = bench_one(str(model), threads=1, xnnpack=True, runs=3, warmup=1, images=None, seed=0)
     assert b["input"] == f"32x32 {io}" and b["latency_ms"]["p50"] > 0

@@ -13,7 +13,7 @@ interleaved ``--repeats`` times; medians are reported. Goal: loop_fps / invoke_f
 TensorFlow is used only to BUILD the model, in a subprocess, so it is never loaded in the
 measuring process.
 
-``--features`` (issue 11) instead measures the loop with the field features off and on, side
+``--features`` instead measures the loop with the field features off and on, side
 by side in one run: ``--serve`` with a viewer reading the MJPEG stream and polling /status
 twice a second (as the page does), plus ``--mqtt`` to a real Mosquitto started here on
 127.0.0.1. Runs alternate (off/on, then on/off) ``--repeats`` times; medians and the on/off
@@ -349,7 +349,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=300, help="timed invokes of the bare measurement")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--features", action="store_true", help="--serve and --mqtt on vs off (issue 11)")
+    p.add_argument("--features", action="store_true", help="--serve and --mqtt on vs off")
     p.add_argument("--build", type=Path, default=None, help=argparse.SUPPRESS)  # subprocess entry
     args = p.parse_args()
     if args.build:

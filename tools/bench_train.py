@@ -4,7 +4,7 @@ On one synthetic set made to behave like a small photo collection (``tools/train
 5 classes, 250 training images, lighting changes, clutter, 6 % wrong training labels), each
 repeat runs, in this process tree and in turn:
 
-- **seed**: the recipe quoted in issue 10, written faithfully: ``image_dataset_from_directory``
+- **seed**: the common Keras transfer-learning recipe, written faithfully: ``image_dataset_from_directory``
   (batch 32, shuffle, seed), pixels / 255, a map with RandomFlip/RandomRotation(0.1)/RandomZoom(0.1),
   prefetch; Keras MobileNetV2 ``include_top=False`` with the shared pretrained weights, frozen;
   GlobalAveragePooling + Dense softmax; Adam, categorical cross-entropy, 10 epochs. Only

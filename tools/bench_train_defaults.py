@@ -1,4 +1,4 @@
-"""Training defaults by measurement (issue 10): accuracy and seconds of ``edgecls train`` variants, side by side.
+"""Training defaults by measurement: accuracy and seconds of ``edgecls train`` variants, side by side.
 
 One realistic synthetic set (``tools/train_bench_data.py``, 250 training images with lighting
 changes and 6 % wrong training labels) and one larger held-out set drawn with another seed

@@ -1,4 +1,4 @@
-"""How far apart are the host's runtime and a device's, on a trained int8 model? (issue 8)
+"""How far apart are the host's runtime and a device's, on a trained int8 model?
 
 Trains a small real model (edgecls train on a synthetic set; the shared pretrained MobileNetV2
 backbone when it is there, else random weights), converts it to full int8 with the project's

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from edgecls.core.config import TrainConfig, field_help
 from edgecls.core.errors import EdgeclsError
 
 MAX_SYNTH_CLASSES = 10  # == len(edgecls.data.synth.FAMILIES); kept here so --help needs no numpy/PIL import
@@ -30,7 +31,10 @@ def data() -> None:
 @click.option("--no-decode", is_flag=True, help="Only check names, sizes and file signatures (fast, no TensorFlow).")
 @click.option("--labels-csv", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
               help="Labels from this CSV (path,label[,split] rows; paths relative to DATA or to FILE).")
-def check(data_dir: Path, json_path: Path | None, no_decode: bool, labels_csv: Path | None) -> None:
+@click.option("--negatives", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help=field_help(TrainConfig, "negatives"))
+def check(data_dir: Path, json_path: Path | None, no_decode: bool, labels_csv: Path | None,
+          negatives: Path | None) -> None:
     """Decode every image in DATA once; show per-class counts and every file that will be skipped.
 
     DATA is DATA/<class>/* (edgecls splits it) or DATA/train|val[|test]/<class>/* (used as given),
@@ -41,8 +45,8 @@ def check(data_dir: Path, json_path: Path | None, no_decode: bool, labels_csv: P
     # The report says why each file failed; TF's C++ decoder errors on stderr would only repeat it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from edgecls.core.io import atomic_write_json, ensure_writable
-    from edgecls.core.config import TrainConfig
-    from edgecls.data import class_weights, inspect_dataset, inspect_labels_csv, make_split, split_warnings, validate_scan
+    from edgecls.data import (check_split, class_weights, inspect_dataset, inspect_labels_csv, make_split,
+                              split_warnings, validate_scan)
     from edgecls.data.labels_csv import validate_labels_csv
 
     if json_path is not None:
@@ -62,6 +66,7 @@ def check(data_dir: Path, json_path: Path | None, no_decode: bool, labels_csv: P
     defaults = TrainConfig(data=str(data_dir))
     split = make_split(report, val_fraction=defaults.val_fraction, test_fraction=defaults.test_fraction,
                        seed=defaults.seed)
+    check_split(split, str(data_dir))  # what train will refuse, said now
     for warning in split_warnings(split, list(report.classes)):
         click.echo(f"Warning: with train's default split, {warning}", err=True)
     first = "train" if report.layout == "splits" else "all"
@@ -70,6 +75,14 @@ def check(data_dir: Path, json_path: Path | None, no_decode: bool, labels_csv: P
     note = (" Classes are imbalanced: training will use balanced class weights (or --balance oversample)."
             if weights else "")
     source = f", labels from {report.labels_csv}" if report.labels_csv else ""
+    if negatives is not None:
+        from edgecls.data.negatives import scan_negatives
+
+        kept, skipped = scan_negatives(negatives, report, decode=not no_decode)
+        click.echo(f"negatives: {len(kept)} usable photos in {negatives} (none of the classes; trained towards no "
+                   f"confident answer); skipped {len(skipped)}")
+        for path, reason in skipped:
+            click.echo(f"  {path}: {reason}")
     click.echo(f"OK: {report.n_usable} usable images in {len(report.classes)} classes "
                f"({report.layout} layout{source}).{note}")
 

@@ -33,7 +33,8 @@ def _setup_logging() -> None:
 
 @click.command()
 @config_options(
-    CameraConfig, "model", "source", "labels", "threads", "xnnpack", "top_k", "threshold", "smoothing", "width",
+    CameraConfig, "model", "source", "labels", "threads", "xnnpack", "top_k", "threshold", "unknown_threshold",
+    "unknown_label", "smoothing", "width",
     "height", "headless", "save", "jsonl", "stats_json", "max_frames", "realtime", "pipeline", "force", "serve",
     "serve_token", "serve_fps", "mqtt", "mqtt_home_assistant", "mqtt_stats_interval", "save_uncertain", "below",
     "max_per_hour", "log_on", "log_interval", "jsonl_max_mb", "jsonl_keep", "stall_timeout", "stall_retries",
@@ -56,10 +57,16 @@ def camera(**options) -> None:
         f"ms/frame capture {st['capture']:.2f}, preprocess {st['preprocess']:.2f}, invoke {st['invoke']:.2f}, "
         f"postprocess {st['postprocess']:.2f}, draw {st['draw']:.2f} [{stats.runtime}, {stats.threads} thread(s)]"
     )
+    if stats.skipped_files:
+        click.echo(f"Skipped {stats.skipped_files} image file(s) that could not be decoded (listed above).")
     age = stats.frame_age_ms
     if age:
         click.echo(f"frame age (capture to result) ms: p50 {age['p50']:.1f}, p90 {age['p90']:.1f}, "
                    f"p99 {age['p99']:.1f}, max {age['max']:.1f}")
+    mqtt = stats.outputs.get("mqtt")
+    if mqtt and not mqtt["connects"]:
+        click.echo(f"MQTT: never connected to {mqtt['broker']}; no event was delivered (check --mqtt and the broker)",
+                   err=True)
     unc = stats.outputs.get("uncertain")
     if unc:
         click.echo(f"Saved {unc['saved']} uncertain frame(s) to {cfg.save_uncertain} "
@@ -71,16 +78,18 @@ def camera(**options) -> None:
 
 @click.command()
 @click.argument("out", type=click.Path(file_okay=False))
-@config_options(CollectConfig, "label", "source", "count", "interval", "width", "height", "quality",
-                label={"required": True})
+@config_options(CollectConfig, "label", "negatives", "source", "count", "interval", "width", "height", "quality")
 def collect(out: str, **options) -> None:
-    """Record training images of one class from the camera into OUT/<label>/ (what 'edgecls train' reads)."""
+    """Record training images of one class from the camera into OUT/<label>/ (what 'edgecls train' reads), or
+    with --negatives photos that are none of the classes into OUT/ (what 'edgecls train --negatives' reads)."""
     from edgecls.runtime.collect import collect as run_collect
 
     _setup_logging()
     cfg = CollectConfig(out=out, **options)
     stats = run_collect(cfg, on_save=lambda n, p: click.echo(f"{n}/{cfg.count} {p}"))
     click.echo(f"Saved {len(stats.saved)} image(s) to {stats.folder} ({stats.stop_reason})")
+    if stats.skipped_files:
+        click.echo(f"Skipped {stats.skipped_files} image file(s) that could not be decoded (listed above).")
 
 
 @click.command()

@@ -33,7 +33,8 @@ def _backbone_help() -> str:
     TrainConfig, "out", "backbone", "alpha", "minimalistic", "size", "weights", "epochs", "fine_tune_epochs",
     "fine_tune_fraction", "batch_size", "learning_rate", "fine_tune_learning_rate", "label_smoothing", "dropout",
     "patience", "augment", "seed", "val_fraction", "test_fraction", "cache", "cache_budget_mb", "labels_csv",
-    "balance", "mixed_precision", "strategy", "head_cache", "head_cache_views", "prune", "prune_epochs",
+    "balance", "mixed_precision", "strategy", "head_cache", "head_cache_views", "prune", "prune_epochs", "calibrate",
+    "keep", "unknown_threshold", "negatives",
     out={"required": True},
     backbone={"help": _backbone_help()},
 )

@@ -122,6 +122,16 @@ class TrainConfig(Options):
     features), none (run the backbone on every batch of every epoch)."""
     head_cache_views: int = opt(3, low=1, high=64)
     """Augmented views per training image in the head-phase feature cache (1 view, unaugmented, with --no-augment)."""
+    calibrate: bool = True
+    """Fit a temperature on the validation split and put it inside the model, so its scores mean what they say."""
+    keep: float = opt(0.95, low=0.0, high=1.0, low_open=True)
+    """The unknown rule keeps this share of the correct answers on the validation split: frames scoring under the
+    threshold that does so are "unknown"."""
+    unknown_threshold: Optional[float] = opt(None, low=0.0, high=1.0, metavar="P")
+    """Top-1 probability under which a frame is "unknown", instead of the one --keep chooses (0: never unknown)."""
+    negatives: Optional[str] = opt(None, metavar="DIR", path="dir")
+    """Photos that are none of the classes (empty scenes, other objects): trained towards no confident answer and
+    used to choose the unknown threshold."""
 
     RENAMED = {"early_stopping_patience": "patience"}
 
@@ -251,7 +261,12 @@ class CameraConfig(Options):
     top_k: int = opt(3, low=1, high=1000)
     """Labels shown and logged per frame."""
     threshold: float = opt(0.0, low=0.0, high=1.0)
-    """Scores under this are not reported."""
+    """Scores under this are not listed in the top-k."""
+    unknown_threshold: Optional[float] = opt(None, low=0.0, high=1.0, metavar="P")
+    """A frame whose top-1 score is under this answers --unknown-label (default: the model's own threshold,
+    chosen by training; 0: never)."""
+    unknown_label: str = "unknown"
+    """The answer when the unknown rule rejects a frame (JSONL, /status, MQTT, the overlay)."""
     smoothing: float = opt(0.0, low=0.0, high=1.0, high_open=True)
     """Exponential smoothing of scores over frames (0 = off, 0.9 = heavy)."""
     width: int = opt(640, low=16, high=8192, unit="pixels")
@@ -317,6 +332,8 @@ class CollectConfig(Options):
     """Data folder; images go to OUT/<label>/ (the layout edgecls train reads)."""
     label: str = opt("", short="-l")
     """Class name (the sub-folder)."""
+    negatives: bool = False
+    """Record photos that are none of the classes into OUT itself (what 'edgecls train --negatives OUT' reads)."""
     source: str = opt("0", short="-s")
     """Camera index, /dev/videoN, video file, image folder, 'picamera', or a GStreamer pipeline."""
     count: int = opt(50, low=1, high=MAX_IMAGES, short="-n")

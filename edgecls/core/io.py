@@ -33,16 +33,39 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     that go by the extension (Keras' ``.keras``) happy."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as e:
+        e.filename = str(path)  # not the temp name the user never asked for
+        raise
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         apply_default_mode(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            moved_error(e, tmp, path)
         raise
+
+
+def moved_error(err: OSError, internal: Path, user: Path) -> OSError:
+    """``err`` naming ``user`` wherever it named ``internal`` (or a file under it): an error about a
+    temp file or a staging folder is reported on the path the user asked for."""
+    def rename(name: Any) -> Any:
+        if name is None:
+            return None
+        p = Path(os.fsdecode(name))
+        if p == internal:
+            return str(user)
+        if internal in p.parents:
+            return str(user / p.relative_to(internal))
+        return name
+
+    err.filename, err.filename2 = rename(err.filename), rename(err.filename2)
+    return err
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

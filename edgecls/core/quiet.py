@@ -15,15 +15,20 @@ import tempfile
 from typing import Iterator
 
 
+def verbose() -> bool:
+    """Whether the user asked to see libraries' own logs (``EDGECLS_DEBUG=1``; the older ``EDGECLS_TF_VERBOSE=1``)."""
+    return os.environ.get("EDGECLS_DEBUG") == "1" or os.environ.get("EDGECLS_TF_VERBOSE") == "1"
+
+
 @contextlib.contextmanager
 def quiet_native_stderr(*, replay_on_error: bool = True) -> Iterator[None]:
     """Send fd 2 to a temp file for the block; replay it if the block raises.
 
     A failure keeps its native log (unless the caller turns its error into one clear line
-    itself: ``replay_on_error=False``); a success stays quiet. ``EDGECLS_TF_VERBOSE=1`` turns
-    this off (for debugging an install).
+    itself: ``replay_on_error=False``); a success stays quiet. ``EDGECLS_DEBUG=1`` turns this off
+    (for bug reports and debugging an install).
     """
-    if os.environ.get("EDGECLS_TF_VERBOSE") == "1":
+    if verbose():
         yield
         return
     try:
@@ -54,8 +59,8 @@ VIDEO_LOG_ENV = {"OPENCV_FFMPEG_LOGLEVEL": "-8", "OPENCV_LOG_LEVEL": "ERROR"}
 
 
 def quiet_video_logs() -> None:
-    """Hold back OpenCV/FFmpeg's native log lines (read when the first capture opens); EDGECLS_TF_VERBOSE=1 keeps them."""
-    if os.environ.get("EDGECLS_TF_VERBOSE") == "1":
+    """Hold back OpenCV/FFmpeg's native log lines (read when the first capture opens); EDGECLS_DEBUG=1 keeps them."""
+    if verbose():
         return
     for key, value in VIDEO_LOG_ENV.items():
         os.environ.setdefault(key, value)

@@ -123,7 +123,16 @@ class RunDir:
 
     # -- small files ------------------------------------------------------------------------
     def read_labels(self) -> list[str]:
-        return read_labels(self.labels_txt)
+        """labels.txt, checked against the class order split.json recorded when the run was made: an edited
+        labels.txt would otherwise rename every class of everything exported from the run."""
+        labels = read_labels(self.labels_txt)
+        if self.split_json.is_file():
+            classes = read_json(self.split_json).get("classes")
+            if classes and list(classes) != labels:
+                raise EdgeclsError(
+                    f"{self.labels_txt} does not match the classes this run was trained on ({', '.join(classes)}, "
+                    f"in that order, as {self.split_json.name} records); restore labels.txt to exactly those lines")
+        return labels
 
     def write_labels(self, labels: list[str]) -> None:
         write_labels(self.labels_txt, labels)
@@ -175,9 +184,21 @@ def card_path_for(model_path: str | os.PathLike) -> Path:
 
 
 def read_labels(path: str | os.PathLike) -> list[str]:
-    """Class names, one per line, blank lines ignored."""
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+    """Class names, one per line, blank lines ignored; a name given twice is an error (two outputs of one
+    model cannot share a name: every result would be ambiguous)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            labels = [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError:
+        raise EdgeclsError(f"{path} is not a text file of class names (UTF-8, one per line)") from None
+    seen: set[str] = set()
+    for name in labels:
+        if name in seen:
+            raise EdgeclsError(f"{path} names the class {name!r} twice; each line must name a different class")
+        seen.add(name)
+    if not labels:
+        raise EdgeclsError(f"{path} names no class; it needs one class name per line")
+    return labels
 
 
 def write_labels(path: str | os.PathLike, labels: list[str]) -> None:
@@ -205,14 +226,14 @@ class RunLock:
     never blocks anyone. The file holds the owner's pid and command, for the message.
     """
 
-    def __init__(self, folder: str | os.PathLike, what: str) -> None:
-        self.folder, self.what = Path(folder), what
+    def __init__(self, folder: str | os.PathLike, what: str, name: str = LOCK_NAME) -> None:
+        self.folder, self.what, self.name = Path(folder), what, name
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
         import fcntl
 
-        lock = self.folder / LOCK_NAME
+        lock = self.folder / self.name
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -22,6 +22,7 @@ from edgecls.data.scan import (
 from edgecls.data.split import (
     IMBALANCE_RATIO,
     balance_record,
+    check_split,
     class_weights,
     load_split,
     make_split,
@@ -33,7 +34,7 @@ from edgecls.data.split import (
 __all__ = [
     "SPLIT_NAMES", "SUPPORTED", "IMBALANCE_RATIO", "CACHE_MODES", "Item", "ScanReport",
     "scan_dataset", "inspect_dataset", "split_warnings", "validate_scan", "decode_image_file",
-    "make_split", "save_split", "load_split", "stratified_sample", "class_weights",
+    "make_split", "check_split", "save_split", "load_split", "stratified_sample", "class_weights",
     "build_dataset", "load_images", "resolve_cache",
     "oversampled_epoch_size", "balance_record", "scan_labels_csv", "inspect_labels_csv",
 ]

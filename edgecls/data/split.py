@@ -73,6 +73,7 @@ def save_split(run: "RunDir", scan: ScanReport, split: dict, seed: int) -> None:
             "classes": scan.classes,
             "test_is_val": scan.layout == "splits" and not scan.files.get("test"),
             **{s: [[rel, int(label)] for rel, label in split[s]] for s in SPLIT_NAMES},
+            **({"negatives": split["negatives"]} if split.get("negatives") else {}),
         },
     )
     atomic_write_json(run.scan_json, scan.to_dict())
@@ -83,7 +84,10 @@ def load_split(run: "RunDir") -> tuple[Path, dict[str, list[Item]]]:
     if not run.split_json.is_file():
         raise EdgeclsError(f"{run.split_json} is missing; the run is incomplete (re-run 'edgecls train')")
     d = read_json(run.split_json)
-    return Path(d["root"]), {s: [(str(r), int(lab)) for r, lab in d.get(s, [])] for s in SPLIT_NAMES}
+    split: dict = {s: [(str(r), int(lab)) for r, lab in d.get(s, [])] for s in SPLIT_NAMES}
+    if d.get("negatives"):
+        split["negatives"] = {s: [str(p) for p in d["negatives"].get(s, [])] for s in SPLIT_NAMES}
+    return Path(d["root"]), split
 
 
 def stratified_sample(items: Sequence[Item], n: int, seed: int) -> list[Item]:
@@ -127,6 +131,13 @@ def balance_record(asked: str, weights: dict[int, float] | None, train_items: Se
     if used == "oversample":
         record["images_per_epoch"] = oversampled_epoch_size(train_items)
     return record
+
+
+def check_split(split: dict, data: str) -> None:
+    """A split training can use: images to train on and to validate with (one line when not)."""
+    for name in ("train", "val"):
+        if not split.get(name):
+            raise EdgeclsError(f"the {name} split of {data} is empty; add images (a few per class at least)")
 
 
 def split_warnings(split: dict, labels: list[str]) -> list[str]:

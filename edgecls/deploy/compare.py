@@ -21,9 +21,37 @@ def read_report(path: str | os.PathLike) -> dict[str, Any]:
         report = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise EdgeclsError(f"cannot read bench JSON {path}: {e}") from None
-    if not isinstance(report, dict) or "results" not in report or "machine" not in report:
+    if not isinstance(report, dict) or not isinstance(report.get("results"), list) \
+            or not isinstance(report.get("machine"), dict):
         raise EdgeclsError(f"{path} is not an 'edgecls bench --json' report")
+    for i, r in enumerate(report["results"]):
+        problem = _result_problem(r)
+        if problem:
+            raise EdgeclsError(f"{path} is not an 'edgecls bench --json' report (result {i + 1}: {problem}); "
+                               "write it again with 'edgecls bench --json FILE'")
     return report
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _result_problem(r: Any) -> str:
+    """What is wrong with one result row of a bench report ('' when nothing is)."""
+    if not isinstance(r, dict):
+        return "not an object"
+    if not isinstance(r.get("model"), str):
+        return "no model name"
+    if not isinstance(r.get("threads"), int) or isinstance(r.get("threads"), bool):
+        return "no thread count"
+    if not isinstance(r.get("xnnpack"), bool):
+        return "no xnnpack flag"
+    lat = r.get("latency_ms")
+    if not isinstance(lat, dict) or not all(_is_number(lat.get(k)) for k in ("p50", "mean")):
+        return "no latency_ms p50/mean"
+    if not _is_number(r.get("init_ms")):
+        return "no init_ms"
+    return ""
 
 
 def machine_label(report: dict[str, Any]) -> str:

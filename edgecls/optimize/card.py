@@ -85,7 +85,7 @@ def card_parity(report: Any, name: str) -> dict[str, Any]:
     """The card's parity section: the gate's figures, what was gated and what only reported, the report's name."""
     keys = ("float_accuracy", "tflite_accuracy", "accuracy_drop_points", "accuracy_drop_ci95_points", "n_clear",
             "clear_agreement", "clear_agreement_ci95", "agreement", "agreement_ci95", "changed", "n_images",
-            "mean_abs_prob_diff", "max_abs_prob_diff")
+            "mean_abs_prob_diff", "max_abs_prob_diff", "ece_float", "ece_file")
     full = report.as_json()
     out = {k: full[k] for k in keys}
     out.update(gates=full["gates"], gated=GATED, reported=REPORTED, conclusive=full["conclusive"],
@@ -119,6 +119,8 @@ def make_card(export: Any, chosen: Any, tried: list[Any]) -> dict[str, Any]:
         "file_bytes": len(chosen.data),
         "gzip_bytes": len(gzip.compress(chosen.data, compresslevel=9)),
         "sha256": hashlib.sha256(chosen.data).hexdigest(),
+        "temperature": export.temperature,
+        "unknown": export.unknown,
         "metadata": export.metadata_reason is None,
         "metadata_missing_reason": export.metadata_reason,
         "representative_samples": int(len(export.representative)) if export.representative is not None else None,

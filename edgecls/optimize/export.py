@@ -12,8 +12,9 @@ The set is a transaction (:mod:`edgecls.optimize.transaction`): candidates are b
 and gated in a staging folder and the set is moved into place only when it passed.
 
 int8: the methods of :func:`edgecls.optimize.int8.plan.plan` build one file each, in order; each
-is checked (:mod:`edgecls.optimize.checks`) and gated (:mod:`edgecls.optimize.gate`), and the
-first that passes ships. When none passes, the best is kept as ``model_<mode>.REJECTED.tflite``
+is checked (:mod:`edgecls.optimize.checks`) and gated (:mod:`edgecls.optimize.gate`); the first
+that passes and meets the aim (:func:`edgecls.optimize.gate.meets_aim`) ships, or, after the cheap
+methods, the best that passed. When none passes, the best is kept as ``model_<mode>.REJECTED.tflite``
 (+ card and report) and export fails. The card is written by :mod:`edgecls.optimize.card`.
 """
 
@@ -28,9 +29,10 @@ from typing import Any, Optional
 from edgecls import __version__
 from edgecls.core.config import ExportConfig, ParityConfig
 from edgecls.core.errors import EdgeclsError
-from edgecls.core.io import atomic_write_bytes, atomic_write_json
+from edgecls.core.io import atomic_write_bytes, atomic_write_json, moved_error
 from edgecls.core.options import validate
-from edgecls.core.rundir import ExportFiles, RunDir, write_labels
+from edgecls.core.rundir import ExportFiles, RunDir, RunLock, write_labels
+from edgecls.optimize.gate import meets_aim
 from edgecls.optimize.transaction import ExportTransaction, recover
 
 # Measured (BENCHMARKS.md, ai-edge-litert + XNNPACK, 1 thread, 224 px).
@@ -132,22 +134,31 @@ def export_run(cfg: ExportConfig) -> dict[str, Any]:
         raise EdgeclsError(f"{paths.model} is a folder; --out takes a folder or a .tflite path")
     names = [paths.parity.name, paths.golden.name, paths.labels.name, paths.card.name, paths.model.name]
     stem = paths.model.name[: -len(".tflite")]
-    # An export killed after its commit point is finished first, so "exists" sees the truth.
-    for line in recover(paths.model.parent, stem, names):
-        warn(line)
-    existing = [p for p in (paths.model, paths.card) if p.exists()]
-    if existing and not cfg.force:
-        raise EdgeclsError(f"{existing[0]} exists; pass --force to export {cfg.mode} again and replace it")
-
-    tx = ExportTransaction(paths.model.parent, stem, names)
     try:
-        tx.begin()
+        paths.model.parent.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(paths.model.parent, f"edgecls export {run.path} --{cfg.mode}", name=f".{stem}.lock").acquire()
     except OSError as e:
         raise EdgeclsError(f"cannot write into {paths.model.parent}: {e.strerror or e}") from None
-    try:
-        return _Export(cfg, run, source, paths, tx).execute()
+    try:  # one export of a file set at a time: a second would delete the first's staging folder
+        # An export killed after its commit point is finished first, so "exists" sees the truth.
+        for line in recover(paths.model.parent, stem, names):
+            warn(line)
+        existing = [p for p in (paths.model, paths.card) if p.exists()]
+        if existing and not cfg.force:
+            raise EdgeclsError(f"{existing[0]} exists; pass --force to export {cfg.mode} again and replace it")
+        tx = ExportTransaction(paths.model.parent, stem, names)
+        try:
+            tx.begin()
+        except OSError as e:
+            raise EdgeclsError(f"cannot write into {paths.model.parent}: {e.strerror or e}") from None
+        try:
+            return _Export(cfg, run, source, paths, tx).execute()
+        except OSError as e:
+            raise moved_error(e, tx.staging, paths.model.parent) from None
+        finally:
+            tx.abort()  # a no-op after commit/reject (the staging folder is gone)
     finally:
-        tx.abort()  # a no-op after commit/reject (the staging folder is gone)
+        lock.release()
 
 
 class _Export:
@@ -161,6 +172,9 @@ class _Export:
         self.metadata_reason: Optional[str] = None
         self.model: Any = None
         self.size = 0
+        self.temperature: Optional[float] = None
+        self.unknown = _unknown_rule(run, cfg.pruned)
+        """The run's unknown rule (chosen by training, or again by pruning), written into the file's metadata."""
         self.representative: Any = None
         self._gate_images: Any = None
 
@@ -176,8 +190,11 @@ class _Export:
             backbone_warning = int8_backbone_warning(self.tcfg.backbone, self.tcfg.minimalistic)
             if backbone_warning:
                 self.note(backbone_warning)
+        from edgecls.train.calibration import temperature_of
+
         self.model = load_model(self.source)
         self.size = int(self.model.input_shape[1])
+        self.temperature = temperature_of(self.model)
         if self.size != self.tcfg.size:
             raise EdgeclsError(f"{self.source.name} takes {self.size} px but the run's config says {self.tcfg.size}; "
                                "the run is inconsistent")
@@ -195,7 +212,9 @@ class _Export:
         return self.stage(self.cfg.mode, Built(convert_model(self.model, self.cfg.mode)))
 
     def _int8(self) -> tuple[Candidate, list[Candidate]]:
-        """The plan's methods in turn until one passes; else the best of them."""
+        """The plan's methods in turn until one passes the gate and meets the aim (:func:`meets_aim`). One that
+        passes short of the aim is followed by the plan's next cheap methods only, and the best passing file
+        ships; when none passes, the best of them is kept as REJECTED."""
         from edgecls.optimize.convert import representative_images
         from edgecls.optimize.int8.method import Context
         from edgecls.optimize.int8.plan import plan
@@ -206,6 +225,9 @@ class _Export:
                       seed=self.tcfg.seed, workdir=self.tx.staging, log=lambda m: print(m, file=sys.stderr))
         tried: list[Candidate] = []
         for method in plan(cfg):
+            passing = [c for c in tried if c.passed]
+            if passing and not method.cheap:
+                break  # a file passed, short of the aim: only a cheap method is worth trying for more
             built = method.build(ctx)
             if built is None:  # nothing to try on this model (said through ctx.log)
                 continue
@@ -213,11 +235,12 @@ class _Export:
             if cfg.parity:
                 self.gate(cand)
             tried.append(cand)
-            if cand.passed:
+            if cand.passed and (cand.report is None or meets_aim(cand.report)):
                 return cand, tried
         if not tried:
             raise EdgeclsError("no int8 method had anything to try on this model")
-        return max(tried, key=Candidate.rank), tried
+        passing = [c for c in tried if c.passed]
+        return max(passing or tried, key=Candidate.rank), tried
 
     def stage(self, method: str, built: Any) -> Candidate:
         """Write a candidate into the staging folder (with metadata) and check it against its promise."""
@@ -237,13 +260,17 @@ class _Export:
 
     def with_metadata(self, tflite: bytes) -> bytes:
         from edgecls.optimize.metadata import MetadataUnavailable, add_image_classifier_metadata
+        from edgecls.core.unknown import RULE_FILE, rule_file
 
-        t = self.tcfg
+        t, rule = self.tcfg, self.unknown
+        files = {RULE_FILE: rule_file(rule["threshold"], keep=rule.get("keep"), temperature=self.temperature,
+                                      chosen_on=rule.get("chosen", ""))} if rule else {}
         try:
             return add_image_classifier_metadata(
                 tflite, self.labels, name=f"edgecls {t.backbone} {self.cfg.mode}",
                 description=f"{t.backbone} alpha {t.alpha} {self.size}px, {len(self.labels)} classes, "
                 f"exported by edgecls {__version__}; input raw RGB 0..255",
+                score_threshold=rule["threshold"] if rule and rule["threshold"] > 0 else None, files=files,
             )
         except MetadataUnavailable as e:
             if self.metadata_reason is None:
@@ -334,6 +361,15 @@ class _Export:
             return None
         x, y = data.load_images(root, data.stratified_sample(items, self.cfg.golden_images, self.tcfg.seed), self.size)
         return write_golden_set(model_file, x, y, self.labels, out=self.tx.path(self.paths.golden.name))
+
+
+def _unknown_rule(run: RunDir, pruned: bool) -> Optional[dict[str, Any]]:
+    """The unknown rule the run chose (the pruned model's own with --pruned); None for a run from before it."""
+    from edgecls.core.io import read_json
+
+    source = run.pruning_json if pruned else run.metrics_json
+    rule = (read_json(source) if source.is_file() else {}).get("unknown")
+    return rule if rule and isinstance(rule.get("threshold"), (int, float)) else None
 
 
 def _tries(tried: list[Candidate]) -> str:

@@ -28,6 +28,7 @@ import numpy as np
 
 from edgecls.runtime.golden import CLEAR_MARGIN
 from edgecls.runtime.scores import top1_margin
+from edgecls.train.calibration import ece
 
 Z95 = 1.959963984540054
 """Two-sided 95% normal quantile."""
@@ -45,6 +46,18 @@ class Gates:
     """Smallest accepted top-1 agreement on all images (off: None)."""
     clear_margin: float = CLEAR_MARGIN
     """Float top-1 minus top-2 probability at which an image counts as clearly decided."""
+
+
+AIM_CLEAR_AGREEMENT = 0.995
+AIM_MAX_DROP = 0.5
+"""What export aims for beyond the default gate (0.99, 1 point): a file that passes the gate but not this
+is followed by the plan's next cheap method, and the better of the two ships (:func:`meets_aim`)."""
+
+
+def meets_aim(report: "ParityReport") -> bool:
+    """Clear-decision agreement >= 0.995 (or no clear decision to measure) and a drop <= 0.5 point."""
+    clear = report.clear_agreement
+    return (clear is None or clear >= AIM_CLEAR_AGREEMENT) and report.accuracy_drop_points <= AIM_MAX_DROP
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,10 @@ class ParityReport:
     the file's own output, which its 8-bit steps cannot separate)."""
     mean_abs_prob_diff: float
     max_abs_prob_diff: float
+    ece_float: float
+    """Expected calibration error (15 bins) of the float model's scores on these images."""
+    ece_file: float
+    """The same of the file's: how much quantization moved what its scores mean."""
     per_class: dict[str, dict[str, Any]]
     gates: Gates
     checks: list[Check]
@@ -217,6 +234,7 @@ def compare(p_float: np.ndarray, p_lite: np.ndarray, y: np.ndarray, labels: list
         accuracy_drop_ci95_points=drop_ci_points, n_clear=n_clear, clear_agreement=clear_agreement,
         clear_agreement_ci95=clear_ci, agreement=agreement, agreement_ci95=agree_ci, changed=changed,
         mean_abs_prob_diff=float(diff.mean()) if n else 0.0, max_abs_prob_diff=float(diff.max()) if n else 0.0,
+        ece_float=round(ece(p_float, y), 5), ece_file=round(ece(p_lite, y), 5),
         per_class=_per_class(top_f, top_l, y, labels), gates=gates, checks=checks)
 
 
@@ -311,6 +329,7 @@ def format_parity(report: ParityReport) -> str:
         lines.append(f"  changed top-1            : {ch['all']}: {ch['clear']} clear decisions, "
                      f"{ch['near_ties']} near-ties{ties}")
     lines.append(f"  |prob diff|              : mean {r.mean_abs_prob_diff:.4f}, max {r.max_abs_prob_diff:.4f}")
+    lines.append(f"  calibration error (ECE)  : float {r.ece_float:.4f}, this file {r.ece_file:.4f}")
     from edgecls.optimize.int8.debugger import format_quant_error
 
     lines += format_quant_error(r.quant_error)

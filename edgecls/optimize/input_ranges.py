@@ -5,7 +5,7 @@ offset=-1)``, a MUL then an ADD in the TFLite graph). Calibration gives those te
 what it observed, and TF 2.21's calibrator records the MUL's output as [-1, 2] where it can only be
 [0, 2]: scale 3/255, so the 256 pixel values land on 171 codes, a staircase of 1.5 grey levels in
 front of the first conv. Harmless on noisy images; on blurry real photos it alone cost 3 points of
-int8-vs-float agreement (BENCHMARKS.md, issue 8, session 20).
+int8-vs-float agreement (docs/export.md, "What int8 costs").
 
 Those tensors need no statistics: from the input through element-wise ops with constant operands
 (MUL, ADD, SUB, DIV), each one's range follows exactly from its input's. :func:`pin_input_scaling`

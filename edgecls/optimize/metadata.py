@@ -68,8 +68,11 @@ def add_image_classifier_metadata(
     std: float | Sequence[float] = 1.0,
     version: str = "",
     author: str = "edgecls",
+    score_threshold: Optional[float] = None,
+    files: Optional[dict[str, bytes]] = None,
 ) -> bytes:
-    """``model`` with image-classifier metadata: input normalisation and labels.txt on the output.
+    """``model`` with image-classifier metadata: input normalisation and labels.txt on the output, the output's
+    default score threshold when given, and ``files`` packed beside labels.txt.
 
     Raises :class:`MetadataUnavailable` when this model cannot carry it (export then goes on
     without metadata and says why) and :class:`EdgeclsError` for bad labels or normalisation.
@@ -79,10 +82,10 @@ def add_image_classifier_metadata(
     stds = [float(std)] if isinstance(std, (int, float)) else [float(s) for s in std]
     meta = image_classifier_metadata(ImageClassifierMetadata(
         name=name, description=description, labels_file=LABELS_FILE, num_labels=len(labels),
-        mean=means, std=stds, version=version, author=author,
+        mean=means, std=stds, version=version, author=author, score_threshold=score_threshold,
     ))
     with_meta = attach_model_metadata(model, METADATA_NAME, meta)
-    return pack_files(with_meta, {LABELS_FILE: ("\n".join(labels) + "\n").encode("utf-8")})
+    return pack_files(with_meta, {LABELS_FILE: ("\n".join(labels) + "\n").encode("utf-8"), **(files or {})})
 
 
 def embedded_labels(model: bytes) -> Optional[list[str]]:

@@ -153,6 +153,8 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
 
     from edgecls import data
     from edgecls.core.keras import keras, tf  # before tfmot: it must bind to tf_keras
+    from edgecls.train.calibration import refit, temperature_of
+    from edgecls.train.divergence import StopOnDivergence
     from edgecls.train.model_io import load_model, save_model
     import tensorflow_model_optimization as tfmot
 
@@ -218,7 +220,7 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
     try:
         history = pruning.fit(
             train_ds, epochs=cfg.epochs, class_weight=class_weight,
-            callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], verbose=0,
+            callbacks=[StopOnDivergence("prune"), tfmot.sparsity.keras.UpdatePruningStep()], verbose=0,
         )
     finally:
         for layer, rate in quiet_dropouts:
@@ -232,6 +234,12 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
     for layer in final.layers:
         layer.trainable = nested_trainable.get(id(layer), layer.trainable)
 
+    calibration = unknown = None
+    if temperature_of(model) is not None and split.get("val"):
+        # The fine-tune moved the weights under the run's temperature: fit it again on val, so the pruned
+        # model's scores (and its unknown threshold) mean what the trained model's did.
+        val = data.load_images(root, split["val"], size)
+        final, calibration, unknown = refit(final, val, keep=tcfg.keep, threshold=tcfg.unknown_threshold)
     overall, per_layer = measure_sparsity(final)
     acc_after = accuracy(final, eval_x, eval_y) if eval_x is not None else None
     gzip_after = gzip_weights_bytes(final)
@@ -259,6 +267,8 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
             "frequency": frequency,
             "final_loss": float(history.history["loss"][-1]),
         },
+        "calibration": calibration,
+        "unknown": unknown,
         "elapsed_s": round(time.perf_counter() - started, 2),
         "model": out.name,
         "source_model": run.model_path.name,

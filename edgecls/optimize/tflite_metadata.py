@@ -36,6 +36,7 @@ COLOR_SPACE_RGB = 1
 CONTENT_FEATURE_PROPERTIES = 1
 CONTENT_IMAGE_PROPERTIES = 2
 PROCESS_UNIT_NORMALIZATION = 1
+PROCESS_UNIT_SCORE_THRESHOLDING = 3
 
 # schema.fbs Model fields: slot 0 is `version: uint`, every later one an offset to a table or
 # vector (operator_codes, subgraphs, description, buffers, metadata_buffer, metadata,
@@ -63,6 +64,9 @@ class ImageClassifierMetadata:
     std: Sequence[float] = (1.0,)
     version: str = ""
     author: str = ""
+    score_threshold: Optional[float] = None
+    """The output's default score threshold (ScoreThresholdingOptions): MediaPipe Tasks and the Task Library
+    report no class scoring under it. None: not written."""
 
 
 def _builder():
@@ -130,8 +134,14 @@ def image_classifier_metadata(md: ImageClassifierMetadata) -> bytes:
     feature_props = _table(b, 0, {})
     content_out = _table(b, 3, {1: feature_props}, {0: CONTENT_FEATURE_PROPERTIES})
     stats = _table(b, 2, {0: _floats(b, [1.0]), 1: _floats(b, [0.0])})  # Stats{max, min}: probabilities
+    units = {}
+    if md.score_threshold is not None:
+        b.StartObject(1)  # ScoreThresholdingOptions{global_score_threshold}
+        b.PrependFloat32Slot(0, float(md.score_threshold), 0.0)
+        threshold = b.EndObject()
+        units = {4: _offsets(b, [_table(b, 2, {1: threshold}, {0: PROCESS_UNIT_SCORE_THRESHOLDING})])}
     tensor_out = _table(b, 7, {0: s["name"], 1: s["description"], 3: content_out, 5: stats,
-                               6: _offsets(b, [label_file])})
+                               6: _offsets(b, [label_file]), **units})
 
     # SubGraphMetadata: name 0, description 1, input_tensor_metadata 2, output_tensor_metadata 3 (of 10)
     subgraph = _table(b, 10, {2: _offsets(b, [tensor_in]), 3: _offsets(b, [tensor_out])})

@@ -90,7 +90,7 @@ class UncertainSaver:
 
     def handle(self, r: FrameResult) -> None:
         top = float(r.probs.max()) if r.probs.size else 0.0
-        if top >= self.below:
+        if top >= self.below and r.unknown is None:  # an unknown frame is saved whatever its score
             return
         if not self.limit.allow(time.monotonic()):
             self.rate_limited += 1
@@ -99,7 +99,8 @@ class UncertainSaver:
         # starts sorting, so it should be the likeliest class.
         best = int(np.argmax(r.probs))
         predicted = str(r.labels[best]) if best < len(r.labels) else f"class_{best}"
-        label = safe_dirname(predicted)
+        # Unknown frames go to their own folder: what the model has not learned is what to label next.
+        label = safe_dirname(r.unknown if r.unknown is not None else predicted)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(r.wall_time))
         name = f"{stamp}-{int(r.wall_time * 1000) % 1000:03d}_f{r.frame:07d}"
         order = np.argsort(-r.probs, kind="stable")

@@ -7,6 +7,7 @@ so the same code serves float32, float16, dynamic-range and full-int8 exports.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from edgecls.runtime.interpreter import load_interpreter, runtime_version
 from edgecls.runtime.scores import Category, dequantize, quantize, top_k
 
 LABELS_FILENAME = "labels.txt"
+log = logging.getLogger("edgecls.classifier")
 NO_LABELS_SOURCE = "none (class_<i>)"  # labels_source when the model has no labels anywhere
 
 
@@ -47,6 +49,19 @@ def labels_from_metadata(model_bytes: bytes) -> Optional[list[str]]:
     return labels or None
 
 
+def _packed_threshold(model_bytes: bytes) -> Optional[float]:
+    """The unknown threshold in the ``edgecls.json`` export packs with the model, or None."""
+    from edgecls.core.unknown import RULE_FILE, read_rule_file
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(model_bytes)) as z:
+            data = z.read(RULE_FILE) if RULE_FILE in z.namelist() else b""
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return None
+    value = (read_rule_file(data).get("unknown") or {}).get("threshold")
+    return float(value) if isinstance(value, (int, float)) and 0.0 <= value <= 1.0 else None
+
+
 LABELS_SHOWN = 6  # names quoted per side in a conflict message; the first difference is always named
 
 
@@ -55,15 +70,16 @@ def _short(names: Sequence[str]) -> str:
     return f"{len(names)}: {shown}" + (", ..." if len(names) > LABELS_SHOWN else "")
 
 
-def labels_conflict_message(file: Path, from_file: Sequence[str], model: Path, embedded: Sequence[str]) -> str:
-    """One line naming both label sets and where they first differ."""
+def labels_conflict_message(file: Path, from_file: Sequence[str], model: Path, embedded: Sequence[str],
+                            labels_option: Optional[str] = None) -> str:
+    """One line naming both label sets and where they first differ (and the command's labels option, if it has one)."""
     first = next((i for i, (a, b) in enumerate(zip(from_file, embedded)) if a != b), min(len(from_file), len(embedded)))
     at_file = from_file[first] if first < len(from_file) else "(none)"
     at_model = embedded[first] if first < len(embedded) else "(none)"
     return (
         f"{file} ({_short(from_file)}) disagrees with the labels embedded in {model.name} ({_short(embedded)}); "
-        f"first difference at class {first}: {at_file!r} vs {at_model!r}. Remove or fix the stale labels file, "
-        "or pass --labels FILE to choose"
+        f"first difference at class {first}: {at_file!r} vs {at_model!r}. Remove or fix the stale labels file"
+        + (f", or pass {labels_option} FILE to choose" if labels_option else "")
     )
 
 
@@ -113,8 +129,12 @@ class Classifier:
         labels: Optional[list[str]] = None,
         num_threads: int = 2,
         xnnpack: bool = True,
+        labels_option: Optional[str] = None,
     ) -> None:
+        """``labels_option``: the caller's command-line option for a labels file (``--labels``), named in
+        messages about labels; None when the command has none."""
         self.model_path = Path(model_path)
+        self.labels_option = labels_option
         self.num_threads = int(num_threads)
         self.xnnpack = bool(xnnpack)
         self.interpreter, self.runtime = load_interpreter(
@@ -138,25 +158,33 @@ class Classifier:
         self.input_scale, self.input_zero_point = _quant_params(self._in)
         self.output_scale, self.output_zero_point = _quant_params(self._out)
         self.num_classes = int(self._out["shape"][-1])
-        self.labels, self.labels_source = self._resolve_labels(labels)
+        model_bytes = self.model_path.read_bytes()
+        self.labels, self.labels_source = self._resolve_labels(labels, model_bytes)
+        self.unknown_threshold = _packed_threshold(model_bytes)
+        """The unknown rule's threshold packed with the model by export (None: the model has no rule)."""
         if len(self.labels) != self.num_classes:
             raise EdgeclsError(
                 f"{len(self.labels)} labels ({self.labels_source}) but the model has {self.num_classes} outputs; "
-                "pass the labels.txt that came with this model (--labels)"
+                + (f"pass the labels.txt that came with this model ({self.labels_option})" if self.labels_option
+                   else "put the labels.txt that came with this model beside it")
             )
 
     # -- labels -----------------------------------------------------------------------------
-    def _resolve_labels(self, labels: Optional[Sequence[str]]) -> tuple[list[str], str]:
-        """Labels the user chose (``--labels``) win; otherwise labels.txt beside the model and the
-        labels embedded in it must agree, because a stale labels.txt next to a re-exported model
-        would otherwise silently rename every prediction."""
+    def _resolve_labels(self, labels: Optional[Sequence[str]], model_bytes: bytes) -> tuple[list[str], str]:
+        """Labels the user chose (``--labels``) win, with a warning when they differ from the model's own;
+        otherwise labels.txt beside the model and the labels embedded in it must agree, because a stale
+        labels.txt next to a re-exported model would otherwise silently rename every prediction."""
+        embedded = labels_from_metadata(model_bytes)
         if labels is not None:
+            if embedded and list(labels) != embedded:
+                log.warning("the labels given rename the model's own classes (%s); results use the given names",
+                            ", ".join(f"{a} -> {b}" for a, b in zip(embedded, labels) if a != b)[:300]
+                            or f"{len(embedded)} -> {len(list(labels))} names")
             return list(labels), "given"
         beside = self.model_path.with_name(LABELS_FILENAME)
         from_file = read_labels_file(beside) if beside.is_file() else None
-        embedded = labels_from_metadata(self.model_path.read_bytes())
         if from_file is not None and embedded and from_file != embedded:
-            raise EdgeclsError(labels_conflict_message(beside, from_file, self.model_path, embedded))
+            raise EdgeclsError(labels_conflict_message(beside, from_file, self.model_path, embedded, self.labels_option))
         if from_file is not None:
             return from_file, str(beside) + (" (= model metadata)" if embedded else "")
         if embedded:

@@ -32,10 +32,16 @@ class CollectStats:
     saved: list[str] = field(default_factory=list)
     folder: str = ""
     stop_reason: str = ""
+    skipped_files: int = 0
+    """Image files of a folder source that could not be decoded (each warned about as it was skipped)."""
 
 
 def _validate(cfg: CollectConfig) -> None:
-    if not cfg.label or safe_dirname(cfg.label) != cfg.label.strip():
+    if cfg.negatives and cfg.label:
+        raise EdgeclsError("--negatives records photos that are none of the classes: give no --label with it")
+    if not cfg.negatives and not cfg.label:
+        raise EdgeclsError("give --label NAME (the class to record) or --negatives (photos that are none of them)")
+    if cfg.label and safe_dirname(cfg.label) != cfg.label.strip():
         raise EdgeclsError(f"--label {cfg.label!r} is not usable as a folder name (no '/', no leading '.')")
     validate(cfg)  # each option's bounds (a config changed after it was made)
     if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
@@ -44,10 +50,11 @@ def _validate(cfg: CollectConfig) -> None:
 
 def collect(cfg: CollectConfig, *, source: Optional[FrameSource] = None,
             on_save: Optional[Callable[[int, Path], None]] = None) -> CollectStats:
-    """Record ``cfg.count`` images into ``cfg.out/cfg.label/``; Ctrl-C keeps what was saved."""
+    """Record ``cfg.count`` images into ``cfg.out/cfg.label/`` (``cfg.out/`` itself with ``--negatives``: the
+    folder ``edgecls train --negatives`` reads); Ctrl-C keeps what was saved."""
     _validate(cfg)
-    label = cfg.label.strip()
-    folder = Path(cfg.out) / label
+    label = cfg.label.strip() or "negative"
+    folder = Path(cfg.out) if cfg.negatives else Path(cfg.out) / label
     src = source if source is not None else open_source(cfg.source, width=cfg.width, height=cfg.height)
     # Files and folders: every frame in order (no drops); cameras: the newest frame.
     grabber = FrameGrabber(src, transform=None)
@@ -81,4 +88,8 @@ def collect(cfg: CollectConfig, *, source: Optional[FrameSource] = None,
     finally:
         grabber.stop()
         src.close()
+    stats.skipped_files = len(src.skipped)
+    if not stats.saved and src.skipped and stats.stop_reason != "interrupted":
+        raise EdgeclsError(f"no usable image in {cfg.source}: all {len(src.skipped)} file(s) could not be decoded "
+                           f"(e.g. {src.skipped[0]})")
     return stats

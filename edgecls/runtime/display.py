@@ -22,7 +22,10 @@ class VideoSink:
     """The annotated frames as an mp4 (mp4v) at the source's frame rate."""
 
     def __init__(self, path: str, fps: float) -> None:
+        from edgecls.core.io import ensure_writable
+
         self.path, self.fps = Path(path), fps
+        ensure_writable(self.path, "video (--save)")  # before the first frame, not after the model loaded
         self.partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
         self.writer: Any = None
         self.frames = 0
@@ -37,9 +40,23 @@ class VideoSink:
             self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
             if not self.writer.isOpened():
                 self.writer = None
-                raise EdgeclsError(f"could not write video {self.path} (this OpenCV build cannot encode mp4v)")
+                raise EdgeclsError(self._why_not_opened())
         self.writer.write(bgr)
         self.frames += 1
+
+    def _why_not_opened(self) -> str:
+        """OpenCV says only "not opened": the file itself is tried, so a folder the user cannot write
+        is not blamed on the codec."""
+        from edgecls.core.io import describe_os_error
+
+        try:
+            with open(self.partial, "wb"):
+                pass
+        except OSError as e:
+            return f"cannot write video {self.path}: {describe_os_error(e).replace(str(self.partial), str(self.path))}"
+        finally:
+            self.partial.unlink(missing_ok=True)
+        return f"could not write video {self.path}: this OpenCV build cannot encode mp4v; save as .avi or install opencv-python"
 
     def report(self) -> dict[str, Any]:
         return {"video": {"path": str(self.path), "frames": self.frames}}

@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -31,6 +32,7 @@ from edgecls.core.io import atomic_write_bytes
 from edgecls.runtime.classifier import NO_LABELS_SOURCE
 from edgecls.runtime.interpreter import runtime_notice
 from edgecls.runtime.scores import top1_margin
+from edgecls.core.unknown import DECISION_MARGIN, UnknownRule
 
 GOLDEN_SUFFIX = ".golden.npz"
 # A host top-1 whose probability beats the runner-up by at least this much must not change on
@@ -56,11 +58,12 @@ def sha256_of(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _run(model_path: Path, images: np.ndarray, threads: int,
-         labels: Optional[Sequence[str]] = None) -> tuple[Any, np.ndarray, np.ndarray]:
+def _run(model_path: Path, images: np.ndarray, threads: int, labels: Optional[Sequence[str]] = None,
+         labels_option: Optional[str] = None) -> tuple[Any, np.ndarray, np.ndarray]:
     from edgecls.runtime.classifier import Classifier
 
-    clf = Classifier(model_path, labels=list(labels) if labels is not None else None, num_threads=threads)
+    clf = Classifier(model_path, labels=list(labels) if labels is not None else None, num_threads=threads,
+                     labels_option=labels_option)
     if tuple(images.shape[1:3]) != tuple(clf.input_size):
         raise EdgeclsError(
             f"the golden set's images are {images.shape[1]}x{images.shape[2]} but {model_path} takes "
@@ -95,6 +98,8 @@ def write_golden_set(
         "label_names": list(label_names) if label_names is not None else list(clf.labels),
         "margin": CLEAR_MARGIN,
         "threads": threads,
+        # The unknown rule packed with the model: the host's decisions, which the device must reproduce.
+        "unknown_threshold": clf.unknown_threshold,
     }
     buf = io.BytesIO()
     np.savez_compressed(buf, images=images, raw=raw, probabilities=probs, labels=y, meta=np.array(json.dumps(meta)))
@@ -112,8 +117,8 @@ def read_golden_set(path: str | os.PathLike) -> dict[str, Any]:
         with np.load(path, allow_pickle=False) as z:
             out = {k: z[k] for k in ("images", "raw", "probabilities", "labels")}
             out["meta"] = json.loads(str(z["meta"]))
-    except (OSError, ValueError, KeyError) as e:
-        raise EdgeclsError(f"{path} is not a golden set ({e}); export the model again") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise EdgeclsError(f"{path} is not a golden set ({type(e).__name__}: {e}); export the model again") from None
     return out
 
 
@@ -134,7 +139,7 @@ def verify_model(
         raise EdgeclsError(f"model not found: {model_path}")
     g = read_golden_set(golden or golden_path_for(model_path))
     meta = g["meta"]
-    clf, raw, probs = _run(model_path, g["images"], threads, labels)
+    clf, raw, probs = _run(model_path, g["images"], threads, labels, labels_option="--labels")
     host = g["probabilities"].astype(np.float32)
     top_host, top_dev = host.argmax(1), probs.argmax(1)
     margin = top1_margin(host)
@@ -158,6 +163,7 @@ def verify_model(
         "n_images": int(len(host)),
         "host_runtime": f"{meta.get('runtime')} {meta.get('runtime_version')}",
         "device_runtime": f"{clf.runtime} {clf.runtime_version}",
+        "threads": threads,
         "max_abs_raw_diff": float(raw_diff.max()) if raw_diff.size else 0.0,
         "max_abs_prob_diff": float(np.abs(probs - host).max()) if host.size else 0.0,
         "top1_agreement": float(np.mean(~flipped)) if len(host) else 1.0,
@@ -183,9 +189,26 @@ def verify_model(
     if report["flipped_clear"]:
         failures.append(f"{report['flipped_clear']} prediction(s) the host made with a clear margin "
                         f"(>= {report['margin']:g}) changed on this runtime")
+    report.update(_unknown_decisions(host, probs, meta.get("unknown_threshold")))
+    if report["unknown_changed_clear"]:
+        failures.append(f"{report['unknown_changed_clear']} unknown/known decision(s) the host made with a top-1 "
+                        f"score >= {DECISION_MARGIN:g} from the threshold changed on this runtime")
     report["passed"] = not failures
     report["failure"] = "; ".join(failures) or None
     return report
+
+
+def _unknown_decisions(host: np.ndarray, device: np.ndarray, threshold: Optional[float]) -> dict[str, Any]:
+    """Whether the device answers "unknown" where the host did: a score within DECISION_MARGIN of the threshold
+    may land on either side of it on another runtime; one farther away may not."""
+    if not threshold:
+        return {"unknown_threshold": None, "unknown_host": 0, "unknown_changed": 0, "unknown_changed_clear": 0}
+    rule = UnknownRule(float(threshold))
+    on_host, on_device = rule.rejects_rows(host), rule.rejects_rows(device)
+    changed = on_host != on_device
+    clear = np.abs(host.max(axis=1) - threshold) >= DECISION_MARGIN
+    return {"unknown_threshold": float(threshold), "unknown_host": int(on_host.sum()),
+            "unknown_changed": int(changed.sum()), "unknown_changed_clear": int((changed & clear).sum())}
 
 
 def format_verify(r: dict[str, Any]) -> str:
@@ -199,6 +222,9 @@ def format_verify(r: dict[str, Any]) -> str:
         f">= {r['margin']:g}; largest host-margin shift {r.get('max_margin_shift', 0.0):.3f})",
         f"  result         : {'PASSED' if r['passed'] else 'FAILED: ' + str(r['failure'])}",
     ]
+    if r.get("unknown_threshold"):
+        lines.insert(-1, f"  unknown rule   : top-1 < {r['unknown_threshold']:.3f}: {r['unknown_host']} unknown on the host, "
+                         f"{r['unknown_changed']} decision(s) changed ({r['unknown_changed_clear']} clear)")
     if r.get("flipped_images"):
         pairs = [f"#{i} ({m:.3f})" for i, m in zip(r["flipped_images"], r["host_margin_of_flipped"])]
         more = f", ... {len(pairs) - FLIPS_SHOWN} more (--json lists all)" if len(pairs) > FLIPS_SHOWN else ""

@@ -102,10 +102,13 @@ class JsonlSink:
         due, why = self._due(r)
         if not due:
             return
+        top = r.top1
         row = {
             "time": round(r.wall_time, 6),
             "frame": r.frame,
             "source_frame": r.source_frame,
+            "label": top.label if top else None,
+            "unknown": r.unknown is not None,
             "top_k": [c.as_dict() for c in r.categories],
             "inference_ms": round(r.stage_ms.get("invoke", 0.0), 4),
             "frame_age_ms": round(r.frame_age_ms, 3),

@@ -34,6 +34,10 @@ class StampedSource(FrameSource):
             self._stamps.append((id(rgb), time.perf_counter()))
         return ok, rgb
 
+    @property
+    def skipped(self) -> list[str]:
+        return self.inner.skipped
+
     def captured_at(self, rgb: np.ndarray) -> Optional[float]:
         key = id(rgb)
         for k, t in reversed(list(self._stamps)):  # list(): a snapshot, the grabber appends meanwhile

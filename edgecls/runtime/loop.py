@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 
 from edgecls.core.config import CameraConfig
 from edgecls.core.errors import EdgeclsError
@@ -32,6 +31,7 @@ from edgecls.runtime.scores import ScoreSmoother, top_k
 from edgecls.runtime.display import WindowSink, video_and_window
 from edgecls.runtime.sinks import FrameResult, Sink, close_all
 from edgecls.runtime.sources import FrameSource, cv2_has, open_source
+from edgecls.core.unknown import UnknownRule
 from edgecls.runtime.watchdog import Readers
 
 log = logging.getLogger("edgecls.camera")
@@ -51,6 +51,8 @@ class LoopStats:
     stage_ms: dict[str, float] = field(default_factory=dict)
     """Mean milliseconds per frame of each stage (capture/preprocess run on the grabber thread when pipelined)."""
     dropped_frames: int = 0
+    skipped_files: int = 0
+    """Image files of a folder source that could not be decoded (passed over, like data check does)."""
     source: str = ""
     model: str = ""
     threads: int = 0
@@ -99,7 +101,8 @@ def _validate(cfg: CameraConfig) -> None:
     if len({str(Path(p).resolve()) for p in outs}) != len(outs):
         raise EdgeclsError("--save, --jsonl and --stats-json must be different files")
     for flag, p in (("--save", cfg.save), ("--jsonl", cfg.jsonl), ("--stats-json", cfg.stats_json)):
-        rotated = flag == "--jsonl" and cfg.jsonl_max_mb > 0  # kept as .1, never lost
+        # With rotation an existing log is kept as .1, never lost; --jsonl-keep 0 keeps no rotated file.
+        rotated = flag == "--jsonl" and cfg.jsonl_max_mb > 0 and cfg.jsonl_keep > 0
         if p and Path(p).exists() and not cfg.force and not rotated:
             raise EdgeclsError(f"{p} already exists; choose another {flag} path or pass --force to overwrite it")
         if p and Path(p).is_dir():
@@ -178,12 +181,17 @@ def run(cfg: CameraConfig, *, on_frame: Optional[Callable[[int, list], None]] = 
     if is_imx500_source(cfg.source):  # the network runs on the AI Camera's sensor; frames carry its scores
         clf, source = open_imx500(cfg.model, labels, width=cfg.width, height=cfg.height, source=source)
     else:
-        clf = Classifier(cfg.model, labels=labels, num_threads=cfg.threads, xnnpack=cfg.xnnpack)
+        clf = Classifier(cfg.model, labels=labels, num_threads=cfg.threads, xnnpack=cfg.xnnpack,
+                         labels_option="--labels")
     show, why = display_status()
     if cfg.headless is False and not show:
         raise EdgeclsError(f"cannot show a window: {why}; run with --headless (and --save/--jsonl)")
     src = StampedSource(source if source is not None else open_source(cfg.source, width=cfg.width, height=cfg.height))
-    return _Loop(cfg, clf, src, headless=True if cfg.headless else not show, on_frame=on_frame).run()
+    stats = _Loop(cfg, clf, src, headless=True if cfg.headless else not show, on_frame=on_frame).run()
+    if stats.frames == 0 and stats.skipped_files and not stats.interrupted:
+        raise EdgeclsError(f"no usable image in {stats.source}: all {stats.skipped_files} file(s) could not be "
+                           f"decoded (e.g. {src.skipped[0]}); check the files or the path")
+    return stats
 
 
 class _Loop:
@@ -200,6 +208,8 @@ class _Loop:
         self.sums = dict.fromkeys(STAGES, 0.0)
         self.ages: collections.deque[float] = collections.deque(maxlen=AGE_WINDOW_FRAMES)
         self.smoother = ScoreSmoother(cfg.smoothing)
+        threshold = cfg.unknown_threshold if cfg.unknown_threshold is not None else (clf.unknown_threshold or 0.0)
+        self.rule = UnknownRule(threshold, cfg.unknown_label)
         self.sinks: list[Sink] = []
         self.window: Optional[WindowSink] = None
         self.shown_fps = 0.0
@@ -213,7 +223,7 @@ class _Loop:
                 "model": self.stats.model, "runtime": self.stats.runtime, "threads": self.stats.threads,
                 "labels": list(self.clf.labels), "uptime_s": round(time.perf_counter() - self.t_start, 1),
                 "stalls": self.readers.stalls, "stage_ms": {k: round(v / n, 3) for k, v in self.sums.items()},
-                "frame_age_ms": percentiles(self.ages)}
+                "frame_age_ms": percentiles(self.ages), "outputs": _sink_report(self.sinks)}
 
     def run(self) -> LoopStats:
         import cv2
@@ -291,6 +301,7 @@ class _Loop:
         self.shown_fps, self.t_prev = 1.0 / self.mean_dt, t2
         return FrameResult(frame=self.stats.frames, source_frame=frame.index, rgb=frame.rgb, categories=cats,
                            probs=probs, labels=clf.labels, fps=self.shown_fps, frame_age_ms=age_ms,
+                           unknown=self.rule.label if self.rule.rejects(probs) else None,
                            stage_ms={"capture": frame.capture_ms, "preprocess": pre_ms, "invoke": (t1 - t0) * 1e3,
                                      "postprocess": (t2 - t1) * 1e3})
 
@@ -317,6 +328,7 @@ class _Loop:
         stats.invoke_fps = 1e3 / stats.stage_ms["invoke"] if stats.stage_ms["invoke"] > 0 else 0.0
         stats.dropped_frames, stats.reopens, stats.stalls = self.readers.dropped, self.readers.reopens, self.readers.stalls
         stats.frame_age_ms = percentiles(self.ages)
+        stats.skipped_files = len(self.src.skipped)
         stats.outputs = _sink_report(self.sinks)
         stats.outputs.update(self.clf.report() if hasattr(self.clf, "report") else {})  # the IMX500's own timing
         if self.cfg.stats_json:

@@ -60,6 +60,18 @@ def default_prefix() -> str:
     return f"edgecls/{re.sub(r'[^A-Za-z0-9_-]', '_', socket.gethostname()) or 'device'}"
 
 
+_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+"""A host name, an IPv4 address, or an IPv6 address in brackets."""
+
+
+def _written_host(netloc: str) -> str:
+    """The host as written in a URL's netloc: no user:password@, no :port."""
+    host = netloc.rpartition("@")[2]
+    if host.startswith("["):
+        return host.split("]")[0] + "]"
+    return host.rsplit(":", 1)[0] if ":" in host else host
+
+
 def parse_mqtt_url(url: str) -> MqttTarget:
     """mqtt://user:pass@host:1883/prefix -> MqttTarget; EdgeclsError with the expected form otherwise."""
     form = "mqtt://[USER[:PASSWORD]@]HOST[:PORT][/TOPIC/PREFIX]"
@@ -70,13 +82,15 @@ def parse_mqtt_url(url: str) -> MqttTarget:
         port = u.port
     except ValueError:
         raise EdgeclsError(f"--mqtt port is not a number in {url!r}; expected {form}") from None
-    if not u.hostname:
-        raise EdgeclsError(f"--mqtt has no broker host in {url!r}; expected {form}")
+    if not u.hostname or not _HOST.fullmatch(_written_host(u.netloc)):
+        raise EdgeclsError(f"--mqtt has no usable broker host in {url!r}; expected {form}")
     prefix = u.path.strip("/") or default_prefix()
     # urlsplit reads '#' as a fragment: look at the text after the host as written.
     if "+" in prefix or "#" in url.rpartition("@")[2]:
         written = url.rpartition("@")[2].split("/", 3)[-1] if "://" in url else url.partition("/")[2]
         raise EdgeclsError(f"--mqtt topic prefix {written!r} must not contain MQTT wildcards + or #")
+    if "//" in u.path or (u.path.endswith("/") and len(u.path) > 1):
+        raise EdgeclsError(f"--mqtt topic prefix in {url!r} has an empty level ('//' or a trailing '/'); expected {form}")
     tls = u.scheme == "mqtts"
     return MqttTarget(
         host=u.hostname, port=port or (8883 if tls else 1883), prefix=prefix,
@@ -123,6 +137,8 @@ class MqttPublisher:
         self.client.max_queued_messages_set(MAX_QUEUED)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.failures = 0
         # connect_async: no network I/O here, so a broker that is down at boot does not stop the camera.
         self.client.connect_async(self.target.host, self.target.port, keepalive=KEEPALIVE_S)
         self.client.loop_start()
@@ -133,6 +149,7 @@ class MqttPublisher:
             log.warning("MQTT broker %s:%d refused the connection: %s", self.target.host, self.target.port, reason)
             return
         self.connects += 1
+        self.failures = 0
         self.connected.set()
         log.warning("MQTT connected to %s:%d (topics %s/...)", self.target.host, self.target.port, self.target.prefix)
         client.publish(self.topics["status"], "online", qos=1, retain=True)
@@ -141,6 +158,13 @@ class MqttPublisher:
                 client.publish(topic, json.dumps(payload), qos=1, retain=True)
         if self._state is not None:
             client.publish(self.topics["state"], json.dumps(self._state), qos=1, retain=True)
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        # A closed port or an unknown host: said once per outage, then paho keeps retrying with backoff.
+        self.failures += 1
+        if self.failures == 1:
+            log.warning("MQTT broker %s:%d not reachable; not connected, retrying with backoff (events queue meanwhile)",
+                        self.target.host, self.target.port)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self.connected.clear()
@@ -180,7 +204,7 @@ class MqttPublisher:
             if self._first:
                 kind = "start"
             self._state = {"label": label, "score": round(float(top.score), 4) if top else None,
-                           "time": round(r.wall_time, 3), "frame": r.frame}
+                           "unknown": r.unknown is not None, "time": round(r.wall_time, 3), "frame": r.frame}
             event = {"type": kind, **self._state, "previous": self._last,
                      "top_k": [c.as_dict() for c in r.categories]}
             self.client.publish(self.topics["event"], json.dumps(event), qos=1)
@@ -193,11 +217,14 @@ class MqttPublisher:
             self.client.publish(self.topics["stats"], json.dumps(self.status_fn()), qos=0, retain=True)
 
     def report(self) -> dict[str, Any]:
-        return {"mqtt": {"events": self.events, "connects": self.connects, "prefix": self.target.prefix}}
+        return {"mqtt": {"events": self.events, "connects": self.connects, "prefix": self.target.prefix,
+                         "connected": self.connected.is_set(), "broker": f"{self.target.host}:{self.target.port}"}}
 
     def close(self) -> None:
         self._closing = True
         if self.connected.is_set():
+            # The run's final figures stay retained beside "offline": what a late subscriber sees last.
+            self.client.publish(self.topics["stats"], json.dumps(self.status_fn()), qos=1, retain=True)
             info = self.client.publish(self.topics["status"], "offline", qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout=CLOSE_FLUSH_S)

@@ -26,7 +26,7 @@ class FrameResult:
     source_frame: int
     rgb: np.ndarray
     categories: Sequence[Category]
-    """Top-k after smoothing and threshold, best first."""
+    """The model's top-k after smoothing and threshold, best first (also when the answer is unknown)."""
     probs: np.ndarray
     """All class scores after smoothing."""
     labels: Sequence[str]
@@ -37,12 +37,18 @@ class FrameResult:
     frame_age_ms: float
     """Capture-to-result latency: how old the frame was when its result was out."""
     wall_time: float = field(default_factory=time.time)
+    unknown: Optional[str] = None
+    """The unknown label when the unknown rule rejected this frame (its top-1 score under the threshold), else None."""
     _annotated: Optional[np.ndarray] = field(default=None, repr=False)
     draw_ms: float = 0.0
     """Time spent drawing the overlay for this frame (0 when no output asked for it)."""
 
     @property
     def top1(self) -> Optional[Category]:
+        """The answer: the unknown label (index -1, the top-1 score) when the rule rejected the frame, else the
+        best class above --threshold (None when there is none)."""
+        if self.unknown is not None:
+            return Category(index=-1, label=self.unknown, score=float(self.probs.max()) if self.probs.size else 0.0)
         return self.categories[0] if self.categories else None
 
     def annotated(self) -> np.ndarray:
@@ -54,16 +60,19 @@ class FrameResult:
 
             t = time.perf_counter()
             bgr = cv2.cvtColor(self.rgb, cv2.COLOR_RGB2BGR)
-            self._annotated = draw_overlay(bgr, self.categories, fps=self.fps,
-                                           inference_ms=self.stage_ms.get("invoke", 0.0))
+            shown = ([self.top1] if self.unknown is not None else []) + list(self.categories)
+            self._annotated = draw_overlay(bgr, shown, fps=self.fps, inference_ms=self.stage_ms.get("invoke", 0.0))
             self.draw_ms = (time.perf_counter() - t) * 1e3
         return self._annotated
 
     def summary(self) -> dict[str, Any]:
         """The JSON-ready view shared by /status, MQTT and the capture sidecars."""
+        top = self.top1
         return {
             "time": round(self.wall_time, 3),
             "frame": self.frame,
+            "label": top.label if top else None,
+            "unknown": self.unknown is not None,
             "top_k": [c.as_dict() for c in self.categories],
             "fps": round(self.fps, 2),
             "stage_ms": {k: round(v, 3) for k, v in self.stage_ms.items()},

@@ -37,6 +37,8 @@ class FrameSource:
     name: str = "source"
     fps: float = DEFAULT_FPS
     is_live: bool = False
+    skipped: list[str] = []
+    """Files the source could not decode and passed over (an image folder's), in order."""
 
     def read(self) -> tuple[bool, Optional[np.ndarray]]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -210,13 +212,20 @@ def _decode_image_file(path: Path) -> tuple[Optional[np.ndarray], str]:
         raw = path.read_bytes()
     except OSError:
         return None, "unreadable"
+    if not raw:
+        return None, "empty (0 bytes)"
     if raw.startswith(JPEG_START) and not raw.rstrip(b"\x00\r\n ").endswith(JPEG_END):
         return None, "truncated"
-    with quiet_native_stderr(replay_on_error=False):
-        # OpenCV's own EXIF handling differs by version (4.x ignores it for WebP), so it is
-        # turned off and the project's one rule (core.orientation, as in training) applied.
-        bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    return bgr, "unreadable"
+    try:
+        with quiet_native_stderr(replay_on_error=False):
+            # OpenCV's own EXIF handling differs by version (4.x ignores it for WebP), so it is
+            # turned off and the project's one rule (core.orientation, as in training) applied.
+            bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error:  # an absurd header makes OpenCV assert rather than return None
+        return None, "undecodable"
+    if bgr is None or bgr.size == 0:
+        return None, "undecodable"
+    return bgr, ""
 
 
 class PicameraSource(FrameSource):

@@ -95,7 +95,7 @@ async function tick(){
   try{
     const s = await (await fetch(withTok("status"), {cache:"no-store"})).json();
     const r = s.result || {}; const top = (r.top_k || []);
-    document.getElementById("label").textContent = top.length ? top[0].label : "(nothing above threshold)";
+    document.getElementById("label").textContent = r.label ? r.label : "(nothing above threshold)";
     const t = document.getElementById("topk"); t.innerHTML = "";
     for(const c of top){const b=document.createElement("div"); b.className="bar"; b.style.width=(c.score*160)+"px"; row(t,[c.label, c.score.toFixed(2), b]);}
     document.getElementById("fps").textContent = (r.fps||0).toFixed(1);

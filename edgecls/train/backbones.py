@@ -262,8 +262,14 @@ def build_classifier(
     minimalistic: bool = False,
     weights: str | None = "none",
     dropout: float = 0.2,
+    seed: int | None = None,
 ) -> "keras.Model":
-    """Backbone + dropout + softmax head; input raw RGB 0..255 float32, output float32 probabilities."""
+    """Backbone + dropout + softmax head; input raw RGB 0..255 float32, output float32 probabilities.
+
+    The dropout layer draws from a ``tf.random.Generator`` seeded with ``seed``: its state is a
+    variable a checkpoint can hold (:func:`edgecls.train.checkpoint.rng_states`), so a resumed run
+    drops the same units as an uninterrupted one. TF's legacy stateful ops keep theirs out of reach.
+    """
     from edgecls.core.keras import keras
 
     if num_classes < 2:
@@ -275,7 +281,7 @@ def build_classifier(
     # training=False keeps BatchNorm in inference mode even when the top of the backbone is
     # unfrozen for fine-tuning: small datasets would otherwise wreck the pretrained statistics.
     x = base(inp, training=False)
-    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    x = keras.layers.Dropout(dropout, seed=seed, rng_type="stateful", name="dropout")(x)
     # float32 output layer: under mixed_float16 the softmax stays numerically safe and the
     # model's output dtype is float32 for export and parity.
     out = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=PREDICTIONS_LAYER)(x)

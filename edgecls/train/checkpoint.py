@@ -2,8 +2,10 @@
 
 ``RUN/checkpoints/last.weights.npz`` is one atomically written file holding the classifier's
 weights (``w/...``), the optimizer's variables (``opt/...``: Adam's step count and moments) and
-the training state (``state``: phase, epochs done, history, early-stopping counters) of the
-same moment, so a kill can never pair weights of one epoch with a state of another.
+the training state (``state``: phase, epochs done, history, early-stopping counters) and the
+random generators' states (``rng/<layer>``: dropout, augmentation) of the same moment, so a kill
+can never pair weights of one epoch with a state of another, and a resumed run draws the same
+dropout masks and augmentations as an uninterrupted one.
 ``best.weights.npz`` holds the best weights only. ``state.json`` repeats the state for humans
 and for checks that run before TensorFlow loads.
 
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 LAST_WEIGHTS = "last.weights.npz"
 BEST_WEIGHTS = "best.weights.npz"
 FROZEN_GLOB = "frozen-*.npz"
-_W, _OPT, _STATE, _FROZEN = "w/", "opt/", "state", "frozen"
+_W, _OPT, _STATE, _FROZEN, _RNG = "w/", "opt/", "state", "frozen", "rng/"
 
 
 def _variables(model: "keras.Model") -> list[tuple[str, Any]]:
@@ -55,6 +57,54 @@ def _variables(model: "keras.Model") -> list[tuple[str, Any]]:
         own = list(layer._trainable_weights) + list(layer._non_trainable_weights)
         out.extend((f"{n:04d}.{type(layer).__name__}.{i}", w) for i, w in enumerate(own))
     return out
+
+
+def _generators(model: "keras.Model") -> dict[str, Any]:
+    """Layer name -> the state variable of its ``tf.random.Generator``, for every random layer in ``model``.
+
+    Keyed by name, not position: the dropout layer is shared by the models each phase fits (the
+    trainer, the head on cached features), so its state carries from phase to phase. A generator
+    is created lazily on the layer's first call; this creates it now (inside the caller's strategy
+    scope) so a restored state is there before the first draw.
+    """
+    out: dict[str, Any] = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        rng = getattr(layer, "_random_generator", None)
+        if rng is None:
+            continue
+        rng._maybe_init()
+        gen = getattr(rng, "_generator", None)
+        if gen is None:
+            continue  # a legacy stateful op: nothing a checkpoint can hold
+        if layer.name in out:
+            raise EdgeclsError(f"two random layers named {layer.name!r}: their generators cannot be checkpointed apart")
+        out[layer.name] = gen.state
+    return out
+
+
+def rng_states(model: "keras.Model") -> dict[str, np.ndarray]:
+    """The current state of every random layer's generator in ``model`` (see :func:`_generators`)."""
+    return {name: _local_value(state) for name, state in _generators(model).items()}
+
+
+def restore_rng(model: "keras.Model", path: Path) -> None:
+    """Put back the generator states ``path`` holds for the random layers of ``model``.
+
+    A layer the checkpoint has no state for has not drawn yet in the interrupted run either (the
+    trainer's augmentation when the head phase ran on cached features): it starts from its seed.
+    """
+    held = read_rng(path)
+    for name, state in _generators(model).items():
+        if name in held:
+            _assign(state, held[name], _RNG + name, path)
+
+
+def read_rng(path: Path) -> dict[str, np.ndarray]:
+    """The generator states a checkpoint holds (empty for a weights-only file or none at all)."""
+    if not path.is_file():
+        return {}
+    with np.load(path) as saved:
+        return {k[len(_RNG):]: saved[k] for k in saved.files if k.startswith(_RNG)}
 
 
 def _local_value(var: Any) -> np.ndarray:
@@ -74,17 +124,20 @@ def _optimizer_variables(optimizer: Any) -> list[Any]:
 
 
 def save_checkpoint(path: Path, model: "keras.Model", *, optimizer: Any = None,
-                    state: Optional[dict[str, Any]] = None, frozen: Optional["FrozenWeights"] = None) -> None:
-    """Weights (+ optimizer variables, + state) in one atomically written .npz.
+                    state: Optional[dict[str, Any]] = None, frozen: Optional["FrozenWeights"] = None,
+                    rng: Optional[dict[str, np.ndarray]] = None) -> None:
+    """Weights (+ optimizer variables, + state, + generator states) in one atomically written .npz.
 
     ``frozen``: a snapshot of the weights that cannot change during the current ``fit`` (read
     once instead of every epoch: most of a backbone, and all of it in the head phase).
+    ``rng``: :func:`rng_states` of the model being fitted.
     """
     arrays = frozen.arrays() if frozen is not None else {_W + k: _local_value(w) for k, w in _variables(model)}
     if optimizer is not None:
         arrays.update({f"{_OPT}{i:05d}": _local_value(v) for i, v in enumerate(_optimizer_variables(optimizer))})
     if state is not None:
         arrays[_STATE] = np.array(json.dumps(state))
+    arrays.update({_RNG + name: value for name, value in (rng or {}).items()})
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
@@ -233,7 +286,7 @@ class Checkpointer(keras.callbacks.Callback):
         if es is not None:
             st.early_stopping = {"wait": int(es.wait), "best": float(es.best), "best_epoch": int(es.best_epoch)}
         save_checkpoint(self.folder / LAST_WEIGHTS, self.classifier, optimizer=self.model.optimizer,
-                        state=st.as_dict(), frozen=self.frozen)
+                        state=st.as_dict(), frozen=self.frozen, rng=rng_states(self.model))
         st.save(self.folder)
 
 

@@ -1,7 +1,9 @@
-"""The tf.data pipelines a training run reads: train, val and test batches with one-hot labels.
+"""The tf.data pipelines a training run reads: train, val and test batches with their target distributions.
 
-Labels are one-hot because CategoricalCrossentropy is the loss that supports label smoothing. The
-pipelines start from lists of paths, not files per worker, so a cluster shards them by element.
+Targets are one-hot because CategoricalCrossentropy is the loss that supports label smoothing; a
+negative (:mod:`edgecls.data.negatives`, label index ``n_classes``) has the uniform distribution as
+its target, so the model learns to give it no confident answer. The pipelines start from lists of
+paths, not files per worker, so a cluster shards them by element.
 """
 
 from __future__ import annotations
@@ -10,10 +12,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
+
 from edgecls.core.config import TrainConfig
 from edgecls.core.keras import tf
 
 SPLITS = ("train", "val", "test")
+
+
+def targets(y: Any, n_classes: int) -> Any:
+    """Label indices -> target distributions: one-hot for a class, uniform for a negative (index ``n_classes``)."""
+    negative = tf.cast(tf.equal(y, n_classes), tf.float32)[..., None]
+    return tf.one_hot(y, n_classes) + negative / float(n_classes)
+
+
+def labels_of(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Target distributions (or indices) -> label indices, a uniform row (a negative) -> ``n_classes``."""
+    y = np.asarray(y)
+    if y.ndim != 2:
+        return y.astype(np.int64)
+    return np.where(np.ptp(y, axis=-1) == 0, n_classes, y.argmax(axis=-1)).astype(np.int64)
 
 
 @dataclass
@@ -32,8 +50,13 @@ class Datasets:
 
 def build_datasets(cfg: TrainConfig, root: Path, split: dict, n_classes: int, cache_root: Path, *,
                    features: bool = False) -> Datasets:
-    """The run's pipelines over ``split``; decoded images are cached under ``cache_root`` as ``cfg.cache`` says."""
+    """The run's pipelines over ``split`` (its negatives included); decoded images are cached under
+    ``cache_root`` as ``cfg.cache`` says."""
     from edgecls import data
+    from edgecls.data.negatives import negative_items
+
+    def items_of(name: str) -> list:
+        return list(split.get(name) or []) + negative_items(split.get("negatives"), name, n_classes)
 
     def pipeline(items: list, name: str, training: bool, oversample: bool = False) -> Any:
         cache_dir = cache_root / name
@@ -44,15 +67,15 @@ def build_datasets(cfg: TrainConfig, root: Path, split: dict, n_classes: int, ca
 
     out: dict[str, Any] = {}
     for name in SPLITS:
-        items = split.get(name) or []
+        items = items_of(name)
         if not items:
             out[name] = None
             continue
         ds = pipeline(items, name, training=name == "train", oversample=name == "train" and cfg.balance == "oversample")
-        ds = ds.map(lambda x, y: (x, tf.one_hot(y, n_classes)), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y: (x, targets(y, n_classes)), num_parallel_calls=tf.data.AUTOTUNE)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         out[name] = ds.with_options(options)
     return Datasets(train=out["train"], val=out["val"], test=out["test"],
-                    sizes={name: len(split.get(name) or []) for name in SPLITS}, n_classes=n_classes,
-                    train_features=pipeline(split["train"], "features", training=False) if features else None)
+                    sizes={name: len(items_of(name)) for name in SPLITS}, n_classes=n_classes,
+                    train_features=pipeline(items_of("train"), "features", training=False) if features else None)

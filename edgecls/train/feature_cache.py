@@ -40,6 +40,7 @@ from edgecls.core.io import atomic_write_bytes
 from edgecls.core.keras import keras, tf
 from edgecls.train.backbones import PREDICTIONS_LAYER, get_backbone
 from edgecls.train.cut import Cut
+from edgecls.train.datasets import labels_of, targets
 
 FEATURES_FILE = "head_features.npz"
 DROPOUT_LAYER = "dropout"
@@ -147,7 +148,7 @@ def _run(extract, ds: "tf.data.Dataset") -> tuple[Optional[np.ndarray], np.ndarr
         if c is not None:
             cuts.append(np.asarray(c))
         y = np.asarray(y)
-        labels.append(y.argmax(axis=-1) if y.ndim == 2 else y)
+        labels.append(labels_of(y, y.shape[-1]) if y.ndim == 2 else y)
     return (np.concatenate(cuts) if cuts else None), np.concatenate(feats), np.concatenate(labels).astype(np.int64)
 
 
@@ -292,11 +293,11 @@ def datasets(cache: FeatureCache, *, n_classes: int, batch_size: int, seed: int,
     steps = -(-orders.shape[1] // batch_size)
     ds = tf.data.Dataset.from_tensor_slices(orders).flat_map(
         lambda o: tf.data.Dataset.from_tensor_slices(o).batch(batch_size))
-    ds = ds.map(lambda i: (tf.gather(flat, i), tf.one_hot(tf.gather(labels, i), n_classes)))
+    ds = ds.map(lambda i: (tf.gather(flat, i), targets(tf.gather(labels, i), n_classes)))
     val = None
     if val_x is not None:
         val = tf.data.Dataset.from_tensor_slices(
-            (val_x, np.eye(n_classes, dtype=np.float32)[cache.val_labels])).batch(batch_size)
+            (val_x, targets(cache.val_labels.astype(np.int32), n_classes))).batch(batch_size)
     return ds.prefetch(tf.data.AUTOTUNE), steps, val
 
 

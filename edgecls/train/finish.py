@@ -15,29 +15,33 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from edgecls.core.config import TrainConfig
 from edgecls.core.rundir import RunDir
 from edgecls.train.checkpoint import BEST_WEIGHTS, FROZEN_GLOB, LAST_WEIGHTS
-from edgecls.train.datasets import Datasets
+from edgecls.train.datasets import Datasets, labels_of
 from edgecls.train.model_io import save_model
 from edgecls.train.profile import Timings
 from edgecls.train.report import classification_metrics, plot_confusion_matrix, plot_learning_curves
 from edgecls.train.state import PHASE_DONE, TrainState
 
 
-def evaluate(model: Any, ds: Any, n_classes: int, labels: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """Accuracy, loss, per-class figures and confusion matrix of ``model`` on ``ds``.
-
-    ``ds`` yields ``(images, labels)`` batches with integer or one-hot labels.
-    """
-    names = list(labels) if labels is not None else [str(i) for i in range(n_classes)]
+def predict(model: Any, ds: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities [N, C], true class indices [N]) of ``model`` on ``ds``'s ``(images, labels)`` batches
+    (integer or one-hot labels)."""
     ys, ps = [], []
     for x, y in ds:
         ps.append(np.asarray(model(x, training=False), dtype=np.float32))
-        y = np.asarray(y)
-        ys.append(y.argmax(axis=-1) if y.ndim == 2 else y)
+        ys.append(labels_of(np.asarray(y), n_classes))
     if not ys:
-        return classification_metrics(np.zeros(0, np.int64), np.zeros((0, n_classes)), names)
-    return classification_metrics(np.concatenate(ys), np.concatenate(ps), names)
+        return np.zeros((0, n_classes), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(ps), np.concatenate(ys).astype(np.int64)
+
+
+def evaluate(model: Any, ds: Any, n_classes: int, labels: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """Accuracy, loss, per-class figures and confusion matrix of ``model`` on ``ds`` (see :func:`predict`)."""
+    names = list(labels) if labels is not None else [str(i) for i in range(n_classes)]
+    p, y = predict(model, ds, n_classes)
+    return classification_metrics(y, p, names)
 
 
 @dataclass
@@ -48,20 +52,26 @@ class Finished:
     labels: list[str]
     policy: str
     replicas: int
+    cfg: TrainConfig
     features: Optional[tuple[Any, Any]] = None
     """(feature cache, cut) when ``model`` is exactly the cache's backbone + the layers trained on it: val and
     test are then scored from their cached clean features instead of one more backbone pass."""
 
 
 def finish_run(run: RunDir, data: Datasets, state: TrainState, done: Finished, timings: Timings) -> None:
-    """Write model.keras, metrics.json, history.json and the plots; drop the cache and the checkpoint weights."""
+    """Calibrate, choose the unknown rule, write model.keras, metrics.json, history.json and the plots; drop
+    the cache and the checkpoint weights."""
     run.plots.mkdir(parents=True, exist_ok=True)
     plotter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgecls-plots")
     curves = plotter.submit(_timed, plot_learning_curves, list(state.rows), run.plots / "learning_curves.png")
-    with timings.stage("save_model"):
-        save_model(done.model, run.model_path)
     with timings.stage("evaluate"):
-        val, test, from_features = _evaluate_splits(data, done)
+        val_all, held_all, from_features = _predict_splits(data, done)
+        (val_xy, neg_val), (held_xy, neg_test) = _apart(val_all, len(done.labels)), _apart(held_all, len(done.labels))
+        model, judged = _calibrated(done, val_xy, held_xy, (neg_val, neg_test))
+        val = classification_metrics(val_xy[1], judged["val"], done.labels)
+        test = classification_metrics(held_xy[1], judged["test"], done.labels) if data.test is not None else None
+    with timings.stage("save_model"):
+        save_model(model, run.model_path)
     shown = test if test is not None else val
     metrics = {
         "test_accuracy": test["accuracy"] if test else None,
@@ -80,6 +90,8 @@ def finish_run(run: RunDir, data: Datasets, state: TrainState, done: Finished, t
         "precision_policy": done.policy,
         "replicas": done.replicas,
         "head_cache": state.head_cache_record,
+        "calibration": judged["calibration"],
+        "unknown": judged["unknown"],
     }
     run.write_json(run.history_json, {"epochs": state.rows, "head_cache": state.head_cache_record})
     matrix = plotter.submit(_timed, plot_confusion_matrix, shown["confusion_matrix"], done.labels,
@@ -98,22 +110,63 @@ def finish_run(run: RunDir, data: Datasets, state: TrainState, done: Finished, t
     state.save(run.checkpoints)
 
 
-def _evaluate_splits(data: Datasets, done: Finished) -> tuple[dict, Optional[dict], bool]:
-    """(val figures, test figures or None, whether they came from cached features)."""
+def _predict_splits(data: Datasets, done: Finished) -> tuple[tuple, tuple, bool]:
+    """((val probs, labels), (held-out probs, labels), whether they came from cached features). The held-out
+    split is test, else val (a run without a test split is judged on val)."""
     from edgecls.train import feature_cache as fc
 
     features = done.features
     if features is not None and (features[0].test is not None) == (data.test is not None):
         cache, cut = features
 
-        def scored(split: str) -> dict:
-            y = np.asarray(getattr(cache, f"{split}_labels"))
-            return classification_metrics(y, fc.predict_clean(done.model, cache, split, cut), done.labels)
+        def scored(split: str) -> tuple[np.ndarray, np.ndarray]:
+            y = np.asarray(getattr(cache, f"{split}_labels"), np.int64)
+            return fc.predict_clean(done.model, cache, split, cut), y
 
-        return scored("val"), (scored("test") if data.test is not None else None), True
-    val = evaluate(done.model, data.val, len(done.labels), done.labels)
-    test = evaluate(done.model, data.test, len(done.labels), done.labels) if data.test is not None else None
-    return val, test, False
+        val = scored("val")
+        return val, (scored("test") if data.test is not None else val), True
+    n = len(done.labels)
+    val = predict(done.model, data.val, n)
+    return val, (predict(done.model, data.test, n) if data.test is not None else val), False
+
+
+def _apart(scored: tuple[np.ndarray, np.ndarray], n_classes: int) -> tuple[tuple, np.ndarray]:
+    """((class images' probabilities, labels), the negatives' probabilities) of one split."""
+    p, y = scored
+    known = y < n_classes
+    return (p[known], y[known]), p[~known]
+
+
+def _calibrated(done: Finished, val: tuple, held_out: tuple, negatives: tuple) -> tuple[Any, dict[str, Any]]:
+    """The model to save (with the fitted temperature inside, unless --no-calibrate), the val and held-out
+    probabilities it gives, its calibration record and its unknown rule (threshold chosen on val)."""
+    from edgecls.core.unknown import threshold_for_keep
+    from edgecls.train.calibration import calibrate, reliability, scaled, with_temperature
+
+    cfg, (p_val, y_val), (p_test, y_test) = done.cfg, val, held_out
+    (neg_val, neg_test), model, record = negatives, done.model, None
+    if cfg.calibrate and len(y_val):
+        cal = calibrate(val, held_out, held_out_name="test" if p_test is not p_val else "val")
+        model = with_temperature(done.model, cal.temperature)
+        record = {**cal.as_dict(), "reliability_before": reliability(p_test, y_test),
+                  "reliability_after": reliability(scaled(p_test, cal.temperature), y_test)}
+        p_val, p_test = scaled(p_val, cal.temperature), scaled(p_test, cal.temperature)
+        neg_val, neg_test = scaled(neg_val, cal.temperature), scaled(neg_test, cal.temperature)
+    threshold = (cfg.unknown_threshold if cfg.unknown_threshold is not None
+                 else threshold_for_keep(p_val, y_val, cfg.keep))
+    accepted = p_test.max(axis=1) >= threshold
+    right = p_test.argmax(axis=1) == y_test
+    unknown = {"rule": "max_probability", "threshold": round(float(threshold), 6),
+               "chosen": "--unknown-threshold" if cfg.unknown_threshold is not None else f"keep {cfg.keep:g} on val",
+               "keep": cfg.keep, "calibrated": record is not None,
+               "held_out_accepted": round(float(accepted.mean()), 4) if len(accepted) else None,
+               "held_out_correct_kept": round(float(accepted[right].mean()), 4) if right.any() else None,
+               "held_out_accuracy_accepted": round(float(right[accepted].mean()), 4) if accepted.any() else None}
+    for name, neg in (("val", neg_val), ("test", neg_test)):
+        if len(neg):  # what the rule does with photos that are none of the classes
+            unknown[f"negatives_{name}"] = {"n": int(len(neg)),
+                                            "accepted": round(float((neg.max(axis=1) >= threshold).mean()), 4)}
+    return model, {"val": p_val, "test": p_test, "calibration": record, "unknown": unknown}
 
 
 def _timed(fn: Any, *args: Any) -> float:

@@ -34,6 +34,8 @@ from edgecls.train.profile import Timings
 from edgecls.train.session import Session
 from edgecls.train.state import PHASE_HEAD
 
+DROPOUT_SEED_OFFSET = 10  # augmentation layers draw from seed .. seed + 4
+
 
 def train(
     cfg: TrainConfig,
@@ -112,7 +114,8 @@ def _session(start: runfolder.Start, strategy: Any, source: tuple, timings: Timi
     cfg, (root, split, labels, scan) = start.cfg, source
     with timings.stage("build_model"), strategy.scope():
         classifier = build_classifier(cfg.backbone, num_classes=len(labels), size=cfg.size, alpha=cfg.alpha,
-                                      minimalistic=cfg.minimalistic, weights=cfg.weights, dropout=cfg.dropout)
+                                      minimalistic=cfg.minimalistic, weights=cfg.weights, dropout=cfg.dropout,
+                                      seed=cfg.seed + DROPOUT_SEED_OFFSET)
     run = start.run if start.run is not None else runfolder.create_run(cfg, start.folder, scan, split)
     run.checkpoints.mkdir(parents=True, exist_ok=True)  # a non-chief worker's run is its own worker folder
     state, callbacks = start.state, []
@@ -160,7 +163,7 @@ def _final_model(session: Session, chief_or_single: bool, labels: list[str], pol
     features = None
     if session.cache is not None and final is classifier and (session.cut is not None or session.cfg.fine_tune_epochs == 0):
         features = (session.cache, session.cut)
-    return Finished(final, labels, policy, replicas, features)
+    return Finished(final, labels, policy, replicas, session.cfg, features)
 
 
 def _close(session: Session, start: runfolder.Start, done: Optional[Finished]) -> RunDir:
@@ -192,6 +195,21 @@ def _recall_line(m: dict) -> list[str]:
     return [f"recall:  {shown}" + (f" (balance: {bal})" if bal else "")]
 
 
+def _confidence_lines(m: dict) -> list[str]:
+    """What the scores mean: the temperature and calibration error, and the unknown rule."""
+    out = []
+    cal = m.get("calibration")
+    if cal:
+        out.append(f"calibrated: temperature {cal['temperature']:.3g} (fitted on {cal['fitted_on']}); expected "
+                   f"calibration error {cal['ece_before']:.3f} -> {cal['ece_after']:.3f} on the {cal['evaluated_on']} "
+                   "split")
+    u = m.get("unknown")
+    if u and u["threshold"] > 0:
+        kept = f", {u['held_out_accepted']:.0%} of held-out images answered" if u.get("held_out_accepted") is not None else ""
+        out.append(f"unknown:  a top-1 score under {u['threshold']:.3f} answers \"unknown\" ({u['chosen']}{kept})")
+    return out
+
+
 def summary(run: RunDir) -> str:
     """A few lines for the end of ``edgecls train``."""
     from shlex import quote as q
@@ -203,6 +221,7 @@ def summary(run: RunDir) -> str:
     lines = [
         f"{where} accuracy: {acc:.3f} on {n} images (best epoch {m.get('best_epoch')})",
         *_recall_line(m),
+        *_confidence_lines(m),
         f"model:   {run.model_path}",
         f"metrics: {run.metrics_json}  plots: {run.plots}/  TensorBoard: tensorboard --logdir {q(str(run.logs))}",
         f"next:    edgecls export {q(str(run.path))} --int8",

@@ -7,6 +7,7 @@ stage writes is either complete under its final name or not there at all.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,10 @@ def load_model(path: str | os.PathLike) -> Any:
         raise EdgeclsError(f"model not found: {path} (train one with 'edgecls train')")
     try:
         return keras.models.load_model(path, compile=False)
-    except (ValueError, OSError) as e:
-        raise EdgeclsError(f"cannot load Keras model {path}: {e}") from None
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        # A .keras file is a zip holding config.json: anything else (a .tflite, a truncated copy) lands here.
+        raise EdgeclsError(f"cannot load Keras model {path}: not a .keras model saved by edgecls "
+                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'})") from None
 
 
 def save_model(model: Any, path: str | os.PathLike) -> Path:

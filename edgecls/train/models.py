@@ -21,11 +21,11 @@ def make_augmentation(seed: int) -> "keras.Sequential":
     L = keras.layers
     return keras.Sequential(
         [
-            L.RandomFlip("horizontal", seed=seed, dtype="float32"),
-            L.RandomRotation(0.05, fill_mode="reflect", seed=seed + 1, dtype="float32"),
-            L.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2, dtype="float32"),
-            L.RandomTranslation(0.05, 0.05, fill_mode="reflect", seed=seed + 3, dtype="float32"),
-            L.RandomContrast(0.1, seed=seed + 4, dtype="float32"),  # clips to [0, 255] itself
+            L.RandomFlip("horizontal", seed=seed, name="flip", dtype="float32"),
+            L.RandomRotation(0.05, fill_mode="reflect", seed=seed + 1, name="rotation", dtype="float32"),
+            L.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2, name="zoom", dtype="float32"),
+            L.RandomTranslation(0.05, 0.05, fill_mode="reflect", seed=seed + 3, name="translation", dtype="float32"),
+            L.RandomContrast(0.1, seed=seed + 4, name="contrast", dtype="float32"),  # clips to [0, 255] itself
         ],
         name="augment",
     )

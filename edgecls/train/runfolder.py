@@ -47,9 +47,15 @@ def scan_and_split(cfg: TrainConfig) -> tuple[Any, dict]:
     else:
         scan = data.scan_dataset(cfg.data)
     split = data.make_split(scan, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
-    for name in ("train", "val"):
-        if not split.get(name):
-            raise EdgeclsError(f"the {name} split of {cfg.data} is empty; add images (a few per class at least)")
+    data.check_split(split, cfg.data)
+    if cfg.negatives:
+        from edgecls.data.negatives import scan_negatives, split_negatives
+
+        usable, skipped = scan_negatives(cfg.negatives, scan)
+        for path, reason in skipped:
+            print(f"Warning: skipping negative {path}: {reason}", file=sys.stderr, flush=True)
+        split["negatives"] = split_negatives(usable, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                                             seed=cfg.seed)
     for warning in split_warnings(split, list(scan.classes)):
         print(f"Warning: {warning}", file=sys.stderr, flush=True)
     return scan, split

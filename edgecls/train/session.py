@@ -24,8 +24,8 @@ from edgecls.core.config import TrainConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.rundir import RunDir
 from edgecls.train.checkpoint import (
-    BEST_WEIGHTS, LAST_WEIGHTS, Checkpointer, ResumableEarlyStopping, has_optimizer_state, load_optimizer, restore,
-    save_checkpoint,
+    BEST_WEIGHTS, LAST_WEIGHTS, Checkpointer, ResumableEarlyStopping, has_optimizer_state, load_optimizer, read_rng,
+    restore, restore_rng, rng_states, save_checkpoint,
 )
 from edgecls.train.datasets import Datasets
 from edgecls.train.models import compile_for, set_trainable
@@ -87,6 +87,10 @@ class Session:
     """The feature cache, once this process has built or reloaded it."""
     cut: Any = None
     """Where the fine-tune phase trains from on cached features (:class:`edgecls.train.cut.Cut`), or None."""
+    rng: Optional[dict[str, Any]] = None
+    """The random layers' generator states after the last phase this process fitted (None: none yet)."""
+    rng_restored: bool = False
+    """Whether a resumed run has put its checkpoint's generator states back (once, before its first fit)."""
 
     @property
     def ckpt(self) -> Path:
@@ -118,11 +122,16 @@ class Session:
                     raise EdgeclsError(f"cannot resume exactly: {self.ckpt / LAST_WEIGHTS} has no optimizer state; "
                                        "start again with --force")
                 load_optimizer(model.optimizer, model.trainable_variables, self.ckpt / LAST_WEIGHTS)
+            if self.resume and not self.rng_restored:
+                # The dropout masks and augmentations the interrupted run would have drawn next.
+                restore_rng(model, self.ckpt / LAST_WEIGHTS)
+                self.rng_restored = True
         self._announce(phase, start, inputs.on_features)
         rows_before = self.state.epochs_run
         with self.timings.stage(phase.name):
             t0 = time.perf_counter()
             self._fit(model, inputs, phase, start, mid_phase)
+        self.rng = rng_states(model)
         if inputs.on_features and phase.name == PHASE_HEAD:
             self._report_cache(time.perf_counter() - t0, self.state.epochs_run - rows_before)
 
@@ -147,7 +156,9 @@ class Session:
             self.state.phase, self.state.phase_epochs_done = next_phase, 0
         else:
             self.state.phase, self.state.phase_epochs_done = phase.name, phase.epochs
-        save_checkpoint(self.ckpt / LAST_WEIGHTS, self.classifier, state=self.state.as_dict())
+        # A resumed run that had nothing left to fit in this phase carries the checkpoint's generator states on.
+        rng = self.rng if self.rng is not None else read_rng(self.ckpt / LAST_WEIGHTS)
+        save_checkpoint(self.ckpt / LAST_WEIGHTS, self.classifier, state=self.state.as_dict(), rng=rng)
         self.state.save(self.ckpt)
 
     def _announce(self, phase: Phase, start: int, on_features: bool) -> None:

@@ -201,7 +201,7 @@ def _export(cfg: ExportConfig, run: RunDir, source: Path, paths: Imx500Files, tx
     job.mkdir()
     (job / "job.json").write_text(json.dumps({"backbone": tcfg.backbone, "size": size, "alpha": tcfg.alpha,
                                               "num_classes": len(labels), "dropout": tcfg.dropout, "batch": 32}))
-    np.savez(job / "weights.npz", *model.get_weights())
+    np.savez(job / "weights.npz", *_sensor_weights(model))
     np.save(job / "calibration.npy", rep)
     np.save(job / "eval.npy", np.concatenate([ref.x, golden_x]).astype(np.uint8))
     log = job / "toolchain.log"
@@ -260,6 +260,18 @@ def _export(cfg: ExportConfig, run: RunDir, source: Path, paths: Imx500Files, tx
     tx.commit(publish + [paths.card.name, paths.package.name])
     _log_path(paths).unlink(missing_ok=True)  # a log left by an earlier failure no longer describes these files
     return card
+
+
+def _sensor_weights(model: Any) -> list[np.ndarray]:
+    """The model's weights in order, its temperature folded into the classifier (the sensor's network ends in a
+    softmax Dense: logits / T = x (W / T) + b / T, exactly)."""
+    from edgecls.train.calibration import temperature_of
+
+    weights = model.get_weights()
+    t = temperature_of(model)
+    if t is not None:
+        weights[-2], weights[-1] = weights[-2] / t, weights[-1] / t
+    return weights
 
 
 def _check_package(info: Any, memory: dict[str, Any], size: int, classes: int, packer: Path) -> None:

@@ -201,6 +201,7 @@ class BiasCorrected(Method):
     """Plain PTQ of the model whose biases cancel the mean shift of int8 weight rounding."""
 
     name = "bias-corrected"
+    cheap = True
     summary = "post-training quantization after bias correction"
 
     def build(self, ctx: Context) -> Optional[Built]:

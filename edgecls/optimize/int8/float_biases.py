@@ -3,7 +3,7 @@
 Bias correction (:mod:`edgecls.optimize.int8.bias_correction`) shifts each layer's bias to cancel the
 mean error that rounding *its* kernel to int8 causes. A selective int8 file keeps some ops in
 float: their kernels are not rounded, so the correction is now an error of its own. On a real-photo
-run (CIFAR-10, BENCHMARKS.md issue 8, session 21) keeping MobileNetV2's first conv and first
+run (CIFAR-10 upscaled from 32 px) keeping MobileNetV2's first conv and first
 depthwise conv in float took the bias-corrected file from 0.940 to 0.978 agreement with their
 biases restored, and down to 0.892 without.
 

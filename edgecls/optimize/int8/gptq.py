@@ -3,7 +3,7 @@
 Rounding every weight to its nearest int8 level (what the converter does) minimises each weight's
 error, not the layer's output error. On the hard benchmark set the kernels rounded alone, with
 float activations, already disagreed with the float model on 10% of held-out images, and rounding
-just the first depthwise conv's 288 weights did all of that (BENCHMARKS.md, issue 8): its nine
+just the first depthwise conv's 288 weights did all of that: its nine
 weights per channel nearly cancel over a large positive input (ReLU6 outputs), so a rounding error
 of a fraction of a level is a large shift once the BatchNorm after it divides by a small variance.
 

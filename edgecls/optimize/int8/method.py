@@ -1,7 +1,7 @@
 """The interface every int8 method implements, and the context they share.
 
 A method turns the float model into one full-integer TFLite file (or says it has nothing to try);
-export stages the file, gates it (:mod:`edgecls.optimize.gate`) and ships the first that passes.
+export stages the file, gates it (:mod:`edgecls.optimize.gate`) and ships the first that passes and meets the aim.
 Methods never see the gate's held-out images: what they measure on is the calibration sample.
 What several methods need (the debugger's view of the plain PTQ file, the bias-corrected model) is
 made once, on first use, and kept by the :class:`Context` (:meth:`Context.shared`).
@@ -65,6 +65,9 @@ class Method(ABC):
     name: str = ""
     summary: str = ""
     """A few words for the export's closing line ('post-training quantization after bias correction')."""
+    cheap: bool = False
+    """Seconds and no size or latency to speak of: worth trying after a file that passed the gate but fell
+    short of the aim (:data:`edgecls.optimize.gate.AIM`)."""
 
     @abstractmethod
     def build(self, ctx: Context) -> Optional[Built]:

@@ -9,6 +9,7 @@ from edgecls.optimize.int8.method import Built, Context, Method
 
 class PlainPTQ(Method):
     name = "ptq"
+    cheap = True
     summary = "plain post-training quantization"
 
     def build(self, ctx: Context) -> Optional[Built]:

@@ -23,6 +23,7 @@ class StemFloat(Method):
     """The stem in float, everything else int8; on the bias-corrected model unless ``on_corrected`` is False."""
 
     name = "stem-float"
+    cheap = True
     summary = "the first conv and the conv reading it kept in float"
 
     def __init__(self, on_corrected: bool = True) -> None:
