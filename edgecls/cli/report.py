@@ -13,6 +13,9 @@ from typing import Optional
 
 import click
 
+from edgecls.cli.options import config_options
+from edgecls.report.options import ExplainConfig, ReportConfig
+
 _RUN = click.Path(path_type=Path)  # existence is checked by RunDir.open with a better message
 
 
@@ -58,9 +61,7 @@ def _inside(wrote: Optional[Path | str], run: Path) -> bool:
 
 @click.command("report")
 @click.argument("run", type=_RUN)
-@click.option("--collect/--no-collect", default=True, show_default=True,
-              help="Recompute what is missing or stale (predictions, heatmaps, changed top-1s: needs TensorFlow and "
-              "the run's photos); --no-collect redraws the page from what RUN/report/ holds.")
+@config_options(ReportConfig, "collect")
 def report_cmd(run: Path, collect: bool) -> None:
     """Write RUN/report.html: data, training, mistakes, Grad-CAM heatmaps, int8 changes, devices, confidence.
 
@@ -68,22 +69,18 @@ def report_cmd(run: Path, collect: bool) -> None:
     export, parity and deploy keep it up to date; run this for a run made before the report existed, or
     after its photos moved back.
     """
-    from edgecls.core.rundir import RunDir
     from edgecls.report.refresh import write_report
 
-    page = write_report(RunDir.open(run), collect=collect, log=lambda s: click.echo(f"  {s}"))
+    cfg = ReportConfig(run=str(run), collect=collect)
+    page = write_report(cfg.run, collect=cfg.collect, log=lambda s: click.echo(f"  {s}"))
     click.echo(f"Wrote {page} ({page.stat().st_size / 1e6:.2f} MB)")
 
 
 @click.command("explain")
 @click.argument("run", type=_RUN)
 @click.argument("images", metavar="IMAGE_OR_DIR", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=None, metavar="DIR",
-              help="Where the overlays go (default: RUN/explain/); one <photo>.cam.jpg each, and explain.json.")
-@click.option("--layer", default=None, metavar="NAME",
-              help="The convolutional layer to explain (default: the last one with a spatial map, "
-              "e.g. backbone/out_relu for MobileNetV2).")
-def explain_cmd(run: Path, images: Path, out: Optional[Path], layer: Optional[str]) -> None:
+@config_options(ExplainConfig, "out", "layer")
+def explain_cmd(run: Path, images: Path, **options) -> None:
     """Grad-CAM heatmaps of RUN's float model over IMAGE_OR_DIR: where it looked to decide.
 
     Each photo is decoded and resized by the run's own rules, scored, and written as an overlay
@@ -91,7 +88,7 @@ def explain_cmd(run: Path, images: Path, out: Optional[Path], layer: Optional[st
     """
     from edgecls.report.explain import check_explain_args, explain
 
-    check_explain_args(run, images, out)  # fails in a fraction of a second, before TensorFlow loads
-    done = explain(run, images, out, layer=layer, log=lambda s: click.echo(s, err=s.startswith("skipped")))
-    folder = Path(done[0].out).parent if len(done) == 1 else (out or Path(run) / "explain")
+    cfg = ExplainConfig(run=str(run), images=str(images), **options)
+    _, folder = check_explain_args(cfg)  # fails in a fraction of a second, before TensorFlow loads
+    done = explain(cfg, log=lambda s: click.echo(s, err=s.startswith("skipped")))
     click.echo(f"Wrote {len(done)} overlay{'s' if len(done) != 1 else ''} to {folder}")

@@ -103,8 +103,7 @@ class _Assembler:
             return None
         right, wrong = [], []
         for c in cams.images:
-            shot = Shot(c.name, self.store.picture(c.file), self.label(c.label), self.label(c.pred), c.score,
-                        f"peak at {100 * c.peak[1]:.0f}% across, {100 * c.peak[0]:.0f}% down")
+            shot = Shot(c.name, self.store.picture(c.file), self.label(c.label), self.label(c.pred), c.score)
             (right if c.pred == c.label else wrong).append(shot)
         return AttentionPart(cams.layer, cams.split, right, wrong)
 

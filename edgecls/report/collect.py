@@ -35,6 +35,8 @@ CAM_RIGHT = 10
 CAM_WRONG = 8
 """Heatmaps per run: right answers spread over the classes, and the worst mistakes."""
 SAMPLES_PER_CLASS = 8
+MAX_SAMPLES = 160
+"""Sample strips hold at most this many pictures in all (a 100-class run gets 2 per class), ~0.5 MB of page."""
 MAX_MISTAKES_SHOWN = 120
 """Mistakes with a thumbnail (worst first); the page counts the rest."""
 MAX_CHANGED_SHOWN = 120
@@ -181,9 +183,10 @@ class _Collector:
         seed = self.run.train_config().seed
         train = self.photos.split.get("train") or []
         per_class: dict[str, list[str]] = {}
+        each = max(1, min(SAMPLES_PER_CLASS, MAX_SAMPLES // max(1, len(self.labels))))
         for i, name in enumerate(self.labels):
             own = [it for it in train if it[1] == i]
-            per_class[name] = [rel for rel, _ in data.stratified_sample(own, SAMPLES_PER_CLASS, seed)]
+            per_class[name] = [rel for rel, _ in data.stratified_sample(own, each, seed)]
         todo = [(rel, 0) for rels in per_class.values() for rel in rels if not self.store.has_picture(thumb_name(rel))]
         if todo:
             for (rel, _), img in zip(todo, self.photos.load(todo)):

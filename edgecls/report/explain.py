@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from edgecls.core.io import atomic_write_bytes, atomic_write_text
 from edgecls.core.rundir import RunDir
 from edgecls.data.scan import SUPPORTED
 from edgecls.report.heatmap import overlay, to_jpeg
+from edgecls.report.options import ExplainConfig
 
 EXPLAIN_SIDE_PX = 480
 """Longer side of a written overlay: big enough to see what lit up, small enough to mail."""
@@ -57,14 +58,14 @@ def find_images(path: Path) -> list[Path]:
     return found
 
 
-def check_explain_args(run_path: Path, images: Path, out: Optional[Path]) -> tuple[RunDir, Path]:
+def check_explain_args(cfg: ExplainConfig) -> tuple[RunDir, Path]:
     """Everything that can be checked before TensorFlow loads: (the run, the output folder)."""
-    run = RunDir.open(run_path)
+    run = RunDir.open(cfg.run)
     if not run.model_path.is_file():
         raise EdgeclsError(f"{run.model_path} is missing; train the run first ('edgecls train')")
-    if not images.exists():
-        raise EdgeclsError(f"image or folder not found: {images}")
-    folder = Path(out) if out is not None else run.explain_dir
+    if not Path(cfg.images).exists():
+        raise EdgeclsError(f"image or folder not found: {cfg.images}")
+    folder = Path(cfg.out) if cfg.out else run.explain_dir
     if folder.exists() and not folder.is_dir():
         raise EdgeclsError(f"--out {folder} is a file; give a folder for the overlays")
     return run, folder
@@ -108,16 +109,18 @@ def _caption(image: np.ndarray, text: str) -> np.ndarray:
     return np.asarray(out)
 
 
-def explain(run_path: Path, images: Path, out: Optional[Path] = None, *, layer: Optional[str] = None,
-            log: Callable[[str], None] = lambda s: None) -> list[Explained]:
+def explain(cfg: ExplainConfig, *, log: Callable[[str], None] = lambda s: None) -> list[Explained]:
     """Write ``<out>/<photo>.cam.jpg`` for each photo (``out`` default: RUN/explain/) and ``explain.json``.
 
     A folder's unreadable files are skipped with a line each; a single unreadable photo, or a folder
     with none readable, raises :class:`EdgeclsError`.
+
+    >>> explain(ExplainConfig(run="runs/flowers", images="hard_cases/"), log=print)   # doctest: +SKIP
     """
-    run, folder = check_explain_args(Path(run_path), Path(images), out)
-    files = find_images(Path(images))
-    root = Path(images) if Path(images).is_dir() else Path(images).parent
+    run, folder = check_explain_args(cfg)
+    images = Path(cfg.images)
+    files = find_images(images)
+    root = images if images.is_dir() else images.parent
     decoded: list[tuple[Path, np.ndarray]] = []
     for f in files:
         try:
@@ -134,7 +137,7 @@ def explain(run_path: Path, images: Path, out: Optional[Path] = None, *, layer: 
 
     size, labels = run.train_config().size, run.read_labels()
     x, _ = data.load_images(root, [(str(f.relative_to(root)), 0) for f, _ in decoded], size)
-    cam = GradCam(load_model(run.model_path), layer)
+    cam = GradCam(load_model(run.model_path), cfg.layer)
     heats, probs = cam.maps(x)
     targets = _targets([f for f, _ in decoded], root, folder)
     done = []
