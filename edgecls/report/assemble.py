@@ -21,7 +21,7 @@ from edgecls.report.collect import MAX_CHANGED_SHOWN, MAX_MISTAKES_SHOWN, evalua
 from edgecls.report.content import (
     AttentionPart, ClassFigures, ConfidencePart, DataPart, DevicePart, ExportPart, Report, Shot, TrainingPart,
 )
-from edgecls.report.store import HeldOut, Store, thumb_name
+from edgecls.report.store import HeldOut, Store, file_sha256, thumb_name
 
 DEVICE_DIR = "device"  # RUN/device/<host>/, where deploy brings the device's results (edgecls.deploy.bundle)
 COLLECT_HINT = "edgecls report RUN"
@@ -138,8 +138,6 @@ class _Assembler:
 
     def _changes(self, part: ExportPart, changes: Any) -> None:
         model = self.run.export_dir / part.name
-        from edgecls.report.store import file_sha256
-
         if changes is None or (model.is_file() and changes.model_sha256 != file_sha256(model)):
             if part.name.endswith(".tflite"):
                 self.notes.append(f"the images {part.name} changed are not computed yet: run '{COLLECT_HINT}'")
@@ -216,8 +214,6 @@ def assemble(run: RunDir) -> Report:
     a = _Assembler(run)
     held = a.store.predictions(run.model_path.name)
     if held is not None and run.model_path.is_file():
-        from edgecls.report.store import file_sha256
-
         if held.model_sha256 != file_sha256(run.model_path):
             a.notes.append(f"{run.model_path.name} changed since its predictions were made: run '{COLLECT_HINT}'")
             held = None
