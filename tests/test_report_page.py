@@ -234,3 +234,21 @@ def test_reliability_and_ece_by_hand():
     assert from_metrics(None) is None and from_metrics("x") is None and from_metrics({"bins": []}) is None
     rec = from_metrics({"before": {"ece": 0.1}, "after": {"ece": 0.02, "T": 1.5}})
     assert rec.figures == {"before.ece": 0.1, "after.ece": 0.02, "after.T": 1.5} and rec.temperature == 1.5
+
+
+def test_a_bare_run_still_gets_a_page_that_says_what_is_missing(tmp_path):
+    """Only config.json, labels.txt and an export's card (what deploy's tests and an old run have): no error,
+    every part that needs more is left out, and the notes say how to get it."""
+    from edgecls.report.refresh import write_report
+
+    run = RunDir(tmp_path / "run")
+    (run.export_dir).mkdir(parents=True)
+    run.config_json.write_text(json.dumps({"train": {"image_size": 32}}))
+    run.write_labels(["a", "b"])
+    (run.export_dir / "model_int8.card.json").write_text(json.dumps({"mode": "int8"}))
+    (run.export_dir / "model_int8.tflite").write_bytes(b"x")
+    page = Page(write_report(run, collect=False).read_text())
+    assert page.sections == ["notes", "int8"] and page.imgs == [] and page.urls == []
+    notes = " ".join(page.text)
+    assert "split.json is missing" in notes and "no predictions of model.keras yet" in notes
+    assert "the images model_int8.tflite changed are not computed yet" in notes

@@ -40,10 +40,11 @@ def _conditions() -> dict:
     import numpy
 
     from edgecls import __version__
+    from edgecls.core.keras import tf
     from edgecls.runtime.machine import cpu_model
 
     return {"host": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "numpy": numpy.__version__, "edgecls": __version__, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+            "numpy": numpy.__version__, "tensorflow": tf.__version__, "edgecls": __version__, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
 
 
 def _run_facts(run: Path) -> dict:
