@@ -1,6 +1,6 @@
 """The package's picture stays true: imports point one way and the device runtime stays TF-free.
 
-Layers, lowest first: ``core`` (foundation) <- ``data`` <- ``train`` <- ``optimize`` <- ``cli``;
+Layers, lowest first: ``core`` (foundation) <- ``data`` <- ``train`` <- ``optimize`` <- ``report`` <- ``cli``;
 ``runtime`` stands beside ``data`` on ``core`` alone, and only ``optimize``, ``deploy`` and ``cli``
 may use it; ``deploy`` (host to Pi over SSH) needs no TensorFlow either.
 Every import counts, the lazy ones inside functions too: a lazy import is still a dependency.
@@ -22,7 +22,8 @@ ALLOWED = {
     "train": {"core", "data", "train"},
     "optimize": {"core", "data", "train", "runtime", "optimize"},
     "deploy": {"core", "runtime", "deploy"},
-    "cli": {"core", "data", "train", "runtime", "optimize", "deploy", "cli"},
+    "report": {"core", "data", "train", "runtime", "optimize", "report"},
+    "cli": {"core", "data", "train", "runtime", "optimize", "deploy", "report", "cli"},
 }
 HOST_ONLY = {"tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "edgecls.core.keras"}
 

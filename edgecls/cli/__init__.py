@@ -71,9 +71,9 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register_all() -> None:
-    from edgecls.cli import data, device, export, train
+    from edgecls.cli import data, device, export, report, train
 
-    for module in (data, train, export, device):
+    for module in (data, train, export, device, report):
         module.register(cli)
     from edgecls.cli import deploy
 

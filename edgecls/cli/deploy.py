@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from edgecls.cli.options import config_options
+from edgecls.cli.report import refresh_after
 from edgecls.cli.ssh import ssh_config_from, ssh_options
 from edgecls.core.config import DeployConfig
 
@@ -50,6 +51,7 @@ def deploy(source: str, target: str, **options) -> None:
     for name in ("verify", "device_bench", "host_bench", "deploy"):
         if name in result.files:
             click.echo(f"Wrote {result.files[name]}")
+    refresh_after(result.files["deploy"].parents[2], collect=False)  # RUN/device/HOST/deploy_*.json; no TensorFlow
 
 
 @click.command("bench-compare")

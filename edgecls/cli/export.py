@@ -13,6 +13,7 @@ from typing import Optional
 import click
 
 from edgecls.cli.options import config_options
+from edgecls.cli.report import refresh_after
 from edgecls.core.config import ExportConfig, ParityConfig, PruneConfig
 
 _RUN = click.Path(path_type=Path)  # existence is checked by RunDir.open with a better message
@@ -47,6 +48,7 @@ def prune_cmd(run: Path, **options) -> None:
         f"{r['gzip_bytes_after'] / 1e6:.2f} MB ({r['gzip_ratio']}x) in {r['elapsed_s']:.0f} s.\n"
         f"Wrote {Path(run) / r['model']} and {Path(run) / 'pruning.json'}."
     )
+    refresh_after(run)
 
 
 class _OneModeCommand(click.Command):
@@ -98,6 +100,7 @@ def export_cmd(run: Path, mode: Optional[str], **options) -> None:
     except ExportFailed as e:
         if e.parity is not None:
             click.echo(format_parity(e.parity))
+        refresh_after(run, wrote=out)  # the rejected file's changed images are worth seeing too
         raise
     model = Path(card["run"]) / "export" / card["model"] if out is None else _model_path(out, card)
     click.echo(
@@ -109,6 +112,7 @@ def export_cmd(run: Path, mode: Optional[str], **options) -> None:
         click.echo(format_parity(ParityReport.from_json(json.loads(report_path.read_text()))))
     if card.get("quantization"):
         click.echo(describe_quantization(card["quantization"]))
+    refresh_after(run, wrote=out)
 
 
 def describe_quantization(q: dict) -> str:
@@ -168,5 +172,9 @@ def parity_cmd(run: Path, model: Path, **options) -> None:
         report = run_parity(cfg)
     except ParityFailed as e:
         click.echo(format_parity(e.report))
+        if cfg.json:  # without --json parity changes nothing in the run
+            refresh_after(run, wrote=cfg.json)
         raise
     click.echo(format_parity(report))
+    if cfg.json:
+        refresh_after(run, wrote=cfg.json)

@@ -13,6 +13,7 @@ from typing import Optional
 import click
 
 from edgecls.cli.options import config_options
+from edgecls.cli.report import refresh_after
 from edgecls.core.config import PruneConfig, TrainConfig, field_help
 
 
@@ -115,3 +116,4 @@ def train_cmd(data: Optional[Path], resume: bool, force: bool, worker_dir: Optio
     click.echo(summary(run))
     if run.pruned_model_path.is_file() and saved.prune is not None:
         click.echo(f"pruned:  {run.pruned_model_path}")
+    refresh_after(run.path)

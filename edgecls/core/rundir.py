@@ -14,6 +14,9 @@ One class owns the file names so train, prune, export, parity and the report agr
       history.json  metrics.json  plots/*.png  logs/ (TensorBoard)
       export/            model_<mode>.tflite, model_<mode>.card.json, parity_<mode>.json, labels.txt
                          model_imx500.packerOut.zip (+ .card.json, .golden.npz, parity_imx500.json): the AI Camera
+      report.html        one self-contained page about the run (edgecls.report)
+      report/            what the page is made from: predictions, thumbnails, heatmaps (edgecls.report.store)
+      explain/           edgecls explain's heatmap overlays, by default
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Any
 from edgecls.core.config import TrainConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import atomic_write_json, atomic_write_text, read_json
+
+REPORT_HTML = "report.html"  # also looked for beside a model by the camera's web view
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,18 @@ class RunDir:
     @property
     def export_dir(self) -> Path:
         return self.path / "export"
+
+    @property
+    def report_html(self) -> Path:
+        return self.path / REPORT_HTML
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / "report"
+
+    @property
+    def explain_dir(self) -> Path:
+        return self.path / "explain"
 
     def export_files(self, mode: str, pruned: bool = False, out: str | os.PathLike | None = None) -> "ExportFiles":
         """The file set of one export mode; ``out`` is a folder, or a .tflite path (the rest beside it)."""
@@ -213,7 +230,7 @@ LOCK_NAME = ".edgecls.lock"
 # of deleting it.
 TRAIN_OUTPUTS = frozenset({
     "config.json", "labels.txt", "split.json", "scan.json", "model.keras", "checkpoints", "history.json",
-    "metrics.json", "plots", "logs", "cache", LOCK_NAME,
+    "metrics.json", "plots", "logs", "cache", LOCK_NAME, REPORT_HTML, "report",
 })
 STAGING_SUFFIX = ".new"  # train --force builds OUT.new beside OUT and swaps it in on success
 REPLACED_INFIX = ".replaced-"  # OUT.replaced-YYYYmmdd-HHMMSS: an old run that held more than train's outputs

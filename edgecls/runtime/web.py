@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from edgecls.core.errors import EdgeclsError
+from edgecls.runtime.report_link import report_beside
 from edgecls.runtime.sinks import FrameResult
 
 log = logging.getLogger("edgecls.camera")
@@ -85,6 +86,7 @@ PAGE = """<!doctype html>
  <p><span id="fps">–</span> FPS · frame <span id="frames">0</span> · age p50 <span id="age">–</span> ms</p>
  <table id="stages" class="dim"></table>
  <p class="dim" id="meta"></p>
+ <p><a id="report" href="report" target="_blank" hidden style="color:#9cf">model report</a></p>
 </div>
 <script>
 const q = new URLSearchParams(location.search); const tok = q.get("token");
@@ -104,6 +106,7 @@ async function tick(){
     const st = document.getElementById("stages"); st.innerHTML = "";
     for(const [k,v] of Object.entries(s.stage_ms||{})) row(st,[k, v.toFixed(2)+" ms"]);
     document.getElementById("meta").textContent = (s.model||"") + " · " + (s.source||"") + " · " + (s.runtime||"");
+    const rep = document.getElementById("report"); rep.hidden = !s.report; rep.href = withTok("report");
   }catch(e){document.getElementById("label").textContent="(disconnected)";}
 }
 setInterval(tick, 500); tick();
@@ -165,6 +168,7 @@ class WebView:
         s["result"] = r.summary() if r is not None else None
         s["stream"] = {"fps_cap": self.fps, "encoded": self.encoded, "viewers": self._viewers,
                        "encode_cpu_s": round(self.encode_cpu_s, 3)}
+        s["report"] = report_beside(s.get("model")) is not None
         return s
 
     # -- encoder thread -------------------------------------------------------------------------
@@ -245,10 +249,19 @@ class WebView:
                         self._snapshot()
                     elif url.path == "/stream.mjpg":
                         self._stream()
+                    elif url.path == "/report":
+                        self._report()
                     else:
                         self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the viewer went away
+
+            def _report(self) -> None:
+                page = report_beside(view.status_fn().get("model"))
+                if page is None:
+                    self._send(HTTPStatus.NOT_FOUND, b"no report.html beside the model\n", "text/plain")
+                else:
+                    self._send(HTTPStatus.OK, page.read_bytes(), "text/html; charset=utf-8")
 
             def _snapshot(self) -> None:
                 view._last_snapshot = time.monotonic()
