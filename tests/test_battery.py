@@ -239,12 +239,13 @@ def test_the_numeric_battery_covers_every_numeric_option_of_the_configs():
     import dataclasses
 
     from edgecls.cli.options import cli_fields
-    from edgecls.core import config
+    from edgecls.core import config, device_config
     from edgecls.core.options import flag_of, kinds
 
     tested = {flag for _, flag, _ in NUMERIC}
-    for cls in (config.TrainConfig, config.PruneConfig, config.ExportConfig, config.ParityConfig, config.CameraConfig,
-                config.CollectConfig, config.BenchConfig, config.VerifyConfig, config.SshConfig, config.DeployConfig):
+    for cls in (config.TrainConfig, config.PruneConfig, config.ExportConfig, config.ParityConfig, config.ReportConfig,
+                config.ExplainConfig, device_config.CameraConfig, device_config.CollectConfig, device_config.BenchConfig,
+                device_config.VerifyConfig, device_config.SshConfig, device_config.DeployConfig):
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for name in cli_fields(cls):
             if kinds(cls)[name].base in ("int", "float", "ints"):

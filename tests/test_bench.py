@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgecls.cli import cli
-from edgecls.core.config import BenchConfig
+from edgecls.core.device_config import BenchConfig
 from edgecls.runtime.bench import latency_summary, run_bench
 
 pytestmark = pytest.mark.slow  # uses the converted tiny models
@@ -66,7 +66,7 @@ def test_bench_with_real_images(tiny_tflite, tmp_path):
     [
         (["{tmp}/missing.tflite"], 1, "Error: model not found: "),
         (["{corrupt}"], 1, "is not a valid .tflite model ("),
-        (["{model}", "--threads", "1,x"], 2, "Invalid value for '--threads': expected positive integers"),
+        (["{model}", "--threads", "1,x"], 2, "Invalid value for '--threads': must be integers between 1 and 64, got '1,x'"),
         (["{model}", "--threads", "0"], 2, "Invalid value for '--threads'"),
         (["{model}", "--threads", ""], 2, "Invalid value for '--threads'"),
         (["{model}", "--runs", "0"], 2, "Invalid value for '--runs'"),

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgecls.cli import cli
-from edgecls.core.config import CameraConfig
+from edgecls.core.device_config import CameraConfig
 from edgecls.runtime.loop import run
 from edgecls.runtime.overlay import draw_overlay
 from edgecls.runtime.scores import Category

@@ -144,5 +144,5 @@ def test_export_help_lists_every_mode(runner):
     for flag in ("--int8", "--float16", "--dynamic", "--float32", "--pruned", "--representative-samples", "--io",
                  "--allow-float-fallback", "--no-parity", "--max-drop", "--min-clear-agreement", "--min-agreement",
                  "--float-layers", "--qat", "--no-repair", "--qat-epochs", "--qat-learning-rate", "--golden-images",
-                 "--bias-correction", "--no-bias-correction", "--gptq"):
+                 "--bias-correction", "--no-bias-correction"):
         assert flag in result.output

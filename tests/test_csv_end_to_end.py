@@ -90,7 +90,7 @@ def test_csv_set_trains_with_oversampling_resumes_exports_and_passes_parity(tmp_
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "parity_test_split.json").read_text())
     assert report["passed"] and report["agreement"] >= 0.98 and report["n_images"] == len(split["test"]) + len(split["val"])
-    assert report["gates"] == {"max_drop": 1.0, "min_agreement": 0.98}
+    assert report["gates"] == {"max_drop": 1.0, "min_clear_agreement": 0.99, "min_agreement": None, "clear_margin": 0.1}
 
     # parity --data --labels-csv: the whole CSV-labelled set, named by the CSV, through the same gate.
     moved = csv_path.with_suffix(".moved")

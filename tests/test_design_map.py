@@ -31,8 +31,9 @@ def _mapped() -> set[str]:
 
 def test_every_module_is_on_the_design_map():
     modules = {str(p.relative_to(ROOT / "edgecls")) for p in (ROOT / "edgecls").rglob("*.py")
-               if p.name != "__init__.py" and "__pycache__" not in p.parts}
+               if "__pycache__" not in p.parts}
     mapped = _mapped()
+    modules = {m for m in modules if not m.endswith("__init__.py") or m in mapped}  # a package's own code, if named
     missing = sorted(modules - mapped)
     assert not missing, f"docs/design.md's module map leaves out {missing}"
     gone = sorted(m for m in mapped if m not in modules)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from conftest import write_colour_video
 
 from edgecls.cli import cli
-from edgecls.core.config import CameraConfig
+from edgecls.core.device_config import CameraConfig
 from edgecls.data.scan import scan_dataset
 from edgecls.runtime.capture import RateLimit, safe_dirname
 from edgecls.runtime.loop import run
@@ -100,7 +100,7 @@ def test_collect_records_each_class_for_training(colour_model, tmp_path):
         (["{tmp}/d", "--label", "x", "-s", "{tmp}/missing.mp4"], 1, "Error: source not found: "),
         (["{tmp}/d", "--label", "x", "-s", "{video}", "--count", "0"], 2, "Invalid value for '--count'"),
         (["{tmp}/f.txt", "--label", "x", "-s", "{video}"], 2, "Invalid value for 'OUT': Directory"),
-        (["{tmp}/d", "-s", "{video}"], 2, "Missing option '--label'"),
+        (["{tmp}/d", "-s", "{video}"], 1, "give --label NAME (the class to record) or --negatives"),
     ],
 )
 def test_collect_cli_bad_inputs(args, code, message, tmp_path):

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import COLOURS_RGB, write_colour_video
 
 from edgecls.cli import cli
-from edgecls.core.config import CameraConfig
+from edgecls.core.device_config import CameraConfig
 from edgecls.runtime import loop, watchdog
 from edgecls.runtime.jsonlog import RotatingJsonl
 from edgecls.runtime.loop import run

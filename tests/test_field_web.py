@@ -156,7 +156,7 @@ def test_no_viewer_no_encoding_and_loopback_default(colour_model, tmp_path):
     """Nobody watching: nothing is encoded and the encoder thread sleeps (it used no CPU)."""
     import threading
 
-    from edgecls.core.config import CameraConfig
+    from edgecls.core.device_config import CameraConfig
     from edgecls.runtime.loop import run
     from edgecls.runtime.web import parse_serve
 

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgecls.cli import cli
-from edgecls.core.config import DeployConfig, SshConfig
+from edgecls.core.device_config import DeployConfig, SshConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.deploy.imx500 import deploy_imx500
 from tests.loopback_sshd import start_sshd

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgecls.cli import cli
-from edgecls.core.config import CameraConfig
+from edgecls.core.device_config import CameraConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.runtime.imx500 import SensorFrame, open_imx500, scores_from_outputs
 from edgecls.runtime.sources import FrameSource

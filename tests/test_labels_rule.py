@@ -39,12 +39,13 @@ def make_model(tmp_path, tiny_tflite, *, beside=None, embedded=None, name="model
     return model
 
 
-def conflict(tmp_path, from_file, embedded, first, a, b):
+def conflict(tmp_path, from_file, embedded, first, a, b, *, option: bool = False):
+    """The conflict message; ``option``: the command has --labels, and the message offers it."""
     def short(names):
         return f"{len(names)}: {', '.join(names)}"
     return (f"{tmp_path / 'labels.txt'} ({short(from_file)}) disagrees with the labels embedded in "
             f"model_int8.tflite ({short(embedded)}); first difference at class {first}: {a!r} vs {b!r}. "
-            "Remove or fix the stale labels file, or pass --labels FILE to choose")
+            "Remove or fix the stale labels file" + (", or pass --labels FILE to choose" if option else ""))
 
 
 # beside labels.txt, embedded labels, explicit labels -> labels, source (or an error)
@@ -91,14 +92,14 @@ def conflicting(tiny_tflite, tmp_path):
 
 # Every device command that loads the model: args -> exit code -> message ({m} model, {d} folder).
 CLI_CASES = [
-    (["verify", "{m}"], 1, "conflict"),
+    (["verify", "{m}"], 1, "conflict --labels"),
     (["verify", "{m}", "--labels", "{d}/mine.txt"], 0, "result         : PASSED"),
     # Explicit but different from what the host named: verify says so.
     (["verify", "{m}", "--labels", "{d}/swapped.txt"], 1,
      "FAILED: this device names the classes dog, cat, bird (given) but the host named them cat, dog, bird"),
     (["bench", "{m}", "--runs", "2", "--warmup", "0"], 1, "conflict"),
     (["doctor", "--model", "{m}"], 1, "conflict"),
-    (["camera", "--model", "{m}", "--source", "{d}/frames", "--headless", "--max-frames", "1"], 1, "conflict"),
+    (["camera", "--model", "{m}", "--source", "{d}/frames", "--headless", "--max-frames", "1"], 1, "conflict --labels"),
     (["camera", "--model", "{m}", "--source", "{d}/frames", "--headless", "--max-frames", "1",
       "--labels", "{d}/mine.txt"], 0, "1 frames from"),
 ]
@@ -111,7 +112,8 @@ def test_device_commands_refuse_conflicting_labels_unless_chosen(conflicting, ar
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
-    if message == "conflict":
-        assert result.output.rstrip().splitlines()[-1] == "Error: " + conflict(d, SWAPPED, CATS, 0, "dog", "cat")
+    if message.startswith("conflict"):  # bench and doctor have no --labels: the message offers none
+        assert result.output.rstrip().splitlines()[-1] == "Error: " + conflict(
+            d, SWAPPED, CATS, 0, "dog", "cat", option=message.endswith("--labels"))
     else:
         assert message in result.output

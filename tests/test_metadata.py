@@ -70,6 +70,7 @@ for path, image in zip(sys.argv[1::2], sys.argv[2::2]):
         result = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
     cats = sorted(result.classifications[0].categories, key=lambda c: c.index)
     out.append({"names": [c.category_name for c in cats], "scores": [c.score for c in cats],
+                "indices": [c.index for c in cats],
                 "metadata": metadata(path)})
 print(json.dumps(out))
 """
@@ -350,4 +351,8 @@ def test_pip_install_train_exports_a_model_mediapipe_names(tiny_run, tmp_path):
     image = tmp_path / "image.npy"
     np.save(image, np.random.default_rng(0).integers(0, 256, (120, 90, 3), dtype=np.uint8))
     got = _probe(_mediapipe_python(), [(alone, image)], tmp_path)[0]
-    assert got["names"] == labels
+    # MediaPipe names the classes from the model and applies the run's unknown threshold by itself.
+    threshold = card["unknown"]["threshold"]
+    assert got["metadata"]["score_thresholds"] == [pytest.approx(threshold, abs=1e-6)]
+    assert got["indices"] and got["names"] == [labels[i] for i in got["indices"]]
+    assert all(s >= threshold - 1e-6 for s in got["scores"])

@@ -11,7 +11,7 @@ import pytest
 
 from edgecls.cli import cli
 from edgecls.cli.options import Checked, cli_fields
-from edgecls.core import config
+from edgecls.core import config, device_config
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.options import field_help, flag_of, kinds, spec_of
 
@@ -21,11 +21,13 @@ COMMANDS = {
     ("prune",): ([config.PruneConfig], {"run"}),
     ("export",): ([config.ExportConfig], {"run", "mode"}),
     ("parity",): ([config.ParityConfig], {"run", "model"}),
-    ("camera",): ([config.CameraConfig], set()),
-    ("collect",): ([config.CollectConfig], {"out"}),
-    ("bench",): ([config.BenchConfig, config.SshConfig], {"models", "remote", "venv"}),
-    ("verify",): ([config.VerifyConfig], {"model"}),
-    ("deploy",): ([config.DeployConfig, config.SshConfig], {"source", "target"}),
+    ("camera",): ([device_config.CameraConfig], set()),
+    ("collect",): ([device_config.CollectConfig], {"out"}),
+    ("bench",): ([device_config.BenchConfig, device_config.SshConfig], {"models", "remote", "venv"}),
+    ("verify",): ([device_config.VerifyConfig], {"model"}),
+    ("deploy",): ([device_config.DeployConfig, device_config.SshConfig], {"source", "target"}),
+    ("report",): ([config.ReportConfig], {"run"}),
+    ("explain",): ([config.ExplainConfig], {"run", "images"}),
 }
 
 
@@ -69,8 +71,9 @@ def test_export_offers_one_flag_per_mode_from_the_config():
 
 
 @pytest.mark.parametrize("cls", [config.TrainConfig, config.PruneConfig, config.ExportConfig, config.ParityConfig,
-                                 config.CameraConfig, config.CollectConfig, config.BenchConfig, config.VerifyConfig,
-                                 config.SshConfig])
+                                 config.ReportConfig, config.ExplainConfig, device_config.CameraConfig,
+                                 device_config.CollectConfig, device_config.BenchConfig, device_config.VerifyConfig,
+                                 device_config.SshConfig])
 def test_defaults_are_valid_and_every_bound_is_enforced_when_a_config_is_made(cls):
     """Every numeric field: its default is inside its bounds, and just outside them, nan and inf are refused."""
     cls()  # the defaults
@@ -97,11 +100,11 @@ def test_choices_and_types_are_enforced_too():
     with pytest.raises(EdgeclsError, match=r"^--augment must be true or false, got 'yes'$"):
         config.TrainConfig(augment="yes")
     with pytest.raises(EdgeclsError, match=r"^--port must be an integer between 1 and 65535, got 0$"):
-        config.DeployConfig(ssh=config.SshConfig(port=0))  # a nested config is checked with its parent
+        device_config.DeployConfig(ssh=device_config.SshConfig(port=0))  # a nested config is checked with its parent
 
 
 def test_a_saved_config_with_older_names_reads_back_under_todays():
-    cfg = config.CameraConfig.from_dict({"model": "m.tflite", "mqtt_stats_interval_s": 5.0, "log_interval_s": 2.0,
+    cfg = device_config.CameraConfig.from_dict({"model": "m.tflite", "mqtt_stats_interval_s": 5.0, "log_interval_s": 2.0,
                                          "stall_timeout_s": 0.0, "no_such_option": 1})
     assert (cfg.mqtt_stats_interval, cfg.log_interval, cfg.stall_timeout) == (5.0, 2.0, 0.0)
     assert config.TrainConfig.from_dict({"early_stopping_patience": 7}).patience == 7

@@ -183,7 +183,7 @@ def test_calibration_recorded_by_training_is_drawn_and_odd_layouts_do_not_break_
     text, page = _page(run)
     body = " ".join(page.text)
     assert "Calibration recorded by training" in body and "ece_after" in body and "0.03" in body
-    assert "after temperature 1.7" in text and 'aria-label="reliability, test split"' in text
+    assert "before temperature scaling (T = 1.7)" in text and 'aria-label="reliability, test split"' in text
     for odd in ("n/a", [1, 2], {"bins": "none", "note": "x"}, {"per_bin": [{"conf": "?"}]}, {}):
         metrics["calibration"] = odd
         run.write_json(run.metrics_json, metrics)

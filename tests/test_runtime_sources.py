@@ -290,4 +290,4 @@ print(json.dumps({"shapes": shapes, "skipped": [Path(p).name for p in source.ski
     assert out["shapes"] == [[32, 32, 3]] * 2
     assert set(out["skipped"]) == training_skips == {"0.jpg", "3.png"}
     assert "Premature end" not in device.stderr and "IHDR" not in device.stderr, device.stderr
-    assert "skipping truncated image" in device.stderr and "skipping unreadable image" in device.stderr
+    assert "skipping truncated image" in device.stderr and "skipping undecodable image" in device.stderr

@@ -137,8 +137,14 @@ def test_saved_model_is_the_inference_graph_and_reproduces_the_metrics(tiny_run)
 
     run = RunDir.open(tiny_run)
     model = load_model(run.model_path)
-    assert [layer.name for layer in model.layers] == ["image", "backbone", "dropout", "predictions"]
+    # The calibrated head: logits, divided by the temperature fitted on val, then the softmax.
+    assert [layer.name for layer in model.layers] == ["image", "backbone", "dropout", "predictions", "temperature",
+                                                      "probabilities"]
     assert model.input_shape == (None, 64, 64, 3) and model.output.dtype == "float32"
+    from edgecls.train.calibration import temperature_of
+
+    assert temperature_of(model) == pytest.approx(json.loads(run.metrics_json.read_text())["calibration"]["temperature"],
+                                                  rel=1e-5)
 
     root, split = data.load_split(run)
     ds = data.build_dataset(root, split["test"], image_size=64, batch_size=8, training=False)

@@ -121,7 +121,7 @@ def contended_invoke_fps(model: Path, video: Path, threads: int, runs: int) -> f
 def measure(model: Path, video: Path, threads: int, repeats: int, runs: int) -> dict:
     import cv2
 
-    from edgecls.core.config import CameraConfig
+    from edgecls.core.device_config import CameraConfig
     from edgecls.runtime.bench import bench_one
     from edgecls.runtime.loop import run
     from edgecls.runtime.machine import machine_info
@@ -231,7 +231,7 @@ def measure_features(model: Path, video: Path, threads: int, repeats: int) -> di
     """Loop FPS with --serve (+ a viewer) and --mqtt on vs off, alternating, medians."""
     import shutil
 
-    from edgecls.core.config import CameraConfig
+    from edgecls.core.device_config import CameraConfig
     from edgecls.runtime.loop import run
     from edgecls.runtime.machine import machine_info
 

@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 PRETRAINED = Path(os.environ.get("EDGECLS_BENCH_WEIGHTS",
                                  str(REPO / ".." / "shared" / "pretrained" / "mobilenet_v2_1.0_160_no_top.h5")))
-METHODS = ("ptq", "bias-corrected", "stem-float", "float-search", "qat", "gptq")
+METHODS = ("ptq", "bias-corrected", "stem-float", "float-search", "qat")
 FLOAT_OUT_METHODS = ("ptq", "bias-corrected", "stem-float")
 """Also built with a float32 output (--io uint8-float32)."""
 LATENCY_REPEATS = 5

@@ -36,11 +36,12 @@ class EdgeclsGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         from edgecls.core.io import describe_os_error
-        from edgecls.core.quiet import quiet_video_logs
+        from edgecls.core.quiet import filter_native_stderr, quiet_video_logs
 
         quiet_video_logs()
         try:
-            return super().invoke(ctx)
+            with filter_native_stderr():
+                return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except EdgeclsError as e:

@@ -9,7 +9,7 @@ import click
 from edgecls.cli.options import config_options
 from edgecls.cli.report import refresh_after
 from edgecls.cli.ssh import ssh_config_from, ssh_options
-from edgecls.core.config import DeployConfig
+from edgecls.core.device_config import DeployConfig
 
 
 def register(group: click.Group) -> None:

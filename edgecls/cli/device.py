@@ -14,7 +14,7 @@ import click
 
 from edgecls.cli.options import config_options
 from edgecls.cli.ssh import ssh_config_from, ssh_options
-from edgecls.core.config import BenchConfig, CameraConfig, CollectConfig, SshConfig, VerifyConfig
+from edgecls.core.device_config import BenchConfig, CameraConfig, CollectConfig, SshConfig, VerifyConfig
 
 
 def register(group: click.Group) -> None:

@@ -74,7 +74,7 @@ class _OneModeCommand(click.Command):
 @config_options(
     ExportConfig, "pruned", "out", "representative_samples", "io", "allow_float_fallback", "force", "parity",
     "max_drop", "min_clear_agreement", "min_agreement", "parity_data", "float_layers", "qat", "repair", "qat_epochs",
-    "qat_learning_rate", "bias_correction", "golden_images", "gptq",
+    "qat_learning_rate", "bias_correction", "golden_images",
 )
 def export_cmd(run: Path, mode: Optional[str], **options) -> None:
     """Convert RUN's model to TFLite in RUN/export/ (one file set per mode).

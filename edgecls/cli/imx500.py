@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from edgecls.core.config import DeployConfig, ExportConfig
+from edgecls.core.config import ExportConfig
+from edgecls.core.device_config import DeployConfig
 
 
 def export_imx500_cmd(cfg: ExportConfig) -> None:

@@ -14,7 +14,7 @@ from typing import Optional
 import click
 
 from edgecls.cli.options import config_options
-from edgecls.report.options import ExplainConfig, ReportConfig
+from edgecls.core.config import ExplainConfig, ReportConfig
 
 _RUN = click.Path(path_type=Path)  # existence is checked by RunDir.open with a better message
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from edgecls.cli.options import cli_fields, config_options
-from edgecls.core.config import SshConfig
+from edgecls.core.device_config import SshConfig
 
 
 def ssh_options(f: Callable) -> Callable:

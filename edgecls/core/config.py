@@ -1,4 +1,5 @@
-"""Options of each stage, one dataclass per stage.
+"""Options of the host-side stages (train, prune, export, parity, report), one dataclass per stage; the device side's
+are in :mod:`edgecls.core.device_config`.
 
 The click command is made from it (:func:`edgecls.cli.options.config_options`), the Python API
 takes it, and ``dataclasses.asdict()`` is saved in the run folder (``config.json``), so a run can be
@@ -11,12 +12,13 @@ Pure standard library: the TF-free runtime imports it too.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
 
+from edgecls.core.errors import EdgeclsError
 from edgecls.core.options import field_help, from_dict, opt, validate
 
-__all__ = ["TrainConfig", "PruneConfig", "ExportConfig", "ParityConfig", "CameraConfig", "CollectConfig",
-           "BenchConfig", "VerifyConfig", "SshConfig", "DeployConfig", "field_help", "DEFAULT_SEED"]
+__all__ = ["TrainConfig", "PruneConfig", "ExportConfig", "ParityConfig", "ReportConfig", "ExplainConfig", "Options",
+           "field_help", "DEFAULT_SEED"]
 
 DEFAULT_SEED = 42
 MAX_SEED = 2**32 - 1  # numpy's and Python's generators take 32-bit seeds
@@ -36,7 +38,6 @@ EXPORT_MODES = ("int8", "float16", "dynamic", "float32", "imx500")
 IO_TYPES = ("uint8", "int8", "uint8-float32")
 """In/out tensor types of a full-int8 file: uint8 or int8 in and out (fully integer), or uint8 in and float32 out
 (the classifier head, logits and softmax, computed in float from the dequantized features)."""
-LOG_MODES = ("frame", "change")
 
 
 class Options:
@@ -198,6 +199,29 @@ class ExportConfig(Options):
     run has not seen, as many as you have; a few dozen cannot tell the repairs apart."""
     float_layers: str = opt("auto", metavar="auto|none|NAME,...")
     """int8 tensors kept in float: auto (as a repair), none, or NAME,... (always)."""
+
+    def float_layer_names(self) -> Optional[list[str]]:
+        """``--float-layers`` read: None for auto (the plan decides), [] for none, else the names."""
+        v = (self.float_layers or "").strip()
+        if v.lower() == "auto":
+            return None
+        if v.lower() == "none":
+            return []
+        names = [n.strip() for n in v.split(",") if n.strip()]
+        if not names:
+            raise EdgeclsError(f"--float-layers takes auto, none or NAME,...; got {self.float_layers!r}")
+        return names
+
+    def check(self) -> None:
+        """The rules between options (each option's own bounds are checked when the config is made)."""
+        validate(self)
+        names = self.float_layer_names()
+        if self.mode != "int8" and (self.qat or names):
+            raise EdgeclsError(f"--qat and --float-layers apply to --int8 exports, not {self.mode}")
+        if self.qat and names:
+            raise EdgeclsError("--qat and --float-layers NAME,... are two different repairs; pass one of them")
+        if self.parity_data and (self.mode != "int8" or not self.parity):
+            raise EdgeclsError("--parity-data sets the images of the int8 parity gate; it needs --int8 and no --no-parity")
     qat: bool = False
     """Quantization-aware training (short tfmot fine-tune) instead of post-training quantization."""
     repair: bool = True
@@ -210,9 +234,6 @@ class ExportConfig(Options):
     """Correct each layer's bias for the mean shift int8 weight rounding causes (no size or latency cost)."""
     golden_images: int = opt(32, low=0, high=MAX_IMAGES)
     """Held-out images in the golden set written beside the model (test split, else val; stratified)."""
-    gptq: bool = False
-    """As the first int8 repair, round each layer's weights to int8 with GPTQ (errors compensated on the
-    calibration images) before bias correction; no size or latency cost, minutes of CPU."""
 
 
 @dataclass
@@ -245,202 +266,25 @@ class ParityConfig(Options):
 
 
 @dataclass
-class CameraConfig(Options):
-    """How to run the live classifier loop on a device."""
+class ReportConfig(Options):
+    """How to (re)write a run's report page."""
 
-    model: str = opt("", short="-m")
-    """The .tflite model."""
-    source: str = opt("0", short="-s")
-    """Camera index, /dev/videoN, video file, image folder, 'picamera', or a GStreamer pipeline."""
-    labels: Optional[str] = opt(None, metavar="FILE")
-    """labels.txt (default: beside the model, else the model's metadata)."""
-    threads: int = opt(4, low=1, high=MAX_THREADS)
-    """Interpreter threads."""
-    xnnpack: bool = True
-    """Use the XNNPACK delegate (off only to compare)."""
-    top_k: int = opt(3, low=1, high=1000)
-    """Labels shown and logged per frame."""
-    threshold: float = opt(0.0, low=0.0, high=1.0)
-    """Scores under this are not listed in the top-k."""
-    unknown_threshold: Optional[float] = opt(None, low=0.0, high=1.0, metavar="P")
-    """A frame whose top-1 score is under this answers --unknown-label (default: the model's own threshold,
-    chosen by training; 0: never)."""
-    unknown_label: str = "unknown"
-    """The answer when the unknown rule rejects a frame (JSONL, /status, MQTT, the overlay)."""
-    smoothing: float = opt(0.0, low=0.0, high=1.0, high_open=True)
-    """Exponential smoothing of scores over frames (0 = off, 0.9 = heavy)."""
-    width: int = opt(640, low=16, high=8192, unit="pixels")
-    """Requested capture width (cameras only)."""
-    height: int = opt(480, low=16, high=8192, unit="pixels")
-    """Requested capture height (cameras only)."""
-    headless: Optional[bool] = opt(None, flag="--headless/--window")
-    """No window (default: automatic, headless when there is no display)."""
-    save: Optional[str] = opt(None, metavar="FILE", path="file")
-    """Write the annotated video here (.mp4)."""
-    jsonl: Optional[str] = opt(None, metavar="FILE", path="file")
-    """Write one JSON row per frame here."""
-    stats_json: Optional[str] = opt(None, metavar="FILE", path="file")
-    """Write loop statistics (fps, stage times) here at the end."""
-    max_frames: Optional[int] = opt(None, low=1, high=10**12)
-    """Stop after this many frames."""
-    realtime: bool = False
-    """Pace files and folders at their frame rate instead of as fast as possible."""
-    pipeline: bool = True
-    """Capture and preprocess on a background thread while the model runs (off: all on one thread)."""
-    force: bool = False
-    """Overwrite existing --save/--jsonl/--stats-json files."""
-    serve: Optional[str] = opt(None, metavar="[HOST:]PORT")
-    """Serve a live web view (MJPEG stream, top-k, FPS, timings, /status JSON) on [HOST:]PORT; HOST defaults to 127.0.0.1."""
-    serve_token: Optional[str] = None
-    """Token the web view requires (?token= or 'Authorization: Bearer'); needed for a non-loopback HOST."""
-    serve_fps: float = opt(10.0, low=0.1, high=60.0)
-    """Highest frame rate encoded for web viewers (JPEG from the latest frame, never queued)."""
-    mqtt: Optional[str] = opt(None, metavar="URL")
-    """Publish events to mqtt://[USER[:PASSWORD]@]HOST[:PORT][/TOPIC/PREFIX] (password also from EDGECLS_MQTT_PASSWORD)."""
-    mqtt_home_assistant: bool = False
-    """Also publish Home Assistant MQTT discovery (retained) for a label and a score sensor."""
-    mqtt_stats_interval: float = opt(60.0, low=1.0, high=86_400.0, unit="seconds")
-    """Seconds between retained stats messages (FPS, latency) on <prefix>/stats."""
-    save_uncertain: Optional[str] = opt(None, metavar="DIR", path="dir")
-    """Save full frames whose top-1 score is below --below into DIR/<predicted label>/ (with a .scores/ sidecar)."""
-    below: float = opt(0.5, low=0.0, high=1.0, low_open=True)
-    """Top-1 score under which a frame counts as uncertain (for --save-uncertain)."""
-    max_per_hour: int = opt(60, low=1, high=1_000_000)
-    """At most this many uncertain frames saved in any hour."""
-    log_on: str = opt("frame", choices=LOG_MODES)
-    """JSONL rows: 'frame' (every frame) or 'change' (when the top-1 changes, plus a heartbeat every --log-interval)."""
-    log_interval: float = opt(0.0, low=0.0, high=86_400.0, unit="seconds")
-    """Seconds: with --log-on frame at most one row per interval, with change a heartbeat row at least this often (0 = off)."""
-    jsonl_max_mb: float = opt(0.0, low=0.0, high=1_000_000.0, unit="MB")
-    """Rotate the JSONL when it passes this size in MB (0 = never); an existing file is rotated, not refused."""
-    jsonl_keep: int = opt(5, low=0, high=1000)
-    """Rotated JSONL files kept (log.jsonl.1 ... .N)."""
-    stall_timeout: float = opt(10.0, low=0.0, high=3600.0, unit="seconds")
-    """Watchdog: seconds without a frame from a live source before it is reopened (0 = off)."""
-    stall_retries: int = opt(3, low=0, high=100)
-    """Watchdog: reopen attempts before exiting non-zero (so systemd restarts the service)."""
-
-    RENAMED = {"mqtt_stats_interval_s": "mqtt_stats_interval", "log_interval_s": "log_interval",
-               "stall_timeout_s": "stall_timeout"}
+    run: str = opt("", flag="")
+    """Run folder made by ``edgecls train``."""
+    collect: bool = True
+    """Recompute what is missing or stale (predictions, heatmaps, changed top-1s: needs TensorFlow and the run's
+    photos); --no-collect redraws the page from what RUN/report/ holds."""
 
 
 @dataclass
-class CollectConfig(Options):
-    """How to record training images of one class from the camera."""
+class ExplainConfig(Options):
+    """Which photos to explain with which run's model, and where the overlays go."""
 
-    out: str = opt("", flag="")
-    """Data folder; images go to OUT/<label>/ (the layout edgecls train reads)."""
-    label: str = opt("", short="-l")
-    """Class name (the sub-folder)."""
-    negatives: bool = False
-    """Record photos that are none of the classes into OUT itself (what 'edgecls train --negatives OUT' reads)."""
-    source: str = opt("0", short="-s")
-    """Camera index, /dev/videoN, video file, image folder, 'picamera', or a GStreamer pipeline."""
-    count: int = opt(50, low=1, high=MAX_IMAGES, short="-n")
-    """Images to record."""
-    interval: float = opt(0.5, low=0.0, high=3600.0, unit="seconds")
-    """Seconds between images (vary the pose/light meanwhile)."""
-    width: int = opt(640, low=16, high=8192, unit="pixels")
-    """Requested capture width (cameras only)."""
-    height: int = opt(480, low=16, high=8192, unit="pixels")
-    """Requested capture height (cameras only)."""
-    quality: int = opt(95, low=1, high=100)
-    """JPEG quality of the saved images."""
-
-    RENAMED = {"interval_s": "interval"}
-
-
-@dataclass
-class BenchConfig(Options):
-    """How to measure a model's latency on this machine."""
-
-    models: Tuple[str, ...] = opt((), flag="")
-    """One or more .tflite files; with two, their latency ratio is reported."""
-    threads: Tuple[int, ...] = opt((1,), low=1, high=MAX_THREADS, metavar="N[,N...]")
-    """Thread counts to measure, comma-separated (e.g. 1,2,4)."""
-    runs: int = opt(100, low=1, high=MAX_IMAGES)
-    """Timed invokes per model and thread count."""
-    warmup: int = opt(10, low=0, high=MAX_IMAGES)
-    """Untimed invokes first (XNNPACK packs weights on the first ones)."""
-    images: Optional[str] = opt(None, metavar="DIR", path="dir")
-    """Folder of real images to feed; seeded random input otherwise."""
-    json: Optional[str] = opt(None, metavar="FILE", path="file")
-    """Where to write the JSON results."""
-    compare_delegates: bool = False
-    """Also measure with XNNPACK off."""
-    seed: int = opt(DEFAULT_SEED, low=0, high=MAX_SEED)
-    """Seed of the random input."""
-    force: bool = False
-    """Overwrite an existing --json file."""
-
-
-@dataclass
-class VerifyConfig(Options):
-    """How to check that this device's runtime reproduces the host's outputs on a model's golden set."""
-
-    model: str = opt("", flag="")
-    """The .tflite model."""
-    golden: Optional[str] = opt(None, metavar="FILE", path="file")
-    """Golden set (default: MODEL's .golden.npz beside it, written by 'edgecls export')."""
-    threads: int = opt(1, low=1, high=MAX_THREADS)
-    """Interpreter threads."""
-    labels: Optional[str] = opt(None, metavar="FILE", path="file")
-    """labels.txt to use (default: beside the model, which must agree with the model's embedded labels)."""
-    json: Optional[str] = opt(None, metavar="FILE", path="file")
-    """Also write the report here."""
-
-
-@dataclass(frozen=True)
-class SshConfig(Options):
-    """How to reach a device over SSH (the system OpenSSH client; the user's config, agent and
-    known_hosts apply unless overridden here)."""
-
-    ssh_config: Optional[str] = opt(None, short="-F", metavar="FILE", path="file")
-    """An ssh_config file to use instead of ~/.ssh/config (ssh -F)."""
-    identity: Optional[str] = opt(None, short="-i", metavar="FILE", path="file")
-    """A private key file (ssh -i); by default the agent and ~/.ssh keys are tried."""
-    port: Optional[int] = opt(None, low=1, high=65535, short="-p")
-    """SSH port on the device (default: from the ssh config, else 22)."""
-    ssh_options: Tuple[str, ...] = opt((), flag="--ssh-option", short="-o", metavar="KEY=VALUE")
-    """Extra ssh -o options, e.g. UserKnownHostsFile=/path (repeatable)."""
-    connect_timeout: int = opt(10, low=1, high=600, unit="seconds")
-    """Seconds to wait for the device to answer before giving up."""
-
-
-@dataclass(frozen=True)
-class DeployConfig(Options):
-    """Copy a model bundle to a device, check it there, benchmark it, bring the results back."""
-
-    source: str = opt("", flag="")
-    """A .tflite model, or a run folder (its export/model_<mode>.tflite)."""
-    target: str = opt("", flag="")
-    """USER@HOST[:DIR] (DIR default: edgecls/model in the user's home)."""
-    mode: str = opt("int8", choices=EXPORT_MODES[:4])
-    """Which export of a run folder to deploy (model_<mode>.tflite)."""
-    imx500: bool = False
-    """Deploy the AI Camera export instead: copy model_imx500.packerOut.zip, run imx500-package on the Pi, place
-    network.rpk (no verify or bench: the network runs on the sensor)."""
-    install: bool = False
-    """Create or upgrade the device's venv with edgecls[device] (from a wheel of this host's edgecls)."""
-    wheel: Optional[str] = opt(None, metavar="FILE", path="existing-file")
-    """An edgecls wheel to install instead of building one from this host's source."""
-    venv: Optional[str] = opt(None, metavar="DIR")
-    """The venv on the device (default: /opt/edgecls/venv if present, else ~/edgecls-venv)."""
-    python: str = "python3"
-    """The device's Python, used to create the venv."""
-    service: bool = False
-    """Deploy to the model the systemd unit reads (EDGECLS_MODEL in /etc/edgecls/camera.env) and restart it."""
-    unit: str = "edgecls-camera"
-    """The systemd unit --service restarts."""
-    service_env: str = "/etc/edgecls/camera.env"
-    """The unit's settings file on the device (where EDGECLS_MODEL is read)."""
-    verify: bool = True
-    """Run 'edgecls verify' on the device before the new model goes live (--no-verify: no golden set needed)."""
-    threads: Tuple[int, ...] = opt((1,), low=1, high=MAX_THREADS, metavar="N[,N...]")
-    """Thread counts to benchmark, on the device and on this host, comma-separated."""
-    runs: int = opt(50, low=1, high=MAX_IMAGES)
-    """Timed invokes per thread count."""
-    warmup: int = opt(5, low=0, high=MAX_IMAGES)
-    """Untimed invokes first."""
-    ssh: SshConfig = opt(factory=SshConfig, flag="")
-    """How to reach the device."""
+    run: str = opt("", flag="")
+    """Run folder made by ``edgecls train`` (its float model.keras is explained)."""
+    images: str = opt("", flag="")
+    """A photo, or a folder of photos (searched recursively)."""
+    out: Optional[str] = opt(None, metavar="DIR", path="dir")
+    """Where the overlays go (default: RUN/explain/): one <photo>.cam.jpg each, and explain.json."""
+    layer: Optional[str] = opt(None, metavar="NAME")
+    """The convolutional layer to explain (default: the last one with a spatial map, e.g. backbone/out_relu)."""

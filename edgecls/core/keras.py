@@ -22,10 +22,6 @@ with quiet_native_stderr():
 
     # Device discovery logs the CUDA probe too; do it now, while quiet.
     tf.config.list_physical_devices()
-    # oneDNN logs an error-level line ("supports DT_UINT8 only on platforms with AVX-512", even on
-    # AVX-512) the first time a uint8 image is transposed, which EXIF orientation does. Once per
-    # process: let it happen here.
-    tf.transpose(tf.zeros([1, 1, 1], tf.uint8), [1, 0, 2])
 
 if os.environ.get("TF_USE_LEGACY_KERAS") != "1":  # pragma: no cover - a user overrode it
     raise ImportError("edgecls needs TF_USE_LEGACY_KERAS=1 (Keras 2 via tf_keras) for tfmot")

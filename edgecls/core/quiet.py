@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
-from typing import Iterator
+import threading
+from typing import Iterator, Sequence
 
 
 def verbose() -> bool:
@@ -64,3 +66,56 @@ def quiet_video_logs() -> None:
         return
     for key, value in VIDEO_LOG_ENV.items():
         os.environ.setdefault(key, value)
+
+
+# Lines native code logs while a command runs that no user can act on: oneDNN says it "supports
+# DT_UINT8 only on platforms with AVX-512" (on AVX-512 machines too) the first time a uint8 image is
+# transposed; the CUDA probe reports the absent GPU.
+NATIVE_NOISE = (
+    re.compile(rb"oneDNN supports DT_UINT8 only on platforms with AVX-512"),
+    re.compile(rb"failed call to cuInit"),
+    re.compile(rb"Unable to register cu(DNN|FFT|BLAS) factory"),
+)
+
+
+@contextlib.contextmanager
+def filter_native_stderr(noise: Sequence["re.Pattern[bytes]"] = NATIVE_NOISE) -> Iterator[None]:
+    """For the block, pass every line written to file descriptor 2 through, except lines matching ``noise``.
+
+    Native libraries write to the descriptor, not to ``sys.stderr``, and at any moment (TensorFlow
+    logs the oneDNN line when a tf.data graph first runs), so the filter stays in place for the whole
+    command: a thread reads the lines from a pipe and writes the others on. ``EDGECLS_DEBUG=1`` keeps
+    everything.
+    """
+    if verbose():
+        yield
+        return
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # captured/replaced stderr (pytest, IDEs)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, fd)
+    os.close(write_end)
+
+    def relay() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as pipe:
+            for line in iter(pipe.readline, b""):
+                if not any(p.search(line) for p in noise):
+                    try:
+                        os.write(saved, line)
+                    except OSError:  # the command has ended and closed its side
+                        return
+
+    thread = threading.Thread(target=relay, name="stderr-filter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, fd)  # the pipe's last writer here is gone: the relay reads to the end and stops
+        thread.join(timeout=1)  # a child still holding the pipe keeps it open: do not wait for it
+        os.close(saved)

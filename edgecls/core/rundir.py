@@ -21,10 +21,11 @@ One class owns the file names so train, prune, export, parity and the report agr
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from edgecls.core.config import TrainConfig
 from edgecls.core.errors import EdgeclsError
@@ -139,6 +140,16 @@ class RunDir:
                            golden=folder / f"{stem}.golden.npz", quantized=folder / f"{stem}.mct.keras")
 
     # -- small files ------------------------------------------------------------------------
+    def unknown_rule(self, pruned: bool = False) -> Optional[dict[str, Any]]:
+        """The unknown rule training chose (``metrics.json``), or pruning chose again for the pruned model
+        (``pruning.json``); None for a run made before the rule existed."""
+        source = self.pruning_json if pruned else self.metrics_json
+        try:
+            rule = (json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}).get("unknown")
+        except (OSError, ValueError) as e:
+            raise EdgeclsError(f"{source} is not valid JSON ({e}); train or prune the run again") from None
+        return rule if isinstance(rule, dict) and isinstance(rule.get("threshold"), (int, float)) else None
+
     def read_labels(self) -> list[str]:
         """labels.txt, checked against the class order split.json recorded when the run was made: an edited
         labels.txt would otherwise rename every class of everything exported from the run."""
@@ -241,26 +252,34 @@ class RunLock:
 
     The kernel drops the lock when the process dies (even by SIGKILL), so a stale lock file
     never blocks anyone. The file holds the owner's pid and command, for the message.
+
+    ``remove=True`` deletes the lock file on release (a folder the user copies, such as an export's,
+    keeps no trace of it); a process that opened the file just before it was deleted sees that its
+    lock is on a file no longer there and opens the new one.
     """
 
-    def __init__(self, folder: str | os.PathLike, what: str, name: str = LOCK_NAME) -> None:
-        self.folder, self.what, self.name = Path(folder), what, name
+    def __init__(self, folder: str | os.PathLike, what: str, name: str = LOCK_NAME, *, remove: bool = False) -> None:
+        self.folder, self.what, self.name, self.remove = Path(folder), what, name, remove
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
         import fcntl
 
         lock = self.folder / self.name
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
-            raise EdgeclsError(
-                f"{self.folder} is in use by another edgecls process ({holder}); "
-                "wait for it to finish, or choose another --out"
-            ) from None
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                raise EdgeclsError(
+                    f"{self.folder} is in use by another edgecls process ({holder}); "
+                    "wait for it to finish, or choose another --out"
+                ) from None
+            if not self.remove or _same_file(fd, lock):
+                break
+            os.close(fd)  # locked a file its previous holder has just deleted: take the current one
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}: {self.what}\n".encode())
         self._fd = fd
@@ -268,6 +287,8 @@ class RunLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            if self.remove:
+                (self.folder / self.name).unlink(missing_ok=True)  # still held: nobody can lock it meanwhile
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 
@@ -276,6 +297,13 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def staging_path(target: str | os.PathLike) -> Path:

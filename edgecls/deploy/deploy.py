@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from edgecls.core.config import BenchConfig, DeployConfig, SshConfig
+from edgecls.core.device_config import BenchConfig, DeployConfig, SshConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import atomic_write_bytes, atomic_write_json, read_json
 from edgecls.deploy.bundle import Bundle, find_bundle

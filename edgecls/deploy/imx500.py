@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from edgecls.core.config import DeployConfig
+from edgecls.core.device_config import DeployConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import atomic_write_json
 from edgecls.core.rundir import RunDir

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from edgecls.core.config import SshConfig
+from edgecls.core.device_config import SshConfig
 from edgecls.core.errors import EdgeclsError
 
 SSH_FAILED = 255  # ssh's own exit code when the connection (not the remote command) failed

@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgecls import __version__
-from edgecls.core.config import ExportConfig, ParityConfig
+from edgecls.core.config import ExportConfig, ParityConfig, TrainConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import atomic_write_bytes, atomic_write_json, moved_error
-from edgecls.core.options import validate
 from edgecls.core.rundir import ExportFiles, RunDir, RunLock, write_labels
 from edgecls.optimize.gate import meets_aim
-from edgecls.optimize.transaction import ExportTransaction, recover
+from edgecls.optimize.transaction import ExportTransaction, lock_name, recover
 
 # Measured (BENCHMARKS.md, ai-edge-litert + XNNPACK, 1 thread, 224 px).
 POOR_INT8_BACKBONES = {
@@ -100,28 +99,23 @@ class Candidate:
                 "mean_abs_prob_diff": r.mean_abs_prob_diff if r else None, "passed": r.passed if r else None}
 
 
-def _validate(cfg: ExportConfig) -> None:
-    from edgecls.optimize.int8.plan import parse_float_layers
+@dataclass(frozen=True)
+class _RunFacts:
+    """What export reads of the run, read once before anything is written."""
 
-    validate(cfg)
-    names = parse_float_layers(cfg.float_layers)
-    if cfg.mode != "int8" and (cfg.qat or names):
-        raise EdgeclsError(f"--qat and --float-layers apply to --int8 exports, not {cfg.mode}")
-    if cfg.qat and names:
-        raise EdgeclsError("--qat and --float-layers NAME,... are two different repairs; pass one of them")
-    if cfg.parity_data and (cfg.mode != "int8" or not cfg.parity):
-        raise EdgeclsError("--parity-data sets the images of the int8 parity gate; it needs --int8 and no --no-parity")
+    model: Path
+    """The float model file: the trained one, or the pruned one with --pruned."""
+    train: TrainConfig
+    labels: list[str]
+    unknown: Optional[dict[str, Any]]
+    """The run's unknown rule (chosen by training, or again by pruning), written into the file's metadata."""
 
 
 def export_run(cfg: ExportConfig) -> dict[str, Any]:
     """Convert, check, gate (int8: the plan's methods in turn), write the file set as one transaction.
     Returns the card; raises :class:`ExportFailed` (nothing replaced) when no candidate passes."""
-    _validate(cfg)
+    cfg.check()
     run = RunDir.open(cfg.run)
-    if cfg.parity_data:
-        from edgecls.optimize.parity import check_gate_data
-
-        check_gate_data(run, cfg.parity_data)
     source = run.pruned_model_path if cfg.pruned else run.model_path
     if not source.is_file():
         if cfg.pruned:
@@ -132,11 +126,17 @@ def export_run(cfg: ExportConfig) -> dict[str, Any]:
         raise EdgeclsError(f"{paths.model.parent} is a file; --out takes a folder or a .tflite path")
     if paths.model.is_dir():
         raise EdgeclsError(f"{paths.model} is a folder; --out takes a folder or a .tflite path")
+    facts = _RunFacts(source, run.train_config(), run.read_labels(), run.unknown_rule(cfg.pruned))
+    if cfg.parity_data:
+        from edgecls.optimize.parity import check_gate_data
+
+        check_gate_data(run, cfg.parity_data)
     names = [paths.parity.name, paths.golden.name, paths.labels.name, paths.card.name, paths.model.name]
     stem = paths.model.name[: -len(".tflite")]
     try:
         paths.model.parent.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(paths.model.parent, f"edgecls export {run.path} --{cfg.mode}", name=f".{stem}.lock").acquire()
+        lock = RunLock(paths.model.parent, f"edgecls export {run.path} --{cfg.mode}", name=lock_name(stem),
+                       remove=True).acquire()
     except OSError as e:
         raise EdgeclsError(f"cannot write into {paths.model.parent}: {e.strerror or e}") from None
     try:  # one export of a file set at a time: a second would delete the first's staging folder
@@ -152,7 +152,7 @@ def export_run(cfg: ExportConfig) -> dict[str, Any]:
         except OSError as e:
             raise EdgeclsError(f"cannot write into {paths.model.parent}: {e.strerror or e}") from None
         try:
-            return _Export(cfg, run, source, paths, tx).execute()
+            return _Export(cfg, run, facts, paths, tx).execute()
         except OSError as e:
             raise moved_error(e, tx.staging, paths.model.parent) from None
         finally:
@@ -164,17 +164,14 @@ def export_run(cfg: ExportConfig) -> dict[str, Any]:
 class _Export:
     """One export: the run, its float model, the staging transaction, and the candidates tried."""
 
-    def __init__(self, cfg: ExportConfig, run: RunDir, source: Path, paths: ExportFiles, tx: ExportTransaction):
-        self.cfg, self.run, self.source, self.paths, self.tx = cfg, run, source, paths, tx
-        self.tcfg = run.train_config()
-        self.labels = run.read_labels()
+    def __init__(self, cfg: ExportConfig, run: RunDir, facts: _RunFacts, paths: ExportFiles, tx: ExportTransaction):
+        self.cfg, self.run, self.paths, self.tx = cfg, run, paths, tx
+        self.source, self.tcfg, self.labels, self.unknown = facts.model, facts.train, facts.labels, facts.unknown
         self.warnings: list[str] = []
         self.metadata_reason: Optional[str] = None
         self.model: Any = None
         self.size = 0
         self.temperature: Optional[float] = None
-        self.unknown = _unknown_rule(run, cfg.pruned)
-        """The run's unknown rule (chosen by training, or again by pruning), written into the file's metadata."""
         self.representative: Any = None
         self._gate_images: Any = None
 
@@ -361,15 +358,6 @@ class _Export:
             return None
         x, y = data.load_images(root, data.stratified_sample(items, self.cfg.golden_images, self.tcfg.seed), self.size)
         return write_golden_set(model_file, x, y, self.labels, out=self.tx.path(self.paths.golden.name))
-
-
-def _unknown_rule(run: RunDir, pruned: bool) -> Optional[dict[str, Any]]:
-    """The unknown rule the run chose (the pruned model's own with --pruned); None for a run from before it."""
-    from edgecls.core.io import read_json
-
-    source = run.pruning_json if pruned else run.metrics_json
-    rule = (read_json(source) if source.is_file() else {}).get("unknown")
-    return rule if rule and isinstance(rule.get("threshold"), (int, float)) else None
 
 
 def _tries(tried: list[Candidate]) -> str:

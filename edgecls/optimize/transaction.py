@@ -89,7 +89,32 @@ def recover(folder: str | os.PathLike, stem: str = "*", names: Iterable[str] = (
         if tmp.is_file():
             tmp.unlink(missing_ok=True)
             done.append(f"removed a stray temp file ({tmp.name})")
+    for lock in folder.glob(lock_name(stem)):
+        _remove_if_unheld(lock)  # left by a killed export; a running one holds its lock
     return done
+
+
+def lock_name(stem: str) -> str:
+    """The lock file one export of ``stem``'s file set holds (removed when it ends)."""
+    return f".{stem}.lock"
+
+
+def _remove_if_unheld(lock: Path) -> None:
+    """Delete ``lock`` when nobody holds it (its process died without removing it), while holding it, so no
+    other export takes it in between. A lock this process holds counts as held."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.unlink(missing_ok=True)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class ExportTransaction:

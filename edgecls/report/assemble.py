@@ -186,13 +186,14 @@ class _Assembler:
             return ConfidencePart(str(metrics.get("evaluated_on") or "test"), empty, [], [], recorded)
         split = evaluated_split(held)
         part = held.split(split)
-        rel = cal.reliability(part.probs, part.y, name=f"{held.model} as trained")
+        rel = cal.reliability(part.probs, part.y, name=f"{held.model} (its scores as shipped)")
         right, wrong = cal.confidence_histogram(part.probs, part.y)
-        scaled = None
+        unscaled = None
         if recorded is not None and recorded.temperature:
-            scaled = cal.reliability(cal.with_temperature(part.probs, recorded.temperature), part.y,
-                                     name=f"after temperature {recorded.temperature:.3g}")
-        return ConfidencePart(split, rel, right, wrong, recorded, scaled)
+            # Training put its temperature inside the saved model: undoing it shows what the scores were before.
+            unscaled = cal.reliability(cal.with_temperature(part.probs, 1.0 / recorded.temperature), part.y,
+                                       name=f"before temperature scaling (T = {recorded.temperature:.3g})")
+        return ConfidencePart(split, rel, right, wrong, recorded, unscaled)
 
 
 def _latest(folder: Path, prefix: str) -> list[dict[str, Any]]:

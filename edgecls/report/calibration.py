@@ -14,8 +14,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-RELIABILITY_BINS = 10
-"""Equal-width confidence bins, the usual choice (Guo et al., 2017)."""
+from edgecls.train import calibration as training_calibration
+
+RELIABILITY_BINS = training_calibration.ECE_BINS
+"""Equal-width confidence bins, as training counts them for its ECE."""
 _CONF_KEYS = ("confidence", "mean_confidence", "avg_confidence", "conf", "mean_conf")
 _ACC_KEYS = ("accuracy", "acc", "mean_accuracy")
 _COUNT_KEYS = ("count", "n", "size", "samples")
@@ -47,38 +49,20 @@ class RecordedCalibration:
 
 
 def reliability(probs: np.ndarray, y: np.ndarray, bins: int = RELIABILITY_BINS, name: str = "") -> Reliability:
-    """Reliability bins of top-1 probabilities ``probs`` ``[N, C]`` against the true labels ``y``."""
-    p = np.asarray(probs, dtype=np.float64)
+    """Reliability bins of top-1 probabilities ``probs`` ``[N, C]`` against the true labels ``y``: training's own
+    bins and ECE (:mod:`edgecls.train.calibration`), so the page shows the figures metrics.json holds."""
     y = np.asarray(y, dtype=np.int64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
+    edges = np.linspace(0.0, 1.0, bins + 1).tolist()
     if not len(y):
-        return Reliability(name, edges.tolist(), [None] * bins, [None] * bins, [0] * bins, None)
-    conf, right = p.max(1), (p.argmax(1) == y).astype(np.float64)
-    # The top bin is closed on the right, so a confidence of exactly 1.0 is counted.
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    confs, accs, counts = [], [], []
-    ece = 0.0
-    for b in range(bins):
-        m = which == b
-        k = int(m.sum())
-        counts.append(k)
-        if k:
-            c, a = float(conf[m].mean()), float(right[m].mean())
-            confs.append(c)
-            accs.append(a)
-            ece += k / len(y) * abs(c - a)
-        else:
-            confs.append(None)
-            accs.append(None)
-    return Reliability(name, edges.tolist(), confs, accs, counts, ece)
+        return Reliability(name, edges, [None] * bins, [None] * bins, [0] * bins, None)
+    rows = training_calibration.reliability(probs, y, bins)
+    return Reliability(name, edges, [r["confidence"] for r in rows], [r["accuracy"] for r in rows],
+                       [r["n"] for r in rows], training_calibration.ece(probs, y, bins))
 
 
 def with_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     """Probabilities rescaled by temperature scaling: softmax(log p / T) (the logits up to a constant)."""
-    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)) / float(temperature)
-    logits -= logits.max(axis=1, keepdims=True)
-    e = np.exp(logits)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    return training_calibration.scaled(probs, temperature)
 
 
 def confidence_histogram(probs: np.ndarray, y: np.ndarray, bins: int = RELIABILITY_BINS) -> tuple[list[int], list[int]]:

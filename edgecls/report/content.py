@@ -122,7 +122,7 @@ class ConfidencePart:
     wrong_hist: list[int]
     recorded: Optional[RecordedCalibration] = None
     scaled: Optional[Reliability] = None
-    """The same images after the run's temperature, when it recorded one."""
+    """The same images before the temperature training put inside the model, when it recorded one."""
 
 
 @dataclass

@@ -20,7 +20,7 @@ from edgecls.core.io import atomic_write_bytes, atomic_write_text
 from edgecls.core.rundir import RunDir
 from edgecls.data.scan import SUPPORTED
 from edgecls.report.heatmap import overlay, to_jpeg
-from edgecls.report.options import ExplainConfig
+from edgecls.core.config import ExplainConfig
 
 EXPLAIN_SIDE_PX = 480
 """Longer side of a written overlay: big enough to see what lit up, small enough to mail."""

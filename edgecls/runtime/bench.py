@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgecls.core.config import BenchConfig
+from edgecls.core.device_config import BenchConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.options import validate
 from edgecls.core.io import atomic_write_json, ensure_writable

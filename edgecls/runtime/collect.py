@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from edgecls.core.config import CollectConfig
+from edgecls.core.device_config import CollectConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.options import validate
 from edgecls.core.io import atomic_write_bytes

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import IO, Any, Optional
 
-from edgecls.core.config import LOG_MODES
+from edgecls.core.device_config import LOG_MODES
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import apply_default_mode
 from edgecls.runtime.sinks import FrameResult

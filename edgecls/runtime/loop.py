@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 
-from edgecls.core.config import CameraConfig
+from edgecls.core.device_config import CameraConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.options import validate
 from edgecls.core.io import atomic_write_json, ensure_writable

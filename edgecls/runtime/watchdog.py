@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any, Optional
 
-from edgecls.core.config import CameraConfig
+from edgecls.core.device_config import CameraConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.runtime.classifier import Classifier
 from edgecls.runtime.grabber import FrameGrabber, InlineReader

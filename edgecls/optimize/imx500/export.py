@@ -51,7 +51,7 @@ WORKER_TIMEOUT_S = 3600
 CONVERTER_TIMEOUT_S = 3600
 LOG_LINES_SHOWN = 1
 # Export options that belong to the .tflite path; --imx500 refuses them rather than ignore them.
-NOT_FOR_IMX500 = {"io": "uint8", "allow_float_fallback": False, "qat": False, "float_layers": "auto", "gptq": False,
+NOT_FOR_IMX500 = {"io": "uint8", "allow_float_fallback": False, "qat": False, "float_layers": "auto",
                   "parity": True, "repair": True}
 
 

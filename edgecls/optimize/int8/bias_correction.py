@@ -102,13 +102,13 @@ def _mean_inputs(model: Any, layers: list[Any], images: np.ndarray) -> list[np.n
     return [s / len(images) for s in sums]
 
 
-def _output_shift(layer: Any, mean_input: np.ndarray, keras: Any, rounded: Optional[np.ndarray] = None) -> np.ndarray:
+def _output_shift(layer: Any, mean_input: np.ndarray, keras: Any) -> np.ndarray:
     """Per-channel mean output shift of ``layer`` when its kernel is rounded, for the mean input.
 
     The layer is linear in its input before the bias and activation, so the mean over images of
     (rounded - float) output is the same difference applied to the mean input map (padding included)."""
     kernel = layer.get_weights()[0]
-    delta = (round_kernel(kernel, _channel_axes(layer, keras)) if rounded is None else rounded) - kernel
+    delta = round_kernel(kernel, _channel_axes(layer, keras)) - kernel
     if isinstance(layer, keras.layers.Dense):
         return (mean_input.reshape(-1, kernel.shape[0]) @ delta).reshape(-1, kernel.shape[-1]).mean(0)
     cfg = layer.get_config()
@@ -120,17 +120,13 @@ def _output_shift(layer: Any, mean_input: np.ndarray, keras: Any, rounded: Optio
     return out.reshape(-1, out.shape[-1]).mean(0)
 
 
-def correct_biases(model: Any, images: np.ndarray, rounded: Optional[dict[str, np.ndarray]] = None
-                   ) -> tuple[Any, dict[str, Any]]:
+def correct_biases(model: Any, images: np.ndarray) -> tuple[Any, dict[str, Any]]:
     """A flat copy of ``model`` whose biases cancel the mean shift of int8 weight rounding on ``images``.
-
-    ``rounded`` maps layer names to the kernels the converter will actually see (e.g. GPTQ's, already on
-    the grid); the shift is then measured from ``model``'s kernel to that one. Default: round to nearest.
 
     Use the copy only for conversion: its float outputs are (deliberately) shifted; parity still
     compares the int8 file with the original ``model``.
     """
-    flat, shifts = corrected_with_shifts(model, images, rounded)
+    flat, shifts = corrected_with_shifts(model, images)
     return flat, shift_summary(shifts, len(images))
 
 
@@ -142,8 +138,7 @@ def shift_summary(shifts: dict[str, np.ndarray], images: int) -> dict[str, Any]:
     return info
 
 
-def corrected_with_shifts(model: Any, images: np.ndarray, rounded: Optional[dict[str, np.ndarray]] = None
-                          ) -> tuple[Any, dict[str, np.ndarray]]:
+def corrected_with_shifts(model: Any, images: np.ndarray) -> tuple[Any, dict[str, np.ndarray]]:
     """:func:`correct_biases`, returning each corrected layer's shift instead of a summary:
     {layer name: the per-channel amount subtracted from its bias (BatchNorm beta, conv or dense bias)}.
 
@@ -160,7 +155,7 @@ def corrected_with_shifts(model: Any, images: np.ndarray, rounded: Optional[dict
     weighted = [_weighted_layer(flat, t) for t in targets]
     means = _mean_inputs(flat, weighted, images)
     for t, layer, mean_input in zip(targets, weighted, means):
-        shift = _output_shift(layer, mean_input, keras, (rounded or {}).get(layer.name))
+        shift = _output_shift(layer, mean_input, keras)
         target = flat.get_layer(t.name)
         if t.kind == "beta":  # the conv's shift, scaled as the BatchNorm scales it
             gamma = target.gamma.numpy() if target.scale else 1.0

@@ -1,4 +1,4 @@
-"""A classifier as one flat functional graph: what QAT, bias correction and GPTQ rewrite layer by layer."""
+"""A classifier as one flat functional graph: what QAT and bias correction rewrite layer by layer."""
 
 from __future__ import annotations
 

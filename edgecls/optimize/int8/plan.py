@@ -22,36 +22,19 @@ the stem on the original model, ``--no-repair`` stops after the first method.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from edgecls.core.config import ExportConfig
-from edgecls.core.errors import EdgeclsError
 from edgecls.optimize.int8.method import Method
-
-
-def parse_float_layers(value: str) -> Optional[list[str]]:
-    """'auto' -> None (the plan decides), 'none' -> [], 'a,b' -> ['a', 'b']."""
-    v = (value or "").strip()
-    if v.lower() == "auto":
-        return None
-    if v.lower() == "none":
-        return []
-    names = [n.strip() for n in v.split(",") if n.strip()]
-    if not names:
-        raise EdgeclsError(f"--float-layers takes auto, none or NAME,...; got {value!r}")
-    return names
 
 
 def method_classes() -> list[type[Method]]:
     """Every int8 method there is."""
     from edgecls.optimize.int8.bias_correction import BiasCorrected
     from edgecls.optimize.int8.float_search import FloatByEffect, FloatNamed
-    from edgecls.optimize.int8.gptq import GPTQ
     from edgecls.optimize.int8.ptq import PlainPTQ
     from edgecls.optimize.int8.qat import QAT
     from edgecls.optimize.int8.stem import StemFloat
 
-    return [PlainPTQ, BiasCorrected, StemFloat, FloatByEffect, FloatNamed, QAT, GPTQ]
+    return [PlainPTQ, BiasCorrected, StemFloat, FloatByEffect, FloatNamed, QAT]
 
 
 def summary_of(name: str) -> str:
@@ -63,24 +46,21 @@ def plan(cfg: ExportConfig) -> list[Method]:
     """The ordered methods of an int8 export made with ``cfg``."""
     from edgecls.optimize.int8.bias_correction import BiasCorrected
     from edgecls.optimize.int8.float_search import FloatByEffect, FloatNamed
-    from edgecls.optimize.int8.gptq import GPTQ
     from edgecls.optimize.int8.ptq import PlainPTQ
     from edgecls.optimize.int8.qat import QAT
     from edgecls.optimize.int8.stem import StemFloat
 
     qat = QAT(cfg.qat_epochs, cfg.qat_learning_rate)
-    names = parse_float_layers(cfg.float_layers)
+    names = cfg.float_layer_names()
     if cfg.qat:
         return [qat]
     if names:
         methods: list[Method] = [FloatNamed(names), qat]
     else:
         methods = [PlainPTQ()]
-        if cfg.gptq:
-            methods.append(GPTQ())
-        elif cfg.bias_correction:
+        if cfg.bias_correction:
             methods.append(BiasCorrected())
         if names is None:
-            methods += [StemFloat(on_corrected=cfg.bias_correction and not cfg.gptq), FloatByEffect()]
+            methods += [StemFloat(on_corrected=cfg.bias_correction), FloatByEffect()]
         methods.append(qat)
     return methods if cfg.repair and cfg.parity else methods[:1]
