@@ -131,8 +131,8 @@ class TrainConfig(Options):
     unknown_threshold: Optional[float] = opt(None, low=0.0, high=1.0, metavar="P")
     """Top-1 probability under which a frame is "unknown", instead of the one --keep chooses (0: never unknown)."""
     negatives: Optional[str] = opt(None, metavar="DIR", path="dir")
-    """Photos that are none of the classes (empty scenes, other objects): trained towards no confident answer and
-    used to choose the unknown threshold."""
+    """Photos that are none of the classes (empty scenes, other objects): trained towards no confident answer (a
+    uniform target); the run reports how many held-out negatives its unknown rule still accepts."""
 
     RENAMED = {"early_stopping_patience": "patience"}
 

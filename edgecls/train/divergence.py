@@ -30,9 +30,11 @@ def _bad(logs: Optional[dict], keys: tuple[str, ...]) -> Optional[tuple[str, flo
 
 
 class StopOnDivergence(keras.callbacks.Callback):
-    """Raise :class:`TrainingDiverged` at the first batch or epoch whose loss is not finite.
+    """Raise :class:`TrainingDiverged` at the end of the first epoch whose loss is not finite.
 
-    ``phase`` names the option to lower in the message."""
+    ``phase`` names the option to lower in the message. Checked per epoch, not per batch: reading
+    each batch's loss would make Keras hand every callback numpy logs, a device sync per batch that
+    cost more than the batch itself on cached features; a NaN in any batch makes the epoch's mean NaN."""
 
     def __init__(self, phase: str) -> None:
         super().__init__()
@@ -41,9 +43,6 @@ class StopOnDivergence(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
         self.epoch = epoch
-
-    def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
-        self._check(_bad(logs, ("loss",)))
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         self._check(_bad(logs, ("loss", "val_loss")))
