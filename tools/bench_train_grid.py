@@ -65,6 +65,7 @@ CONFIGS: dict[str, str] = {
     "ff0.35-fte8": "--fine-tune-fraction 0.35 --fine-tune-epochs 8",
     "ff0.35-fte15": "--fine-tune-fraction 0.35 --fine-tune-epochs 15",
     "ff0.5-fte8": "--fine-tune-fraction 0.5 --fine-tune-epochs 8",
+    "ff1.0-fte8": "--fine-tune-fraction 1.0 --fine-tune-epochs 8",  # no cut: fine-tunes on the images
     "ff0.5-fte15": "--fine-tune-fraction 0.5 --fine-tune-epochs 15",
     # fine-tune learning rate
     "ftlr3e-5": "--fine-tune-learning-rate 3e-5",
@@ -72,6 +73,8 @@ CONFIGS: dict[str, str] = {
     "ff0.35-fte8-ftlr3e-5": "--fine-tune-fraction 0.35 --fine-tune-epochs 8 --fine-tune-learning-rate 3e-5",
     "ff0.35-fte8-ftlr3e-4": "--fine-tune-fraction 0.35 --fine-tune-epochs 8 --fine-tune-learning-rate 3e-4",
     "ff0.5-fte15-ftlr3e-5": "--fine-tune-fraction 0.5 --fine-tune-epochs 15 --fine-tune-learning-rate 3e-5",
+    "ff0.35-fte15-ftlr3e-5": "--fine-tune-fraction 0.35 --fine-tune-epochs 15 --fine-tune-learning-rate 3e-5",
+    "ff0.2-fte8-ftlr3e-4": "--fine-tune-fraction 0.2 --fine-tune-epochs 8 --fine-tune-learning-rate 3e-4",
     # input size (the 160 weights file loads at 224)
     "s224": "--size 224",
     # augmentation: cached views vs on-the-fly
