@@ -283,8 +283,9 @@ def run_edgecls(data: Path, out: Path, weights: str, holdout: Path, extra: list[
         raise SystemExit(f"edgecls train failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     m = json.loads((out / "metrics.json").read_text())
     rows = json.loads((out / "history.json").read_text())["epochs"]
+    size = json.loads((out / "config.json").read_text())["train"]["size"]  # an `--size` in `extra` wins over SIZE_PX
     score = _result(subprocess.run([sys.executable, "-c", SCORE_SCRIPT, str(out / "model.keras"), str(holdout),
-                                    str(SIZE_PX), str(out / "labels.txt")], capture_output=True, text=True, env=_env()),
+                                    str(size), str(out / "labels.txt")], capture_output=True, text=True, env=_env()),
                     "scoring the edgecls model")
     return {"wall_s": round(wall, 1), "test_accuracy": m["test_accuracy"], "n_test": m["n_test"], **score,
             "epochs_run": {p: sum(1 for r in rows if r["phase"] == p) for p in ("head", "fine_tune")},
