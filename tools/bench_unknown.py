@@ -7,9 +7,9 @@ pretrained MobileNetV2 1.0 @ 160) side by side on the same photos:
 
 - ``plain``: ``--no-calibrate``, no negatives: a plain max-softmax threshold;
 - ``calibrated``: the default (temperature scaling), no negatives;
-- ``negatives``: the default with ``--negatives`` (outlier exposure: uniform targets);
-- ``none-class``: the negatives as one more class folder ("none of these"), calibrated; its answer is unknown
-  when the top-1 is that class or scores under the threshold.
+- ``negatives``: the default with ``--negatives`` (the negatives trained as the class ``unknown``; a photo whose
+  top-1 is that class is unknown too);
+
 
 Negatives for training: photos of the other 5 CIFAR-10 classes and of a sharp set (``--negatives-set``).
 Unknowns for testing, never trained on: other photos of those 5 CIFAR-10 classes (*near*: same source,
@@ -39,8 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 PRETRAINED = REPO / ".." / "shared" / "pretrained" / "mobilenet_v2_1.0_160_no_top.h5"
-VARIANTS = ("plain", "calibrated", "negatives", "none-class")
-NONE_CLASS = "zz_none_of_these"
+VARIANTS = ("plain", "calibrated", "negatives")
 
 
 def _copy(files: list[Path], dest: Path) -> None:
@@ -58,7 +57,7 @@ def prepare(seed: int, work: Path, cache: Path, negatives_set: str, far_set: str
     from photo_sets import draw_photo_set
 
     where = work / f"cifar10-{seed}"
-    paths = {k: where / k for k in ("data", "holdout", "negatives", "near", "far", "data_none")}
+    paths = {k: where / k for k in ("data", "holdout", "negatives", "near", "far")}
     if paths["far"].is_dir():
         return paths
     made = draw_photo_set(cache / "cifar10", paths["data"], paths["holdout"], seed=seed, holdout_per_class=200)
@@ -75,13 +74,6 @@ def prepare(seed: int, work: Path, cache: Path, negatives_set: str, far_set: str
     far = _photos(cache / far_set)
     rng.shuffle(far)
     _copy(far[:per_unknown], paths["far"])
-    # The none-class variant: the same data with the negatives as one more class folder, split like a class.
-    shutil.copytree(paths["data"], paths["data_none"])
-    negs = _photos(paths["negatives"])
-    rng.shuffle(negs)
-    n_val = n_test = len(negs) // 10
-    for split, chunk in (("val", negs[:n_val]), ("test", negs[n_val:n_val + n_test]), ("train", negs[n_val + n_test:])):
-        _copy(chunk, paths["data_none"] / split / NONE_CLASS)
     return paths
 
 
@@ -91,7 +83,7 @@ def train_variant(variant: str, paths: dict[str, Path], run: Path, seed: int, ke
 
     if (run / "model.keras").is_file():
         return
-    data = paths["data_none"] if variant == "none-class" else paths["data"]
+    data = paths["data"]
     extra = {"negatives": str(paths["negatives"])} if variant == "negatives" else {}
     train(TrainConfig(data=str(data), out=str(run), size=160, weights=str(PRETRAINED), seed=seed, keep=keep,
                       calibrate=variant != "plain", **extra), verbose=0)
@@ -167,7 +159,7 @@ def measure(variant: str, run: Path, paths: dict[str, Path]) -> dict:
     p_in = np.asarray(model.predict(x.astype(np.float32), batch_size=64, verbose=0), np.float32)
     x_near, x_far = _images(paths["near"]), _images(paths["far"])
     near, far = _scores(model, x_near), _scores(model, x_far)
-    none = labels.index(NONE_CLASS) if NONE_CLASS in labels else None
+    none = m["unknown"].get("class_index")  # the unknown class of a run trained with negatives
 
     def answered(p):
         ok = p.max(axis=1) >= threshold
@@ -182,6 +174,7 @@ def measure(variant: str, run: Path, paths: dict[str, Path]) -> dict:
     s_in, s_near, s_far = known_score(p_in), known_score(near), known_score(far)
     return {"variant": variant, "classes": classes, "threshold": threshold, "n_in": int(len(y)),
             "accuracy": round(float(right.mean()), 4), "correct_kept": round(float(acc_in[right].mean()), 4),
+            "in_answered": round(float(acc_in.mean()), 4),
             "accuracy_accepted": round(float(right[acc_in].mean()), 4) if acc_in.any() else None,
             "near_accepted": round(float(answered(near).mean()), 4), "far_accepted": round(float(answered(far).mean()), 4),
             "auroc_near": round(_auroc(s_in, s_near), 4), "auroc_far": round(_auroc(s_in, s_far), 4),

@@ -79,8 +79,8 @@ def check(data_dir: Path, json_path: Path | None, no_decode: bool, labels_csv: P
         from edgecls.data.negatives import scan_negatives
 
         kept, skipped = scan_negatives(negatives, report, decode=not no_decode)
-        click.echo(f"negatives: {len(kept)} usable photos in {negatives} (none of the classes; trained towards no "
-                   f"confident answer); skipped {len(skipped)}")
+        click.echo(f"negatives: {len(kept)} usable photos in {negatives} (none of the classes; trained as the class "
+                   f"'unknown'); skipped {len(skipped)}")
         for path, reason in skipped:
             click.echo(f"  {path}: {reason}")
     click.echo(f"OK: {report.n_usable} usable images in {len(report.classes)} classes "

@@ -77,7 +77,7 @@ class TrainConfig(Options):
     """Global batch size (split over replicas)."""
     epochs: int = opt(20, low=1, high=MAX_EPOCHS)
     """Epochs of head training on the frozen backbone (the new head needs at least one). Cheap on cached features."""
-    fine_tune_epochs: int = opt(4, low=0, high=MAX_EPOCHS)
+    fine_tune_epochs: int = opt(15, low=0, high=MAX_EPOCHS)
     """Epochs of fine-tuning with the top of the backbone unfrozen (0 skips it; on features cached at the cut
     with the head cache)."""
     fine_tune_fraction: float = opt(0.08, low=0.0, high=1.0, low_open=True)
@@ -129,10 +129,10 @@ class TrainConfig(Options):
     """The unknown rule keeps this share of the correct answers on the validation split: frames scoring under the
     threshold that does so are "unknown"."""
     unknown_threshold: Optional[float] = opt(None, low=0.0, high=1.0, metavar="P")
-    """Top-1 probability under which a frame is "unknown", instead of the one --keep chooses (0: never unknown)."""
+    """Top-1 probability under which a frame is "unknown", instead of the one --keep chooses (0: no threshold)."""
     negatives: Optional[str] = opt(None, metavar="DIR", path="dir")
-    """Photos that are none of the classes (empty scenes, other objects): trained towards no confident answer (a
-    uniform target); the run reports how many held-out negatives its unknown rule still accepts."""
+    """Photos that are none of the classes (empty scenes, other objects): trained as one more class, 'unknown', whose
+    frames answer "unknown"; the run reports how many held-out negatives it still accepts."""
 
     RENAMED = {"early_stopping_patience": "patience"}
 

@@ -35,7 +35,8 @@ class CameraConfig(Options):
     """Scores under this are not listed in the top-k."""
     unknown_threshold: Optional[float] = opt(None, low=0.0, high=1.0, metavar="P")
     """A frame whose top-1 score is under this answers --unknown-label (default: the model's own threshold,
-    chosen by training; 0: never)."""
+    chosen by training; 0: no threshold). A model trained with negatives also answers it when its top-1 is
+    its 'unknown' class."""
     unknown_label: str = "unknown"
     """The answer when the unknown rule rejects a frame (JSONL, /status, MQTT, the overlay)."""
     smoothing: float = opt(0.0, low=0.0, high=1.0, high_open=True)

@@ -30,6 +30,7 @@ from typing import Any, Optional
 from edgecls.core.config import TrainConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import atomic_write_json, atomic_write_text, read_json
+from edgecls.core.unknown import UNKNOWN_CLASS
 
 REPORT_HTML = "report.html"  # also looked for beside a model by the camera's web view
 
@@ -155,7 +156,10 @@ class RunDir:
         labels.txt would otherwise rename every class of everything exported from the run."""
         labels = read_labels(self.labels_txt)
         if self.split_json.is_file():
-            classes = read_json(self.split_json).get("classes")
+            split = read_json(self.split_json)
+            classes = split.get("classes")
+            if classes and split.get("negatives"):  # the unknown class the negatives trained, last
+                classes = [*classes, UNKNOWN_CLASS]
             if classes and list(classes) != labels:
                 raise EdgeclsError(
                     f"{self.labels_txt} does not match the classes this run was trained on ({', '.join(classes)}, "

@@ -7,7 +7,10 @@ TFLite metadata, which MediaPipe Tasks and the Task Library apply) and into ``ed
 with the model, which this runtime reads: a ``.tflite`` copied alone still says "unknown".
 
 The score is the calibrated maximum probability: the model's own output, so every runtime can apply
-the same rule (BENCHMARKS.md, "unknown photos", measures it against alternatives). Pure numpy.
+the same rule. A run trained with negatives (photos that are none of the classes) has one more class,
+named ``unknown`` (:data:`UNKNOWN_CLASS`), and a frame whose top-1 is that class is unknown too: on
+held-out photos of things never trained on, that accepted a third as many as a threshold alone, where
+training the negatives towards a uniform target barely helped (BENCHMARKS.md, "Unknown photos"). Pure numpy.
 """
 
 from __future__ import annotations
@@ -21,24 +24,31 @@ import numpy as np
 RULE_FILE = "edgecls.json"
 """The file packed with the model's metadata that carries the rule (and the temperature, for the record)."""
 DEFAULT_LABEL = "unknown"
+UNKNOWN_CLASS = DEFAULT_LABEL
+"""The name of the class a run trained with negatives adds after its own classes (labels.txt's last line)."""
 DECISION_MARGIN = 0.05
 """verify: a frame whose top-1 score is within this of the threshold may land on either side on another runtime."""
 
 
 @dataclass(frozen=True)
 class UnknownRule:
-    """Reject when the top-1 probability is below ``threshold`` (0: never)."""
+    """Reject when the top-1 probability is below ``threshold`` (0: no threshold), or when the top-1 is the
+    model's own unknown class (``class_index``, a model trained with negatives)."""
 
     threshold: float
     label: str = DEFAULT_LABEL
+    class_index: Optional[int] = None
 
     def rejects(self, probs: np.ndarray) -> bool:
-        return bool(self.threshold > 0 and float(np.max(probs)) < self.threshold)
+        return bool(self.rejects_rows(np.asarray(probs, np.float32).reshape(1, -1))[0])
 
     def rejects_rows(self, probs: np.ndarray) -> np.ndarray:
         """Per row of ``probs`` [N, C]: rejected."""
         p = np.asarray(probs, np.float32)
-        return (p.max(axis=1) < self.threshold) if self.threshold > 0 else np.zeros(len(p), bool)
+        out = (p.max(axis=1) < self.threshold) if self.threshold > 0 else np.zeros(len(p), bool)
+        if self.class_index is not None and len(p):
+            out |= p.argmax(axis=1) == self.class_index
+        return out
 
 
 def threshold_for_keep(probs: np.ndarray, y: np.ndarray, keep: float) -> float:
@@ -54,11 +64,18 @@ def threshold_for_keep(probs: np.ndarray, y: np.ndarray, keep: float) -> float:
 
 
 def rule_file(threshold: float, *, keep: Optional[float], temperature: Optional[float],
-              chosen_on: str) -> bytes:
+              chosen_on: str, class_index: Optional[int] = None) -> bytes:
     """The JSON packed with a model: its unknown rule and how it was chosen."""
     return json.dumps({"unknown": {"rule": "max_probability", "threshold": round(float(threshold), 6), "keep": keep,
-                                   "chosen_on": chosen_on},
+                                   "chosen_on": chosen_on, "class_index": class_index},
                        "temperature": temperature}, indent=1).encode("utf-8")
+
+
+def packed_rule(record: dict[str, Any]) -> tuple[Optional[float], Optional[int]]:
+    """(threshold, unknown class index) of a rule file's ``unknown`` entry; None for what is missing or absurd."""
+    value, index = record.get("threshold"), record.get("class_index")
+    threshold = float(value) if isinstance(value, (int, float)) and 0.0 <= value <= 1.0 else None
+    return threshold, (index if isinstance(index, int) and not isinstance(index, bool) and index >= 0 else None)
 
 
 def read_rule_file(data: bytes) -> dict[str, Any]:

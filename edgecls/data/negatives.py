@@ -1,15 +1,18 @@
 """Negatives: photos that are none of the classes (an empty perch, a glove on the belt, the neighbour's cat).
 
-``edgecls train DATA --negatives DIR`` trains with them as an explicit outlier set (outlier
-exposure, Hendrycks et al. 2019): their target is the uniform distribution over the classes, so the
-model learns to give them no confident answer and the unknown rule's threshold separates them. The
-folder is any images at any depth; they pass the same acceptance rule as the classes' images
-(:mod:`edgecls.data.scan`) and are split train/val/test like a class, seeded, and kept in
+``edgecls train DATA --negatives DIR`` trains them as one more class, ``unknown``
+(:data:`edgecls.core.unknown.UNKNOWN_CLASS`, labels.txt's last line), and a frame whose top-1 is that
+class answers "unknown" like one under the threshold. Measured against training them towards a
+uniform target (outlier exposure) on the same photos, the class let through a third as many photos
+of things never trained on, at the same share of correct answers kept (BENCHMARKS.md, "Unknown
+photos"). The folder is any images at any depth; they pass the same acceptance rule as the classes'
+images (:mod:`edgecls.data.scan`) and are split train/val/test like a class, seeded, and kept in
 ``split.json`` under ``negatives`` (absolute paths: they live outside DATA). In a pipeline a negative
-carries the label index ``n_classes``, one past the last class.
+carries the unknown class's label index, one past the last class.
 
 Refused with one line each: an empty folder, a folder that is (or is inside, or holds) DATA or one of
-its class folders, and photos that are also in DATA (by content: a copy is the same photo).
+its class folders, photos that are also in DATA (by content: a copy is the same photo), and a class
+already named ``unknown``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecls.core.errors import EdgeclsError
+from edgecls.core.unknown import UNKNOWN_CLASS
 from edgecls.data.scan import SPLIT_NAMES, ScanReport, _check_files, _hidden
 
 
@@ -45,6 +49,9 @@ def scan_negatives(folder: str | Path, data: ScanReport, *, decode: bool = True
         raise EdgeclsError(f"negatives folder not found: {folder}")
     if folder == root or root in folder.parents or folder in root.parents:
         raise EdgeclsError(f"--negatives {folder} overlaps the image folder {root}; give a folder of its own")
+    if UNKNOWN_CLASS in data.classes:
+        raise EdgeclsError(f"{root} has a class named {UNKNOWN_CLASS!r}, the name --negatives gives the photos that are "
+                           "none of the classes: rename that class folder, or move its photos into the negatives")
     if folder.name in data.classes:
         raise EdgeclsError(f"--negatives {folder} is named like the class {folder.name!r} of {root}; negatives are "
                            "none of the classes: rename the folder or choose another")
@@ -71,9 +78,25 @@ def split_negatives(paths: list[str], *, val_fraction: float, test_fraction: flo
     return {"val": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
 
 
-def negative_items(negatives: dict[str, list[str]], split: str, n_classes: int) -> list[tuple[str, int]]:
-    """A split's negatives as pipeline items: (absolute path, ``n_classes``)."""
-    return [(p, n_classes) for p in (negatives or {}).get(split, [])]
+def negative_items(negatives: dict[str, list[str]], split: str, index: int) -> list[tuple[str, int]]:
+    """A split's negatives as pipeline items: (absolute path, ``index``, the unknown class's)."""
+    return [(p, index) for p in (negatives or {}).get(split, [])]
+
+
+def model_labels(classes: list[str], split: dict[str, Any]) -> list[str]:
+    """The model's classes: the data's, then ``unknown`` when the run has negatives."""
+    return list(classes) + ([UNKNOWN_CLASS] if split.get("negatives") else [])
+
+
+def unknown_index(labels: list[str], split: dict[str, Any]) -> int | None:
+    """The unknown class's index among ``labels`` (the model's classes), or None for a run without negatives."""
+    return len(labels) - 1 if split.get("negatives") else None
+
+
+def items_with_negatives(split: dict[str, Any], name: str, labels: list[str]) -> list[tuple[str, int]]:
+    """A split's class images and then its negatives (labelled with the unknown class) as pipeline items."""
+    index = unknown_index(labels, split)
+    return list(split.get(name) or []) + ([] if index is None else negative_items(split.get("negatives"), name, index))
 
 
 def describe(negatives: dict[str, Any]) -> dict[str, int]:

@@ -34,7 +34,7 @@ from edgecls.core.rundir import ExportFiles, RunDir, RunLock, write_labels
 from edgecls.optimize.gate import meets_aim
 from edgecls.optimize.transaction import ExportTransaction, lock_name, recover
 
-# Measured (BENCHMARKS.md, ai-edge-litert + XNNPACK, 1 thread, 224 px).
+# Measured with ai-edge-litert + XNNPACK, 1 thread, 224 px, on a 2-core AVX2 machine.
 POOR_INT8_BACKBONES = {
     "mobilenet_v3_small": "MobileNetV3's hard-swish has no fast int8 kernel in XNNPACK: int8 measured 4.09 ms vs "
     "1.72 ms float32 (MobileNetV3Small 224, 1 thread); use --minimalistic, float16, or mobilenet_v2",
@@ -261,7 +261,7 @@ class _Export:
 
         t, rule = self.tcfg, self.unknown
         files = {RULE_FILE: rule_file(rule["threshold"], keep=rule.get("keep"), temperature=self.temperature,
-                                      chosen_on=rule.get("chosen", ""))} if rule else {}
+                                      chosen_on=rule.get("chosen", ""), class_index=rule.get("class_index"))} if rule else {}
         try:
             return add_image_classifier_metadata(
                 tflite, self.labels, name=f"edgecls {t.backbone} {self.cfg.mode}",

@@ -153,6 +153,7 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
 
     from edgecls import data
     from edgecls.core.keras import keras, tf  # before tfmot: it must bind to tf_keras
+    from edgecls.data.negatives import items_with_negatives, unknown_index
     from edgecls.train.calibration import refit, temperature_of
     from edgecls.train.divergence import StopOnDivergence
     from edgecls.train.model_io import load_model, save_model
@@ -161,6 +162,8 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
     started = time.perf_counter()
     tcfg = run.train_config()
     root, split = data.load_split(run)
+    labels = run.read_labels()
+    train_items = items_with_negatives(split, "train", labels)  # the unknown class keeps its training too
     if not split.get("train"):
         raise EdgeclsError(f"{run.split_json} has no training images to fine-tune on")
     eval_split = "test" if split.get("test") else "val"
@@ -174,7 +177,7 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
     trainable_before = {id(layer): layer.trainable for layer in _all_layers(model)}
     nested_trainable = {id(layer): layer.trainable for layer in model.layers}
 
-    n_train = len(split["train"])
+    n_train = len(train_items)
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     ramp_steps = max(1, int(total_steps * RAMP_FRACTION))
@@ -211,10 +214,10 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
         metrics=["accuracy"],
     )
     # The run's own imbalance remedy, as training used it.
-    class_weight = (data.class_weights([lbl for _, lbl in split["train"]], n_classes)
+    class_weight = (data.class_weights([lbl for _, lbl in train_items], n_classes)
                     if tcfg.balance == "weights" else None)
     train_ds = data.build_dataset(
-        root, split["train"], image_size=size, batch_size=cfg.batch_size, training=True, seed=tcfg.seed,
+        root, train_items, image_size=size, batch_size=cfg.batch_size, training=True, seed=tcfg.seed,
         cache="auto", oversample=tcfg.balance == "oversample",
     ).map(lambda x, y: (x, tf.one_hot(y, n_classes)))
     try:
@@ -234,12 +237,13 @@ def prune_run(cfg: PruneConfig) -> dict[str, Any]:
     for layer in final.layers:
         layer.trainable = nested_trainable.get(id(layer), layer.trainable)
 
-    calibration = unknown = None
+    calibration, unknown = None, run.unknown_rule()  # uncalibrated: the trained model's rule stands
     if temperature_of(model) is not None and split.get("val"):
         # The fine-tune moved the weights under the run's temperature: fit it again on val, so the pruned
         # model's scores (and its unknown threshold) mean what the trained model's did.
         val = data.load_images(root, split["val"], size)
-        final, calibration, unknown = refit(final, val, keep=tcfg.keep, threshold=tcfg.unknown_threshold)
+        final, calibration, unknown = refit(final, val, keep=tcfg.keep, threshold=tcfg.unknown_threshold,
+                                            unknown_class=unknown_index(labels, split))
     overall, per_layer = measure_sparsity(final)
     acc_after = accuracy(final, eval_x, eval_y) if eval_x is not None else None
     gzip_after = gzip_weights_bytes(final)

@@ -49,17 +49,17 @@ def labels_from_metadata(model_bytes: bytes) -> Optional[list[str]]:
     return labels or None
 
 
-def _packed_threshold(model_bytes: bytes) -> Optional[float]:
-    """The unknown threshold in the ``edgecls.json`` export packs with the model, or None."""
-    from edgecls.core.unknown import RULE_FILE, read_rule_file
+def _packed_rule(model_bytes: bytes) -> tuple[Optional[float], Optional[int]]:
+    """(threshold, unknown class index) of the ``edgecls.json`` export packs with the model; None for each it lacks."""
+    from edgecls.core.unknown import RULE_FILE, packed_rule, read_rule_file
 
     try:
         with zipfile.ZipFile(io.BytesIO(model_bytes)) as z:
             data = z.read(RULE_FILE) if RULE_FILE in z.namelist() else b""
     except (zipfile.BadZipFile, OSError, KeyError):
-        return None
-    value = (read_rule_file(data).get("unknown") or {}).get("threshold")
-    return float(value) if isinstance(value, (int, float)) and 0.0 <= value <= 1.0 else None
+        return None, None
+    record = read_rule_file(data).get("unknown")
+    return packed_rule(record) if isinstance(record, dict) else (None, None)
 
 
 LABELS_SHOWN = 6  # names quoted per side in a conflict message; the first difference is always named
@@ -160,8 +160,11 @@ class Classifier:
         self.num_classes = int(self._out["shape"][-1])
         model_bytes = self.model_path.read_bytes()
         self.labels, self.labels_source = self._resolve_labels(labels, model_bytes)
-        self.unknown_threshold = _packed_threshold(model_bytes)
-        """The unknown rule's threshold packed with the model by export (None: the model has no rule)."""
+        self.unknown_threshold, self.unknown_class = _packed_rule(model_bytes)
+        """The unknown rule packed with the model by export: its threshold (None: the model has no rule) and
+        the index of its unknown class (None: trained without negatives)."""
+        if self.unknown_class is not None and self.unknown_class >= self.num_classes:
+            self.unknown_class = None
         if len(self.labels) != self.num_classes:
             raise EdgeclsError(
                 f"{len(self.labels)} labels ({self.labels_source}) but the model has {self.num_classes} outputs; "

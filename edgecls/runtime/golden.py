@@ -100,6 +100,7 @@ def write_golden_set(
         "threads": threads,
         # The unknown rule packed with the model: the host's decisions, which the device must reproduce.
         "unknown_threshold": clf.unknown_threshold,
+        "unknown_class": clf.unknown_class,
     }
     buf = io.BytesIO()
     np.savez_compressed(buf, images=images, raw=raw, probabilities=probs, labels=y, meta=np.array(json.dumps(meta)))
@@ -189,7 +190,7 @@ def verify_model(
     if report["flipped_clear"]:
         failures.append(f"{report['flipped_clear']} prediction(s) the host made with a clear margin "
                         f"(>= {report['margin']:g}) changed on this runtime")
-    report.update(_unknown_decisions(host, probs, meta.get("unknown_threshold")))
+    report.update(_unknown_decisions(host, probs, meta.get("unknown_threshold"), meta.get("unknown_class")))
     if report["unknown_changed_clear"]:
         failures.append(f"{report['unknown_changed_clear']} unknown/known decision(s) the host made with a top-1 "
                         f"score >= {DECISION_MARGIN:g} from the threshold changed on this runtime")
@@ -198,16 +199,22 @@ def verify_model(
     return report
 
 
-def _unknown_decisions(host: np.ndarray, device: np.ndarray, threshold: Optional[float]) -> dict[str, Any]:
+def _unknown_decisions(host: np.ndarray, device: np.ndarray, threshold: Optional[float],
+                       unknown_class: Optional[int] = None) -> dict[str, Any]:
     """Whether the device answers "unknown" where the host did: a score within DECISION_MARGIN of the threshold
-    may land on either side of it on another runtime; one farther away may not."""
-    if not threshold:
+    may land on either side of it on another runtime, and so may a top-1 that is the unknown class by less than
+    the clear margin; one farther away may not."""
+    if not threshold and unknown_class is None:
         return {"unknown_threshold": None, "unknown_host": 0, "unknown_changed": 0, "unknown_changed_clear": 0}
-    rule = UnknownRule(float(threshold))
+    threshold = float(threshold or 0.0)
+    rule = UnknownRule(threshold, class_index=unknown_class)
     on_host, on_device = rule.rejects_rows(host), rule.rejects_rows(device)
     changed = on_host != on_device
-    clear = np.abs(host.max(axis=1) - threshold) >= DECISION_MARGIN
-    return {"unknown_threshold": float(threshold), "unknown_host": int(on_host.sum()),
+    clear = np.abs(host.max(axis=1) - threshold) >= DECISION_MARGIN if threshold else np.ones(len(host), bool)
+    if unknown_class is not None:
+        top2 = np.sort(host, axis=1)[:, -2:] if host.shape[1] > 1 else np.zeros((len(host), 2))
+        clear &= (top2[:, 1] - top2[:, 0]) >= CLEAR_MARGIN
+    return {"unknown_threshold": threshold, "unknown_class": unknown_class, "unknown_host": int(on_host.sum()),
             "unknown_changed": int(changed.sum()), "unknown_changed_clear": int((changed & clear).sum())}
 
 
@@ -222,8 +229,10 @@ def format_verify(r: dict[str, Any]) -> str:
         f">= {r['margin']:g}; largest host-margin shift {r.get('max_margin_shift', 0.0):.3f})",
         f"  result         : {'PASSED' if r['passed'] else 'FAILED: ' + str(r['failure'])}",
     ]
-    if r.get("unknown_threshold"):
-        lines.insert(-1, f"  unknown rule   : top-1 < {r['unknown_threshold']:.3f}: {r['unknown_host']} unknown on the host, "
+    if r.get("unknown_threshold") or r.get("unknown_class") is not None:
+        rule = " or ".join(([f"top-1 < {r['unknown_threshold']:.3f}"] if r.get("unknown_threshold") else [])
+                           + ([f"top-1 is class {r['unknown_class']}"] if r.get("unknown_class") is not None else []))
+        lines.insert(-1, f"  unknown rule   : {rule}: {r['unknown_host']} unknown on the host, "
                          f"{r['unknown_changed']} decision(s) changed ({r['unknown_changed_clear']} clear)")
     if r.get("flipped_images"):
         pairs = [f"#{i} ({m:.3f})" for i, m in zip(r["flipped_images"], r["host_margin_of_flipped"])]

@@ -204,6 +204,7 @@ class SensorClassifier:
         self.labels, self.labels_source = self._resolve_labels(labels, intrinsics_labels)
         self.unknown_threshold: Optional[float] = None
         """The sensor's package carries no unknown rule: ``--unknown-threshold`` sets one."""
+        self.unknown_class: Optional[int] = None
         if len(self.labels) != self.num_classes:
             raise EdgeclsError(f"{len(self.labels)} labels ({self.labels_source}) but the network on the sensor gives "
                                f"{self.num_classes} scores; pass the labels.txt of this export (--labels)")

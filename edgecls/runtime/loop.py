@@ -209,7 +209,7 @@ class _Loop:
         self.ages: collections.deque[float] = collections.deque(maxlen=AGE_WINDOW_FRAMES)
         self.smoother = ScoreSmoother(cfg.smoothing)
         threshold = cfg.unknown_threshold if cfg.unknown_threshold is not None else (clf.unknown_threshold or 0.0)
-        self.rule = UnknownRule(threshold, cfg.unknown_label)
+        self.rule = UnknownRule(threshold, cfg.unknown_label, clf.unknown_class)
         self.sinks: list[Sink] = []
         self.window: Optional[WindowSink] = None
         self.shown_fps = 0.0

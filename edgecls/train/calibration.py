@@ -166,11 +166,12 @@ def temperature_of(model: Any) -> Optional[float]:
     return 1.0 / float(layer.scale)
 
 
-def refit(model: Any, val: tuple[np.ndarray, np.ndarray], *, keep: float,
-          threshold: Optional[float] = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+def refit(model: Any, val: tuple[np.ndarray, np.ndarray], *, keep: float, threshold: Optional[float] = None,
+          unknown_class: Optional[int] = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """A calibrated ``model`` (after a fine-tune that moved its weights: pruning) calibrated again on ``val``
     (uint8 images, labels): its temperature times the one fitted now, and the unknown threshold chosen again
-    (unless ``threshold`` is fixed). Returns (model, calibration record, unknown record)."""
+    (unless ``threshold`` is fixed); ``unknown_class`` is carried into the rule. Returns (model, calibration
+    record, unknown record)."""
     from edgecls.core.unknown import threshold_for_keep
 
     x, y = val
@@ -183,6 +184,6 @@ def refit(model: Any, val: tuple[np.ndarray, np.ndarray], *, keep: float,
     record = {"temperature": round(total, 6), "refitted_by": round(extra, 6), "fitted_on": "val",
               "ece_before": round(ece(probs, y), 5), "ece_after": round(ece(p, y), 5), "evaluated_on": "val",
               "bins": ECE_BINS}
-    unknown = {"rule": "max_probability", "threshold": round(float(chosen), 6), "keep": keep,
+    unknown = {"rule": "max_probability", "threshold": round(float(chosen), 6), "class_index": unknown_class, "keep": keep,
                "chosen": "--unknown-threshold" if threshold is not None else f"keep {keep:g} on val", "calibrated": True}
     return calibrated, record, unknown

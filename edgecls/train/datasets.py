@@ -1,9 +1,8 @@
 """The tf.data pipelines a training run reads: train, val and test batches with their target distributions.
 
 Targets are one-hot because CategoricalCrossentropy is the loss that supports label smoothing; a
-negative (:mod:`edgecls.data.negatives`, label index ``n_classes``) has the uniform distribution as
-its target, so the model learns to give it no confident answer. The pipelines start from lists of
-paths, not files per worker, so a cluster shards them by element.
+negative (:mod:`edgecls.data.negatives`) is one more class, ``unknown``, the last of ``n_classes``.
+The pipelines start from lists of paths, not files per worker, so a cluster shards them by element.
 """
 
 from __future__ import annotations
@@ -21,17 +20,14 @@ SPLITS = ("train", "val", "test")
 
 
 def targets(y: Any, n_classes: int) -> Any:
-    """Label indices -> target distributions: one-hot for a class, uniform for a negative (index ``n_classes``)."""
-    negative = tf.cast(tf.equal(y, n_classes), tf.float32)[..., None]
-    return tf.one_hot(y, n_classes) + negative / float(n_classes)
+    """Label indices -> one-hot target distributions."""
+    return tf.one_hot(y, n_classes)
 
 
-def labels_of(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """Target distributions (or indices) -> label indices, a uniform row (a negative) -> ``n_classes``."""
+def labels_of(y: np.ndarray) -> np.ndarray:
+    """One-hot targets (or indices) -> label indices."""
     y = np.asarray(y)
-    if y.ndim != 2:
-        return y.astype(np.int64)
-    return np.where(np.ptp(y, axis=-1) == 0, n_classes, y.argmax(axis=-1)).astype(np.int64)
+    return (y.argmax(axis=-1) if y.ndim == 2 else y).astype(np.int64)
 
 
 @dataclass
@@ -48,15 +44,17 @@ class Datasets:
     cache reads (it keeps every image's label beside its features and resamples itself)."""
 
 
-def build_datasets(cfg: TrainConfig, root: Path, split: dict, n_classes: int, cache_root: Path, *,
+def build_datasets(cfg: TrainConfig, root: Path, split: dict, labels: list[str], cache_root: Path, *,
                    features: bool = False) -> Datasets:
-    """The run's pipelines over ``split`` (its negatives included); decoded images are cached under
-    ``cache_root`` as ``cfg.cache`` says."""
+    """The run's pipelines over ``split`` (its negatives included, as the unknown class of ``labels``);
+    decoded images are cached under ``cache_root`` as ``cfg.cache`` says."""
     from edgecls import data
-    from edgecls.data.negatives import negative_items
+    from edgecls.data.negatives import items_with_negatives
+
+    n_classes = len(labels)
 
     def items_of(name: str) -> list:
-        return list(split.get(name) or []) + negative_items(split.get("negatives"), name, n_classes)
+        return items_with_negatives(split, name, labels)
 
     def pipeline(items: list, name: str, training: bool, oversample: bool = False) -> Any:
         cache_dir = cache_root / name

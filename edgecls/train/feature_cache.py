@@ -148,7 +148,7 @@ def _run(extract, ds: "tf.data.Dataset") -> tuple[Optional[np.ndarray], np.ndarr
         if c is not None:
             cuts.append(np.asarray(c))
         y = np.asarray(y)
-        labels.append(labels_of(y, y.shape[-1]) if y.ndim == 2 else y)
+        labels.append(labels_of(y))
     return (np.concatenate(cuts) if cuts else None), np.concatenate(feats), np.concatenate(labels).astype(np.int64)
 
 

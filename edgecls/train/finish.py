@@ -31,7 +31,7 @@ def predict(model: Any, ds: Any, n_classes: int) -> tuple[np.ndarray, np.ndarray
     ys, ps = [], []
     for x, y in ds:
         ps.append(np.asarray(model(x, training=False), dtype=np.float32))
-        ys.append(labels_of(np.asarray(y), n_classes))
+        ys.append(labels_of(np.asarray(y)))
     if not ys:
         return np.zeros((0, n_classes), np.float32), np.zeros(0, np.int64)
     return np.concatenate(ps), np.concatenate(ys).astype(np.int64)
@@ -53,6 +53,8 @@ class Finished:
     policy: str
     replicas: int
     cfg: TrainConfig
+    unknown_class: Optional[int] = None
+    """The index of the unknown class the negatives trained (the last), or None for a run without negatives."""
     features: Optional[tuple[Any, Any]] = None
     """(feature cache, cut) when ``model`` is exactly the cache's backbone + the layers trained on it: val and
     test are then scored from their cached clean features instead of one more backbone pass."""
@@ -66,7 +68,8 @@ def finish_run(run: RunDir, data: Datasets, state: TrainState, done: Finished, t
     curves = plotter.submit(_timed, plot_learning_curves, list(state.rows), run.plots / "learning_curves.png")
     with timings.stage("evaluate"):
         val_all, held_all, from_features = _predict_splits(data, done)
-        (val_xy, neg_val), (held_xy, neg_test) = _apart(val_all, len(done.labels)), _apart(held_all, len(done.labels))
+        n_known = len(done.labels) - (1 if done.unknown_class is not None else 0)
+        (val_xy, neg_val), (held_xy, neg_test) = _apart(val_all, n_known), _apart(held_all, n_known)
         model, judged = _calibrated(done, val_xy, held_xy, (neg_val, neg_test))
         val = classification_metrics(val_xy[1], judged["val"], done.labels)
         test = classification_metrics(held_xy[1], judged["test"], done.labels) if data.test is not None else None
@@ -140,7 +143,7 @@ def _apart(scored: tuple[np.ndarray, np.ndarray], n_classes: int) -> tuple[tuple
 def _calibrated(done: Finished, val: tuple, held_out: tuple, negatives: tuple) -> tuple[Any, dict[str, Any]]:
     """The model to save (with the fitted temperature inside, unless --no-calibrate), the val and held-out
     probabilities it gives, its calibration record and its unknown rule (threshold chosen on val)."""
-    from edgecls.core.unknown import threshold_for_keep
+    from edgecls.core.unknown import UnknownRule, threshold_for_keep
     from edgecls.train.calibration import calibrate, reliability, scaled, with_temperature
 
     cfg, (p_val, y_val), (p_test, y_test) = done.cfg, val, held_out
@@ -154,9 +157,10 @@ def _calibrated(done: Finished, val: tuple, held_out: tuple, negatives: tuple) -
         neg_val, neg_test = scaled(neg_val, cal.temperature), scaled(neg_test, cal.temperature)
     threshold = (cfg.unknown_threshold if cfg.unknown_threshold is not None
                  else threshold_for_keep(p_val, y_val, cfg.keep))
-    accepted = p_test.max(axis=1) >= threshold
+    rule = UnknownRule(threshold, class_index=done.unknown_class)
+    accepted = ~rule.rejects_rows(p_test)
     right = p_test.argmax(axis=1) == y_test
-    unknown = {"rule": "max_probability", "threshold": round(float(threshold), 6),
+    unknown = {"rule": "max_probability", "threshold": round(float(threshold), 6), "class_index": done.unknown_class,
                "chosen": "--unknown-threshold" if cfg.unknown_threshold is not None else f"keep {cfg.keep:g} on val",
                "keep": cfg.keep, "calibrated": record is not None,
                "held_out_accepted": round(float(accepted.mean()), 4) if len(accepted) else None,
@@ -165,7 +169,7 @@ def _calibrated(done: Finished, val: tuple, held_out: tuple, negatives: tuple) -
     for name, neg in (("val", neg_val), ("test", neg_test)):
         if len(neg):  # what the rule does with photos that are none of the classes
             unknown[f"negatives_{name}"] = {"n": int(len(neg)),
-                                            "accepted": round(float((neg.max(axis=1) >= threshold).mean()), 4)}
+                                            "accepted": round(float((~rule.rejects_rows(neg)).mean()), 4)}
     return model, {"val": p_val, "test": p_test, "calibration": record, "unknown": unknown}
 
 

@@ -87,12 +87,13 @@ def _train(start: runfolder.Start, *, callbacks: Sequence[Any], verbose: int) ->
 def _source(start: runfolder.Start) -> tuple[Path, dict, list[str], Any]:
     """(image root, split, labels, scan): the run's own when resuming, else a new scan and split."""
     from edgecls import data
+    from edgecls.data.negatives import model_labels
 
     if start.run is not None:
         root, split = data.load_split(start.run)
         return root, split, start.run.read_labels(), None
     scan, split = runfolder.scan_and_split(start.cfg)
-    return Path(scan.root), split, list(scan.classes), scan
+    return Path(scan.root), split, model_labels(list(scan.classes), split), scan
 
 
 def _head_cache(cfg: TrainConfig, strategy: Any) -> str:
@@ -109,6 +110,7 @@ def _session(start: runfolder.Start, strategy: Any, source: tuple, timings: Timi
     """The model built (before the run's files exist: a weights file that does not fit leaves nothing behind),
     the run created or reopened, the cluster agreed, the datasets and class weights made."""
     from edgecls import data
+    from edgecls.data.negatives import items_with_negatives
     from edgecls.train.agree import KeepPrevious, agree, fingerprint
 
     cfg, (root, split, labels, scan) = start.cfg, source
@@ -124,10 +126,11 @@ def _session(start: runfolder.Start, strategy: Any, source: tuple, timings: Timi
         state = agree(strategy, run.checkpoints, state, resume=start.run is not None, task_name=task.name,
                       same=fingerprint(cfg, split))
         callbacks.append(KeepPrevious(run.checkpoints))
-    datasets = build_datasets(cfg, root, split, len(labels), run.path / "cache", features=state.head_cache == "features")
-    weights = data.class_weights([lbl for _, lbl in split["train"]], len(labels)) if cfg.balance == "weights" else None
+    datasets = build_datasets(cfg, root, split, labels, run.path / "cache", features=state.head_cache == "features")
+    train_items = items_with_negatives(split, "train", labels)
+    weights = data.class_weights([lbl for _, lbl in train_items], len(labels)) if cfg.balance == "weights" else None
     state.class_weights = {labels[i]: w for i, w in weights.items()} if weights else None
-    state.balance = data.balance_record(cfg.balance, weights, split["train"])
+    state.balance = data.balance_record(cfg.balance, weights, train_items)
     # Built when a phase first trains on the images: on cached features (the default) it is
     # never needed, and wrapping the classifier re-traces every backbone layer (1-3 s).
     trainer = functools.cache(lambda: make_trainer(classifier, augment=cfg.augment, seed=cfg.seed))
@@ -163,7 +166,8 @@ def _final_model(session: Session, chief_or_single: bool, labels: list[str], pol
     features = None
     if session.cache is not None and final is classifier and (session.cut is not None or session.cfg.fine_tune_epochs == 0):
         features = (session.cache, session.cut)
-    return Finished(final, labels, policy, replicas, session.cfg, features)
+    unknown_class = len(labels) - 1 if session.cfg.negatives else None  # the negatives' class, last
+    return Finished(final, labels, policy, replicas, session.cfg, unknown_class=unknown_class, features=features)
 
 
 def _close(session: Session, start: runfolder.Start, done: Optional[Finished]) -> RunDir:
@@ -230,4 +234,28 @@ def summary(run: RunDir) -> str:
         from edgecls.train.profile import summary_line
 
         lines.insert(len(lines) - 1, summary_line(m["timings"]))
+    gain = _next_gain(run, m)
+    if gain:
+        lines.insert(len(lines) - 1, f"better:  {gain}")
     return "\n".join(lines)
+
+
+def _next_gain(run: RunDir, m: dict) -> Optional[str]:
+    """The run's own answer to "what would raise accuracy" (:func:`edgecls.train.advice.next_gain`)."""
+    from collections import Counter
+
+    from edgecls.train.advice import next_gain
+
+    if not run.history_json.is_file():
+        return None
+    cfg = run.read_config().get("train", {})
+    split = read_json(run.split_json) if run.split_json.is_file() else {}
+    counts = Counter(int(label) for _, label in split.get("train", []))
+    classes = split.get("classes") or []
+    fewest = None
+    if counts and classes:
+        index, n = min(((i, counts.get(i, 0)) for i in range(len(classes))), key=lambda t: t[1])
+        fewest = (classes[index], n)
+    return next_gain(read_json(run.history_json).get("epochs", []), epochs=int(cfg.get("epochs", 0)),
+                     fine_tune_epochs=int(cfg.get("fine_tune_epochs", 0)),
+                     stage_seconds=(m.get("timings") or {}).get("stages_s", {}), fewest=fewest)

@@ -20,6 +20,7 @@ from edgecls.core.config import TrainConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.io import read_json
 from edgecls.core.rundir import LOCK_NAME, RunDir, RunLock, staging_path, swap_in
+from edgecls.data.negatives import model_labels
 from edgecls.data.split import split_warnings
 from edgecls.train import cluster
 from edgecls.train.checkpoint import LAST_WEIGHTS, read_checkpoint_state
@@ -67,7 +68,7 @@ def create_run(cfg: TrainConfig, folder: Path, scan: Any, split: dict) -> RunDir
 
     run = RunDir(folder)
     run.write_json(run.config_json, {"train": dataclasses.asdict(cfg), "edgecls_version": __version__})
-    run.write_labels(list(scan.classes))
+    run.write_labels(model_labels(list(scan.classes), split))
     data.save_split(run, scan, split, cfg.seed)
     return run
 

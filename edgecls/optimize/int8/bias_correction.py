@@ -6,7 +6,7 @@ cancel over the input's average, so every channel after a quantized conv is shif
 and the shifts add up through the network (Nagel et al., "Data-Free Quantization Through Weight
 Equalization and Bias Correction", 2019, section 4.2). On this toolkit's hard benchmark set the
 model with int8 weights (dynamic range) already disagreed with the float model on 5% of held-out
-images, and the correction took plain int8 from 0.887 to 0.967 agreement (BENCHMARKS.md, "int8 methods").
+images, and the correction took plain int8 from 0.887 to 0.967 agreement (BENCHMARKS.md, "Earlier int8 measurements that still hold").
 
 The correction runs on a copy of the float model before conversion: for every conv/dense layer,
 the mean output shift that rounding its kernel (as the converter will) causes on calibration

@@ -4,7 +4,7 @@ Export (:mod:`edgecls.optimize.export`) stages and gates each method's file in t
 first that passes the gate and meets the aim (clear-decision agreement >= 0.995, drop <= 0.5 point); a
 file that passes short of the aim is followed by the next cheap methods only (ptq, bias-corrected,
 stem-float), and the best that passed ships. When none passes it keeps the best as REJECTED. The order is cheapest and most
-often sufficient first (BENCHMARKS.md, "int8 methods", measured on every benchmark set):
+often sufficient first (BENCHMARKS.md, "int8 export", measured on every benchmark set):
 
 1. ``ptq`` — plain post-training quantization;
 2. ``bias-corrected`` — biases corrected for the mean shift int8 weight rounding causes (one

@@ -14,7 +14,7 @@ tfmot starts every activation range at -6..6 and moves it by a moving average wi
 (``quant_ops.MovingAvgQuantize``, no first-batch initialisation), so a short fine-tune of a few
 dozen steps never leaves -6..6: ReLU6 outputs lose half their resolution, linear bottlenecks and
 logits beyond +-6 are clipped, and the converted file disagreed with the float model on half the
-images (BENCHMARKS.md, before this was fixed). :func:`init_activation_ranges` therefore starts
+images (BENCHMARKS.md, "Earlier int8 measurements that still hold"). :func:`init_activation_ranges` therefore starts
 each range at the float model's own min/max on the calibration images (what post-training
 quantization would use), so QAT starts where PTQ is and the fine-tune only has to improve on it.
 The weight quantizers had the same -6..6 start (:func:`init_weight_ranges`): before the first

@@ -2,7 +2,7 @@
 
 The first conv's activated output holds the smooth feature maps the first depthwise conv takes
 differences of; rounded to 8 bits, those differences lose most of their resolution on blurry or
-low-contrast photos, while every later block rounds harmlessly (BENCHMARKS.md, "int8 methods").
+low-contrast photos, while every later block rounds harmlessly (BENCHMARKS.md, "int8 export").
 Kept float together, the tensor between them is never rounded. The cost is two float convs on
 the largest feature maps of the network: a few KB and a few percent of the latency.
 
