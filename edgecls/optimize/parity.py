@@ -62,13 +62,16 @@ def _float_reference(run: RunDir, model_path: Path, override: Optional[str]) -> 
 
 def check_data(data_dir: str, labels: list[str], labels_csv: Optional[str] = None, *,
                decode: bool = True) -> ScanReport:
-    """The scan of a ``--data`` image set whose classes are exactly the run's; else one clear error."""
+    """The scan of a ``--data`` image set whose classes are exactly the run's (the unknown class that negatives
+    trained may be left out); else one clear error."""
     from edgecls import data
+    from edgecls.core.unknown import UNKNOWN_CLASS
 
     scan = (data.scan_labels_csv(data_dir, labels_csv, decode=decode) if labels_csv
             else data.scan_dataset(data_dir, decode=decode))
     unknown = sorted(set(scan.classes) - set(labels))
-    missing = sorted(set(labels) - set(scan.classes))
+    optional = {UNKNOWN_CLASS} if labels and labels[-1] == UNKNOWN_CLASS else set()
+    missing = sorted(set(labels) - set(scan.classes) - optional)
     if unknown or missing:
         parts = []
         if unknown:
@@ -106,8 +109,10 @@ def _images(run: RunDir, data_dir: Optional[str], labels: list[str], size: int,
         root, split = data.load_split(run)
         # Every held-out image (test and val; never a training image, which calibration draws
         # from): the Wilson interval of 0.99 agreement on 48 images is 0.89-1.0, on 300 0.97-1.0.
+        from edgecls.data.negatives import items_with_negatives
+
         names = [n for n in HELD_OUT_SPLITS if split.get(n)]
-        items = [it for n in names for it in split[n]]
+        items = [it for n in names for it in items_with_negatives(split, n, labels)]  # negatives: the unknown class
         if not items:
             raise EdgeclsError(f"{run.split_json} has no test or validation images; pass --data DIR")
         x, y = data.load_images(root, items, size)
