@@ -274,3 +274,15 @@ def test_verify_holds_a_device_to_the_hosts_unknown_class_decisions():
     # with a threshold as well, a top-1 far above it that moves to the unknown class still counts
     both = _unknown_decisions(host, device, 0.3, unknown_class=2)
     assert both["unknown_changed_clear"] == 2 and both["unknown_class"] == 2
+
+
+def test_a_gate_folder_may_leave_out_the_unknown_class_but_no_other(folders):
+    from edgecls.core.errors import EdgeclsError
+    from edgecls.optimize.parity import check_data
+
+    t = folders.resolve()
+    assert check_data(f"{t}/data", ["cats", "dogs", "unknown"], decode=False).classes == ["cats", "dogs"]
+    with pytest.raises(EdgeclsError, match=r"missing class folder\(s\) birds"):
+        check_data(f"{t}/data", ["birds", "cats", "dogs"], decode=False)
+    with pytest.raises(EdgeclsError, match=r"missing class folder\(s\) unknown"):  # only as the run's last class
+        check_data(f"{t}/data", ["unknown", "cats", "dogs"], decode=False)
