@@ -22,6 +22,19 @@ def verbose() -> bool:
     return os.environ.get("EDGECLS_DEBUG") == "1" or os.environ.get("EDGECLS_TF_VERBOSE") == "1"
 
 
+def _redirectable_stderr() -> "int | None":
+    """fd 2, flushed, when its output may be held back; None when the user asked for libraries' logs or
+    stderr is not a real file descriptor (captured or replaced: pytest, IDEs)."""
+    if verbose():
+        return None
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    sys.stderr.flush()
+    return fd
+
+
 @contextlib.contextmanager
 def quiet_native_stderr(*, replay_on_error: bool = True) -> Iterator[None]:
     """Send fd 2 to a temp file for the block; replay it if the block raises.
@@ -30,15 +43,10 @@ def quiet_native_stderr(*, replay_on_error: bool = True) -> Iterator[None]:
     itself: ``replay_on_error=False``); a success stays quiet. ``EDGECLS_DEBUG=1`` turns this off
     (for bug reports and debugging an install).
     """
-    if verbose():
+    fd = _redirectable_stderr()
+    if fd is None:
         yield
         return
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # captured/replaced stderr (pytest, IDEs)
-        yield
-        return
-    sys.stderr.flush()
     saved = os.dup(fd)
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), fd)
@@ -87,15 +95,10 @@ def filter_native_stderr(noise: Sequence["re.Pattern[bytes]"] = NATIVE_NOISE) ->
     command: a thread reads the lines from a pipe and writes the others on. ``EDGECLS_DEBUG=1`` keeps
     everything.
     """
-    if verbose():
+    fd = _redirectable_stderr()
+    if fd is None:
         yield
         return
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # captured/replaced stderr (pytest, IDEs)
-        yield
-        return
-    sys.stderr.flush()
     saved = os.dup(fd)
     read_end, write_end = os.pipe()
     os.dup2(write_end, fd)
