@@ -54,10 +54,10 @@ def test_register_decorator_adds_a_builder_and_refuses_duplicates(monkeypatch):
         ("mobilenet_v2", dict(weights="/no/such/file.h5"), "weights file not found: /no/such/file.h5"),
     ],
 )
-def test_check_backbone_options_rejects_bad_values(name, kwargs, message):
+def test_backbone_choice_check_rejects_bad_values(name, kwargs, message):
     opts = dict(size=96, alpha=1.0, minimalistic=False, weights="none") | kwargs
     with pytest.raises(EdgeclsError, match=message.replace("(", r"\(")):
-        backbones.check_backbone_options(name, **opts)
+        backbones.BackboneChoice(name, **opts).check()
 
 
 def _all_layers(model):
@@ -84,7 +84,7 @@ def _count(model, cls_name):
 def test_preprocessing_is_inside_the_model_exactly_once(name, kwargs, pre_layers, lo, hi):
     from edgecls.core.keras import keras
 
-    model = backbones.build_classifier(name, num_classes=3, size=SIZE_PX, weights="none", dropout=0.0, **kwargs)
+    model = backbones.build_classifier(backbones.BackboneChoice(name, size=SIZE_PX, weights="none", **kwargs), 3, dropout=0.0)
     # Top level: image -> backbone -> dropout -> predictions; nothing rescales outside the backbone.
     assert [layer.name for layer in model.layers] == ["image", "backbone", "dropout", "predictions"]
     base = backbones.get_backbone(model)
@@ -115,21 +115,21 @@ def test_weights_file_loads_into_the_backbone_and_a_misfit_is_one_clear_error(tm
     )
     fits = tmp_path / "mnv2_035_no_top.h5"
     app.save_weights(str(fits))
-    model = backbones.build_classifier("mobilenet_v2", num_classes=2, size=SIZE_PX, alpha=0.35, weights=str(fits))
+    model = backbones.build_classifier(backbones.BackboneChoice("mobilenet_v2", size=SIZE_PX, alpha=0.35, weights=str(fits)), 2)
     base = backbones.get_backbone(model)
     np.testing.assert_array_equal(base.get_layer("Conv1").kernel.numpy(), app.get_layer("Conv1").kernel.numpy())
     np.testing.assert_array_equal(base.get_weights()[-1], app.get_weights()[-1])
 
     with pytest.raises(EdgeclsError) as e:
-        backbones.build_classifier("mobilenet_v2", num_classes=2, size=SIZE_PX, alpha=0.5, weights=str(fits))
+        backbones.build_classifier(backbones.BackboneChoice("mobilenet_v2", size=SIZE_PX, alpha=0.5, weights=str(fits)), 2)
     assert str(e.value).startswith(f"weights file {fits} does not fit mobilenet_v2 alpha 0.5 (")
     assert "\n" not in str(e.value)
     with pytest.raises(EdgeclsError, match="does not fit mobilenet_v3_small alpha 1 .*Layer count mismatch"):
-        backbones.build_classifier("mobilenet_v3_small", num_classes=2, size=SIZE_PX, weights=str(fits))
+        backbones.build_classifier(backbones.BackboneChoice("mobilenet_v3_small", size=SIZE_PX, weights=str(fits)), 2)
     junk = tmp_path / "junk.h5"
     junk.write_bytes(b"not hdf5 at all")
     with pytest.raises(EdgeclsError, match="does not fit mobilenet_v2"):
-        backbones.build_classifier("mobilenet_v2", num_classes=2, size=SIZE_PX, alpha=0.35, weights=str(junk))
+        backbones.build_classifier(backbones.BackboneChoice("mobilenet_v2", size=SIZE_PX, alpha=0.35, weights=str(junk)), 2)
 
 
 @pytest.mark.slow
@@ -138,7 +138,7 @@ def test_shared_pretrained_file_fits_mobilenet_v2_alpha_1():
         pytest.skip(f"{PRETRAINED} not present")
     import h5py
 
-    model = backbones.build_classifier("mobilenet_v2", num_classes=2, size=96, alpha=1.0, weights=str(PRETRAINED))
+    model = backbones.build_classifier(backbones.BackboneChoice("mobilenet_v2", size=96, alpha=1.0, weights=str(PRETRAINED)), 2)
     kernel = backbones.get_backbone(model).get_layer("Conv1").kernel.numpy()
     with h5py.File(PRETRAINED, "r") as f:
         stored = np.asarray(f["Conv1"]["Conv1"]["kernel:0"])
@@ -147,7 +147,7 @@ def test_shared_pretrained_file_fits_mobilenet_v2_alpha_1():
 
 @pytest.mark.slow
 def test_calibrating_batchnorm_turns_vanishing_random_features_into_usable_ones():
-    base = backbones.build_backbone("mobilenet_v2", size=SIZE_PX, alpha=0.35, weights="none")
+    base = backbones.build_backbone(backbones.BackboneChoice("mobilenet_v2", size=SIZE_PX, alpha=0.35, weights="none"))
     x = np.random.default_rng(0).integers(0, 256, (8, SIZE_PX, SIZE_PX, 3)).astype(np.float32)
     before = base(x, training=False).numpy()
     backbones.calibrate_batchnorm(base, x)

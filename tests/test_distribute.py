@@ -75,7 +75,7 @@ def test_precision_policy(mode, n_gpus, policy):
 
 @pytest.mark.slow
 def test_mixed_precision_computes_float16_and_saves_a_float32_graph():
-    from edgecls.train.backbones import build_classifier
+    from edgecls.train.backbones import BackboneChoice, build_classifier
     from edgecls.core.config import TrainConfig
     from edgecls.train.distribute import precision
     from edgecls.core.keras import keras
@@ -84,7 +84,7 @@ def test_mixed_precision_computes_float16_and_saves_a_float32_graph():
     cfg = TrainConfig(alpha=0.35, size=32, weights="none")
     with precision("on") as policy:
         assert policy == "mixed_float16"
-        model = build_classifier("mobilenet_v2", num_classes=3, size=32, alpha=0.35, weights="none")
+        model = build_classifier(BackboneChoice("mobilenet_v2", size=32, alpha=0.35, weights="none"), 3)
         conv = model.get_layer("backbone").get_layer("Conv1")
         assert conv.compute_dtype == "float16" and conv.kernel.dtype == "float32"
         assert model.get_layer("predictions").compute_dtype == "float32"

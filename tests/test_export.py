@@ -80,10 +80,10 @@ def test_int8_input_scaling_keeps_every_grey_level(calibration, io):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from edgecls.optimize.convert import convert_model
-    from edgecls.train.backbones import build_classifier
+    from edgecls.train.backbones import BackboneChoice, build_classifier
 
     # The real classifier: a conv without padding (_tiny_model) takes the scaling into its weights.
-    model = build_classifier("mobilenet_v2", num_classes=3, size=SIZE, alpha=0.35, weights="none")
+    model = build_classifier(BackboneChoice("mobilenet_v2", size=SIZE, alpha=0.35, weights="none"), 3)
     data = convert_model(model, "int8", representative=calibration, io=io)
     it = Interpreter(model_content=data, experimental_preserve_all_tensors=True,
                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)

@@ -220,11 +220,11 @@ def mobilenet_classifier():
     from edgecls.core.keras import keras
     from edgecls.optimize.convert import convert_model
     from edgecls.optimize.int8.float_search import tflite_probabilities
-    from edgecls.train.backbones import build_classifier, calibrate_batchnorm, get_backbone
+    from edgecls.train.backbones import BackboneChoice, build_classifier, calibrate_batchnorm, get_backbone
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
-    model = build_classifier("mobilenet_v2", num_classes=3, size=32, alpha=0.35, weights="none")
+    model = build_classifier(BackboneChoice("mobilenet_v2", size=32, alpha=0.35, weights="none"), 3)
     rng = np.random.default_rng(0)
     calib = rng.integers(0, 256, size=(32, 32, 32, 3)).astype(np.float32)
     calibrate_batchnorm(get_backbone(model), calib)
@@ -691,11 +691,11 @@ def _registry_classifier(backbone: str, size: int = 32):
     """A classifier as edgecls builds it on ``backbone`` (random weights, BatchNorm statistics from
     the images) and 8 calibration images."""
     from edgecls.core.keras import keras
-    from edgecls.train.backbones import build_classifier, calibrate_batchnorm, get_backbone
+    from edgecls.train.backbones import BackboneChoice, build_classifier, calibrate_batchnorm, get_backbone
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
-    model = build_classifier(backbone, num_classes=3, size=size, weights="none")
+    model = build_classifier(BackboneChoice(backbone, size=size, weights="none"), 3)
     calib = np.random.default_rng(0).integers(0, 256, size=(8, size, size, 3)).astype(np.float32)
     calibrate_batchnorm(get_backbone(model), calib)
     return model, calib

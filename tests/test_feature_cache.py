@@ -138,15 +138,19 @@ class _WatchConv1:
         return Watch()
 
 
+def _choice():
+    from edgecls.train.backbones import BackboneChoice
+
+    return BackboneChoice(BACKBONE["backbone"], SIZE_PX, BACKBONE["alpha"], BACKBONE["minimalistic"], "none")
+
+
 def _head_at_init(data_dir: Path) -> list[np.ndarray]:
     """The head's weights as both runs start (same seed, same build)."""
     from edgecls.core.keras import keras
     from edgecls.train.backbones import build_classifier
 
     keras.utils.set_random_seed(5)
-    return build_classifier(BACKBONE["backbone"], num_classes=2, size=SIZE_PX, alpha=BACKBONE["alpha"],
-                            minimalistic=BACKBONE["minimalistic"], weights="none",
-                            dropout=0.0).get_layer("predictions").get_weights()
+    return build_classifier(_choice(), 2, dropout=0.0).get_layer("predictions").get_weights()
 
 
 @pytest.mark.slow
@@ -161,12 +165,11 @@ def test_k_views_are_k_different_augmentations_and_training_draws_from_all(data_
     items = scan.files["all"]
     ds = data.build_dataset(data_dir, items, image_size=SIZE_PX, batch_size=8, training=False, cache="memory")
     keras.utils.set_random_seed(0)
-    clf = build_classifier(BACKBONE["backbone"], num_classes=2, size=SIZE_PX, alpha=BACKBONE["alpha"],
-                           minimalistic=BACKBONE["minimalistic"], weights="none")
+    clf = build_classifier(_choice(), 2)
     calibrate_batchnorm(get_backbone(clf), next(iter(ds))[0])
     views = 3
-    cache = fc.build(clf, ds, None, views=views, augment=make_augmentation(0))
-    clean = fc.build(clf, ds, None, views=2, augment=None)
+    cache = fc.build(clf, fc.Passes(ds, views, augment=make_augmentation(0)))
+    clean = fc.build(clf, fc.Passes(ds, 2))
     assert cache.train.shape[:2] == (views, len(items)) and cache.val is None
     np.testing.assert_array_equal(cache.train_labels, [lbl for _, lbl in items])
     np.testing.assert_array_equal(clean.train[0], clean.train[1])  # no augmentation: a pass is repeatable
@@ -178,8 +181,7 @@ def test_k_views_are_k_different_augmentations_and_training_draws_from_all(data_
             assert (per_image > 1e-3 * scale).all(), (k, j)
 
     # The training stream draws every view: image 0's rows over a few epochs are several views.
-    stream, steps, _ = fc.datasets(cache, n_classes=2, batch_size=8, seed=1, start_epoch=0, epochs=6,
-                                   oversample=False)
+    stream, steps, _ = fc.datasets(cache, 2, fc.Draws(batch_size=8, seed=1, start_epoch=0, epochs=6))
     rows = np.concatenate([x.numpy() for x, _ in stream])
     assert len(rows) == 6 * len(items) and steps == -(-len(items) // 8)
     seen = {int(np.argmin(np.abs(cache.train[:, 0] - r).sum(axis=1)))

@@ -293,14 +293,14 @@ def test_step_back_makes_the_previous_save_the_last_or_refuses(tmp_path):
     from edgecls.core.errors import EdgeclsError
     from edgecls.core.keras import keras
     from edgecls.train.agree import PREVIOUS_WEIGHTS, step_back
-    from edgecls.train.checkpoint import LAST_WEIGHTS, read_checkpoint_state, save_checkpoint
+    from edgecls.train.checkpoint import LAST_WEIGHTS, ResumeState, read_checkpoint_state, save_checkpoint
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     older = {"phase": "head", "phase_epochs_done": 1, "rows": [{"epoch": 1}]}
     newer = {"phase": "head", "phase_epochs_done": 2, "rows": [{"epoch": 1}, {"epoch": 2}]}
-    save_checkpoint(tmp_path / PREVIOUS_WEIGHTS, model, state=older)
+    save_checkpoint(tmp_path / PREVIOUS_WEIGHTS, model, ResumeState(state=older))
     model.layers[0].kernel.assign(model.layers[0].kernel + 1.0)
-    save_checkpoint(tmp_path / LAST_WEIGHTS, model, state=newer)
+    save_checkpoint(tmp_path / LAST_WEIGHTS, model, ResumeState(state=newer))
     with pytest.raises(EdgeclsError, match="cannot resume: worker-1 saved more than one save after another worker"):
         step_back(tmp_path, (5, 0, 5), "worker-1")  # the others stopped where this worker has no save
     assert read_checkpoint_state(tmp_path / LAST_WEIGHTS) == newer

@@ -55,10 +55,10 @@ def test_only_conv2d_and_dense_are_wrapped_in_a_flat_model():
 
 
 def test_nested_backbone_layers_are_wrapped_too():
-    from edgecls.train.backbones import build_classifier
+    from edgecls.train.backbones import BackboneChoice, build_classifier
     from edgecls.optimize.prune import _rebuild, is_prunable
 
-    model = build_classifier("mobilenet_v2", num_classes=3, size=32, alpha=0.35, weights="none")
+    model = build_classifier(BackboneChoice("mobilenet_v2", size=32, alpha=0.35, weights="none"), 3)
     n_prunable = sum(is_prunable(layer) for layer in model.get_layer("backbone").layers)
     pruning = _rebuild(model, _wrap_fn(), keep_training_flag=False)
     wrapped, plain = _wrapper_names(pruning)

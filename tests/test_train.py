@@ -273,10 +273,10 @@ def test_checkpoints_write_the_frozen_weights_once_and_load_them_back(tmp_path):
 
 @pytest.mark.slow
 def test_augmentation_runs_in_the_training_wrapper_only():
-    from edgecls.train.backbones import build_classifier
+    from edgecls.train.backbones import BackboneChoice, build_classifier
     from edgecls.train.models import make_trainer
 
-    classifier = build_classifier("mobilenet_v3_small", num_classes=2, size=32, minimalistic=True, weights="none")
+    classifier = build_classifier(BackboneChoice("mobilenet_v3_small", size=32, minimalistic=True, weights="none"), 2)
     assert make_trainer(classifier, augment=False, seed=0) is classifier
     trainer = make_trainer(classifier, augment=True, seed=0)
     augment = trainer.get_layer("augment")

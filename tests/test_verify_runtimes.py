@@ -45,14 +45,14 @@ def golden_models(tmp_path_factory):
     """
     from edgecls.core.keras import keras
     from edgecls.optimize.convert import convert_model
-    from edgecls.train.backbones import build_classifier, calibrate_batchnorm, get_backbone
+    from edgecls.train.backbones import BackboneChoice, build_classifier, calibrate_batchnorm, get_backbone
 
     root = tmp_path_factory.mktemp("verify_runtimes")
     rng = np.random.default_rng(0)
     out = {}
 
     keras.utils.set_random_seed(0)
-    m = build_classifier("mobilenet_v2", num_classes=3, size=48, alpha=0.35, weights="none")
+    m = build_classifier(BackboneChoice("mobilenet_v2", size=48, alpha=0.35, weights="none"), 3)
     calib = rng.integers(0, 256, size=(32, 48, 48, 3)).astype(np.float32)
     calibrate_batchnorm(get_backbone(m), calib)
     (root / "mobilenet").mkdir()
@@ -159,13 +159,13 @@ def golden_16x8(tmp_path_factory):
     """MobileNetV2 alpha 0.35 at 48 px (random weights, BatchNorm calibrated) as 16x8 (int16
     activations, int8 weights) with int16 in/out, and a golden set from ai-edge-litert."""
     from edgecls.core.keras import keras
-    from edgecls.train.backbones import build_classifier, calibrate_batchnorm, get_backbone
+    from edgecls.train.backbones import BackboneChoice, build_classifier, calibrate_batchnorm, get_backbone
     from tflite_16x8 import convert_16x8
 
     root = tmp_path_factory.mktemp("verify_16x8")
     rng = np.random.default_rng(1)
     keras.utils.set_random_seed(0)
-    m = build_classifier("mobilenet_v2", num_classes=3, size=48, alpha=0.35, weights="none")
+    m = build_classifier(BackboneChoice("mobilenet_v2", size=48, alpha=0.35, weights="none"), 3)
     calib = rng.integers(0, 256, size=(32, 48, 48, 3)).astype(np.float32)
     calibrate_batchnorm(get_backbone(m), calib)
     model = root / "model_int8.tflite"

@@ -64,11 +64,11 @@ def one_seed(seed: int, weights: str, n_train: int, n_test: int, epochs: int, ma
     from edgecls.core.keras import keras
     from edgecls.report.gradcam import GradCam
     from edgecls.report.heatmap import peak
-    from edgecls.train.backbones import build_classifier, get_backbone
+    from edgecls.train.backbones import BackboneChoice, build_classifier, get_backbone
 
     keras.utils.set_random_seed(seed)
     x, y, _ = shapes(n_train, seed=100 + seed)
-    model = build_classifier("mobilenet_v2", num_classes=2, size=SIZE_PX, alpha=1.0, weights=weights)
+    model = build_classifier(BackboneChoice("mobilenet_v2", size=SIZE_PX, alpha=1.0, weights=weights), 2)
     get_backbone(model).trainable = False
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
     t = time.perf_counter()

@@ -140,9 +140,9 @@ def bench_training(ds, n_classes: int, size: int, alpha: float, steps: int, warm
     from edgecls.core.keras import keras, tf
 
     try:
-        from edgecls.train.backbones import build_classifier
+        from edgecls.train.backbones import BackboneChoice, build_classifier
 
-        model = build_classifier("mobilenet_v2", num_classes=n_classes, size=size, alpha=alpha, weights="none")
+        model = build_classifier(BackboneChoice("mobilenet_v2", size=size, alpha=alpha, weights="none"), n_classes)
         builder = "edgecls.train.backbones.build_classifier"
     except ImportError:  # pragma: no cover - before the training area landed
         base = keras.applications.MobileNetV2((size, size, 3), alpha=alpha, include_top=False, weights=None, pooling="avg")

@@ -33,7 +33,7 @@ def main() -> None:
     import numpy as np
 
     from edgecls.core.keras import keras, tf
-    from edgecls.train.backbones import build_classifier, get_backbone
+    from edgecls.train.backbones import BackboneChoice, build_classifier, get_backbone
     from edgecls.train.models import compile_for, set_trainable
 
     x = np.random.default_rng(0).integers(0, 256, (BATCH, SIZE_PX, SIZE_PX, 3)).astype(np.float32)
@@ -41,7 +41,7 @@ def main() -> None:
     models, forwards, warm = {}, {}, {}
     for jit in (False, True):
         keras.utils.set_random_seed(0)
-        m = build_classifier("mobilenet_v2", num_classes=5, size=SIZE_PX, alpha=1.0, weights=args.weights)
+        m = build_classifier(BackboneChoice("mobilenet_v2", size=SIZE_PX, alpha=1.0, weights=args.weights), 5)
         set_trainable(m, 0.3)
         compile_for(m, 1e-5, 0.1)
         m.compile(optimizer=m.optimizer, loss=m.loss, metrics=["accuracy"], jit_compile=jit)

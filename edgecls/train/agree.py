@@ -16,7 +16,7 @@ import dataclasses
 import json
 import zlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from edgecls.core.io import atomic_write_bytes
 from edgecls.core.keras import keras, tf
 from edgecls.train.checkpoint import LAST_WEIGHTS, read_checkpoint_state
 from edgecls.train.state import PHASE_FINE_TUNE, PHASE_HEAD, TrainState
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgecls.train.runfolder import Start
 
 PREVIOUS_WEIGHTS = "previous.weights.npz"
 _PER_MACHINE = ("out", "data", "cache", "cache_budget_mb", "strategy")  # paths and local choices: same model either way
@@ -83,21 +86,24 @@ def fingerprint(cfg: TrainConfig, split: dict[str, Any]) -> tuple[int, int]:
     return tuple(zlib.crc32(json.dumps(p, sort_keys=True).encode()) for p in parts)  # type: ignore[return-value]
 
 
-def agree(strategy: "tf.distribute.Strategy", folder: Path, state: TrainState, *, resume: bool,
-          task_name: str, same: tuple[int, ...] = ()) -> TrainState:
-    """The state every worker continues from (this worker's, or its previous save's); see the module docstring.
+def agree(strategy: "tf.distribute.Strategy", start: "Start", checkpoints: Path, split: dict) -> TrainState:
+    """The state every worker continues from: this worker's (``start``'s), or its previous save's in
+    ``checkpoints``; see the module docstring.
 
-    ``same`` (see :func:`fingerprint`) must be equal on every worker, or all of them refuse.
+    The options and ``split`` (see :func:`fingerprint`) must be the same on every worker, or all of them refuse.
     """
+    from edgecls.train import cluster
+
+    resume, state, task_name = start.run is not None, start.state, cluster.task_for(start.cfg.strategy).name
     mine = progress(state if resume else None)
-    everyone = [tuple(int(v) for v in row) for row in _gather(strategy, (*mine, *same))]
+    everyone = [tuple(int(v) for v in row) for row in _gather(strategy, (*mine, *fingerprint(start.cfg, split)))]
     if len({row[len(mine):] for row in everyone}) > 1:
         raise EdgeclsError(
             "the cluster's workers were started with different options or see different data (the split of DATA "
             "differs): give every worker the same command and the same image folder"
         )
     target = decide([row[:len(mine)] for row in everyone], mine, resume=resume, task_name=task_name)
-    return state if target is None else step_back(folder, target, task_name)
+    return state if target is None else step_back(checkpoints, target, task_name)
 
 
 def decide(everyone: list[tuple[int, ...]], mine: tuple[int, ...], *, resume: bool,

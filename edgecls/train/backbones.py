@@ -18,8 +18,10 @@ The classifier built by :func:`build_classifier` is::
 The layer names ``backbone`` and ``predictions`` are part of the contract: fine-tuning and
 pruning find the backbone with ``model.get_layer(BACKBONE_LAYER)``.
 
-This module imports TensorFlow only inside builders, so ``available()`` and
-:func:`check_backbone_options` are cheap (the CLI validates options before loading TF).
+What to build is one :class:`BackboneChoice` (name, input size, width, minimalistic, weights),
+made from a run's config by :meth:`BackboneChoice.of`. This module imports TensorFlow only inside
+builders, so ``available()`` and :meth:`BackboneChoice.check` are cheap (the CLI validates options
+before loading TF).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from edgecls.core.errors import EdgeclsError
 
@@ -94,27 +96,56 @@ def get_spec(name: str) -> BackboneSpec:
         raise EdgeclsError(f"unknown backbone {name!r}; choose one of: {', '.join(available())}") from None
 
 
-def check_backbone_options(name: str, *, size: int, alpha: float, minimalistic: bool, weights: str) -> None:
-    """Validate backbone options without importing TensorFlow (the CLI calls this first)."""
-    spec = get_spec(name)
-    if not isinstance(size, int) or size < MIN_SIZE_PX:
-        raise EdgeclsError(f"size must be an integer >= {MIN_SIZE_PX} pixels, got {size}")
-    if not alpha > 0:
-        raise EdgeclsError(f"alpha must be > 0, got {alpha}")
-    if alpha != 1.0 and not spec.uses_alpha:
-        raise EdgeclsError(f"{name} has no width multiplier; leave alpha at 1.0")
-    if minimalistic and not spec.uses_minimalistic:
-        raise EdgeclsError(f"--minimalistic only applies to mobilenet_v3_small/large, not {name}")
-    w = _weights_kind(weights)
-    if w == "imagenet":
-        alphas = (1.0,) if (minimalistic and spec.uses_minimalistic) else spec.imagenet_alphas
-        if alpha not in alphas:
-            raise EdgeclsError(
-                f"ImageNet weights for {name}{' minimalistic' if minimalistic else ''} exist only for "
-                f"alpha in {', '.join(str(a) for a in alphas)}; got {alpha} (use --weights none or a weights file)"
-            )
-    elif w == "path" and not Path(weights).is_file():
-        raise EdgeclsError(f"weights file not found: {weights} (use 'imagenet', 'none' or a Keras .h5 weights file)")
+@dataclass(frozen=True)
+class BackboneChoice:
+    """Which registered backbone to build, at what input size and width, with which starting weights.
+
+    ``weights``: "imagenet" (downloaded by Keras), "none" (random init) or a path to a Keras
+    no-top weights file made for this exact backbone.
+    """
+
+    name: str
+    size: int
+    alpha: float = 1.0
+    minimalistic: bool = False
+    weights: str | None = "none"
+
+    @classmethod
+    def of(cls, cfg: Any) -> "BackboneChoice":
+        """The choice a run's config makes (its ``backbone``, ``size``, ``alpha``, ``minimalistic`` and ``weights``)."""
+        return cls(cfg.backbone, cfg.size, cfg.alpha, cfg.minimalistic, cfg.weights)
+
+    def check(self) -> None:
+        """Raise one :class:`EdgeclsError` for an option this backbone cannot take; imports no TensorFlow."""
+        name, size, alpha, minimalistic, weights = self.name, self.size, self.alpha, self.minimalistic, self.weights
+        spec = get_spec(name)
+        if not isinstance(size, int) or size < MIN_SIZE_PX:
+            raise EdgeclsError(f"size must be an integer >= {MIN_SIZE_PX} pixels, got {size}")
+        if not alpha > 0:
+            raise EdgeclsError(f"alpha must be > 0, got {alpha}")
+        if alpha != 1.0 and not spec.uses_alpha:
+            raise EdgeclsError(f"{name} has no width multiplier; leave alpha at 1.0")
+        if minimalistic and not spec.uses_minimalistic:
+            raise EdgeclsError(f"--minimalistic only applies to mobilenet_v3_small/large, not {name}")
+        w = _weights_kind(weights)
+        if w == "imagenet":
+            alphas = (1.0,) if (minimalistic and spec.uses_minimalistic) else spec.imagenet_alphas
+            if alpha not in alphas:
+                raise EdgeclsError(
+                    f"ImageNet weights for {name}{' minimalistic' if minimalistic else ''} exist only for "
+                    f"alpha in {', '.join(str(a) for a in alphas)}; got {alpha} (use --weights none or a weights file)"
+                )
+        elif w == "path" and not Path(str(weights)).is_file():
+            raise EdgeclsError(f"weights file not found: {weights} (use 'imagenet', 'none' or a Keras .h5 weights file)")
+
+    def describe(self) -> str:
+        """The backbone as a person names it: ``mobilenet_v2 alpha 0.35``."""
+        parts = [self.name]
+        if get_spec(self.name).uses_alpha:
+            parts.append(f"alpha {self.alpha:g}")
+        if self.minimalistic:
+            parts.append("minimalistic")
+        return " ".join(parts)
 
 
 def is_pretrained(weights: str | None) -> bool:
@@ -128,16 +159,6 @@ def _weights_kind(weights: str | None) -> str:
     if str(weights).lower() == "imagenet":
         return "imagenet"
     return "path"
-
-
-def _describe(name: str, alpha: float, minimalistic: bool) -> str:
-    spec = get_spec(name)
-    parts = [name]
-    if spec.uses_alpha:
-        parts.append(f"alpha {alpha:g}")
-    if minimalistic:
-        parts.append("minimalistic")
-    return " ".join(parts)
 
 
 # -- builders ---------------------------------------------------------------------------------
@@ -207,29 +228,25 @@ def _efficientnet_b0(size: int, alpha: float, minimalistic: bool, weights: Optio
 # -- public builders --------------------------------------------------------------------------
 
 
-def build_backbone(
-    name: str, *, size: int, alpha: float = 1.0, minimalistic: bool = False, weights: str | None = "none"
-) -> "keras.Model":
+def build_backbone(choice: BackboneChoice) -> "keras.Model":
     """The feature extractor (global-average-pooled), taking raw RGB 0..255 ``[N,size,size,3]``.
 
-    ``weights``: "imagenet" (downloaded by Keras), "none" (random init) or a path to a Keras
-    no-top weights file made for this exact backbone; a file that does not fit raises one
-    :class:`EdgeclsError` naming the mismatch.
+    A weights file that does not fit raises one :class:`EdgeclsError` naming the mismatch.
     """
-    check_backbone_options(name, size=size, alpha=alpha, minimalistic=minimalistic, weights=str(weights))
-    spec = get_spec(name)
-    kind = _weights_kind(weights)
+    choice.check()
+    kind = _weights_kind(choice.weights)
     try:
-        base = spec.builder(size, alpha, minimalistic, "imagenet" if kind == "imagenet" else None)
+        base = get_spec(choice.name).builder(choice.size, choice.alpha, choice.minimalistic,
+                                             "imagenet" if kind == "imagenet" else None)
     except Exception as e:  # noqa: BLE001 - download failures surface as many types
         if kind == "imagenet":
             raise EdgeclsError(
-                f"could not get ImageNet weights for {_describe(name, alpha, minimalistic)} ({e}); "
+                f"could not get ImageNet weights for {choice.describe()} ({e}); "
                 "check the network, or use --weights none or --weights PATH"
             ) from None
         raise
     if kind == "path":
-        load_backbone_weights(base, str(weights), what=_describe(name, alpha, minimalistic))
+        load_backbone_weights(base, str(choice.weights), what=choice.describe())
     base._name = BACKBONE_LAYER  # one stable name to find it by, whatever the application called it
     return base
 
@@ -253,17 +270,8 @@ def load_backbone_weights(base: "keras.Model", path: str | os.PathLike, *, what:
         ) from None
 
 
-def build_classifier(
-    name: str,
-    *,
-    num_classes: int,
-    size: int,
-    alpha: float = 1.0,
-    minimalistic: bool = False,
-    weights: str | None = "none",
-    dropout: float = 0.2,
-    seed: int | None = None,
-) -> "keras.Model":
+def build_classifier(backbone: BackboneChoice, num_classes: int, *, dropout: float = 0.2,
+                     seed: int | None = None) -> "keras.Model":
     """Backbone + dropout + softmax head; input raw RGB 0..255 float32, output float32 probabilities.
 
     The dropout layer draws from a ``tf.random.Generator`` seeded with ``seed``: its state is a
@@ -276,8 +284,8 @@ def build_classifier(
         raise EdgeclsError(f"a classifier needs at least 2 classes, got {num_classes}")
     if not 0.0 <= dropout < 1.0:
         raise EdgeclsError(f"dropout must be in [0, 1), got {dropout}")
-    base = build_backbone(name, size=size, alpha=alpha, minimalistic=minimalistic, weights=weights)
-    inp = keras.Input((size, size, 3), dtype="float32", name=INPUT_LAYER)
+    base = build_backbone(backbone)
+    inp = keras.Input((backbone.size, backbone.size, 3), dtype="float32", name=INPUT_LAYER)
     # training=False keeps BatchNorm in inference mode even when the top of the backbone is
     # unfrozen for fine-tuning: small datasets would otherwise wreck the pretrained statistics.
     x = base(inp, training=False)
@@ -285,7 +293,7 @@ def build_classifier(
     # float32 output layer: under mixed_float16 the softmax stays numerically safe and the
     # model's output dtype is float32 for export and parity.
     out = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=PREDICTIONS_LAYER)(x)
-    return keras.Model(inp, out, name=f"edgecls_{name}")
+    return keras.Model(inp, out, name=f"edgecls_{backbone.name}")
 
 
 def calibrate_batchnorm(base: "keras.Model", images) -> None:

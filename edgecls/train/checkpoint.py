@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -123,15 +124,27 @@ def _optimizer_variables(optimizer: Any) -> list[Any]:
     return list(v() if callable(v) else v)
 
 
-def save_checkpoint(path: Path, model: "keras.Model", *, optimizer: Any = None,
-                    state: Optional[dict[str, Any]] = None, frozen: Optional["FrozenWeights"] = None,
-                    rng: Optional[dict[str, np.ndarray]] = None) -> None:
-    """Weights (+ optimizer variables, + state, + generator states) in one atomically written .npz.
+@dataclass(frozen=True)
+class ResumeState:
+    """What a checkpoint holds besides the weights so a run continues exactly where it stopped.
+
+    ``optimizer``: its variables (slots, iteration count); ``state``: the run's
+    :class:`~edgecls.train.state.TrainState` as a dict; ``rng``: :func:`rng_states` of the model being fitted.
+    """
+
+    optimizer: Any = None
+    state: Optional[dict[str, Any]] = None
+    rng: Optional[dict[str, np.ndarray]] = None
+
+
+def save_checkpoint(path: Path, model: "keras.Model", resume: ResumeState = ResumeState(), *,
+                    frozen: Optional["FrozenWeights"] = None) -> None:
+    """Weights (+ what ``resume`` holds) in one atomically written .npz.
 
     ``frozen``: a snapshot of the weights that cannot change during the current ``fit`` (read
     once instead of every epoch: most of a backbone, and all of it in the head phase).
-    ``rng``: :func:`rng_states` of the model being fitted.
     """
+    optimizer, state, rng = resume.optimizer, resume.state, resume.rng
     arrays = frozen.arrays() if frozen is not None else {_W + k: _local_value(w) for k, w in _variables(model)}
     if optimizer is not None:
         arrays.update({f"{_OPT}{i:05d}": _local_value(v) for i, v in enumerate(_optimizer_variables(optimizer))})
@@ -285,8 +298,8 @@ class Checkpointer(keras.callbacks.Callback):
         es = self.early_stopping
         if es is not None:
             st.early_stopping = {"wait": int(es.wait), "best": float(es.best), "best_epoch": int(es.best_epoch)}
-        save_checkpoint(self.folder / LAST_WEIGHTS, self.classifier, optimizer=self.model.optimizer,
-                        state=st.as_dict(), frozen=self.frozen, rng=rng_states(self.model))
+        resume = ResumeState(self.model.optimizer, st.as_dict(), rng_states(self.model))
+        save_checkpoint(self.folder / LAST_WEIGHTS, self.classifier, resume, frozen=self.frozen)
         st.save(self.folder)
 
 

@@ -6,7 +6,7 @@ option fails in a fraction of a second with one clear message instead of after T
 
 from __future__ import annotations
 
-from edgecls.train.backbones import check_backbone_options
+from edgecls.train.backbones import BackboneChoice
 from edgecls.core.config import TrainConfig
 from edgecls.core.options import validate
 from edgecls.core.errors import EdgeclsError
@@ -22,9 +22,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise EdgeclsError("no image folder given (DATA/<class>/*.jpg)")
     if not cfg.out:
         raise EdgeclsError("no run folder given (--out RUN)")
-    check_backbone_options(
-        cfg.backbone, size=cfg.size, alpha=cfg.alpha, minimalistic=cfg.minimalistic, weights=cfg.weights
-    )
+    BackboneChoice.of(cfg).check()
     if cfg.val_fraction + cfg.test_fraction >= 0.9:
         raise EdgeclsError(
             f"--val-fraction + --test-fraction = {cfg.val_fraction + cfg.test_fraction:g} leaves too little to train "

@@ -30,6 +30,19 @@ def labels_of(y: np.ndarray) -> np.ndarray:
     return (y.argmax(axis=-1) if y.ndim == 2 else y).astype(np.int64)
 
 
+@dataclass(frozen=True)
+class Images:
+    """A run's images: the folder, its train/val/test split (negatives included) and the model's labels.
+
+    ``scan`` is the folder's fresh scan for a new run, None for a resumed one (it reads its saved split).
+    """
+
+    root: Path
+    split: dict
+    labels: list[str]
+    scan: Any = None
+
+
 @dataclass
 class Datasets:
     """A run's pipelines (None where its split is empty) and what the feature cache reads."""
@@ -44,13 +57,13 @@ class Datasets:
     cache reads (it keeps every image's label beside its features and resamples itself)."""
 
 
-def build_datasets(cfg: TrainConfig, root: Path, split: dict, labels: list[str], cache_root: Path, *,
-                   features: bool = False) -> Datasets:
-    """The run's pipelines over ``split`` (its negatives included, as the unknown class of ``labels``);
+def build_datasets(cfg: TrainConfig, images: Images, cache_root: Path, *, features: bool = False) -> Datasets:
+    """The run's pipelines over ``images.split`` (its negatives included, as the unknown class of the labels);
     decoded images are cached under ``cache_root`` as ``cfg.cache`` says."""
     from edgecls import data
     from edgecls.data.negatives import items_with_negatives
 
+    root, split, labels = images.root, images.split, images.labels
     n_classes = len(labels)
 
     def items_of(name: str) -> list:

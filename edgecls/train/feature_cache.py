@@ -152,33 +152,42 @@ def _run(extract, ds: "tf.data.Dataset") -> tuple[Optional[np.ndarray], np.ndarr
     return (np.concatenate(cuts) if cuts else None), np.concatenate(feats), np.concatenate(labels).astype(np.int64)
 
 
-def build(classifier: "keras.Model", train_ds: "tf.data.Dataset", val_ds: Optional["tf.data.Dataset"], *,
-          views: int, augment: Optional["keras.Model"], test_ds: Optional["tf.data.Dataset"] = None,
-          cut: Optional[Cut] = None) -> FeatureCache:
-    """Run the frozen backbone over ``views`` passes of ``train_ds`` (unshuffled) and one of ``val_ds``
-    (and of ``test_ds``: the final evaluation then needs no backbone pass, see :func:`predict_clean`).
+@dataclass(frozen=True)
+class Passes:
+    """What the frozen backbone runs over to fill a cache.
 
-    ``augment``: the augmentation model (the training wrapper's layers, built with their own
-    seeds); each training pass draws fresh random augmentations. None: the clean image.
-    ``cut``: also keep every image's features at this fine-tune cut.
+    ``views`` passes of ``train`` (unshuffled), each with fresh random augmentations when ``augment``
+    is given (the augmentation model, built with its own seeds; None: the clean image each time), and
+    one pass of the clean ``val`` and ``test`` images (with ``test`` cached, the final evaluation
+    needs no backbone pass, see :func:`predict_clean`).
     """
+
+    train: "tf.data.Dataset"
+    views: int
+    augment: Optional["keras.Model"] = None
+    val: Optional["tf.data.Dataset"] = None
+    test: Optional["tf.data.Dataset"] = None
+
+
+def build(classifier: "keras.Model", passes: Passes, cut: Optional[Cut] = None) -> FeatureCache:
+    """Run the frozen backbone over ``passes``; with ``cut``, also keep every image's features at that fine-tune cut."""
     t0 = time.perf_counter()
-    extract, plain = _extractors(classifier, augment, cut)
-    passes, cut_passes, labels, pass_s = [], [], None, []
-    for _ in range(views):
+    extract, plain = _extractors(classifier, passes.augment, cut)
+    views, cut_views, labels, pass_s = [], [], None, []
+    for _ in range(passes.views):
         t = time.perf_counter()
-        at_cut, feats, lab = _run(extract, train_ds)
+        at_cut, feats, lab = _run(extract, passes.train)
         pass_s.append(time.perf_counter() - t)
         if labels is not None and not np.array_equal(lab, labels):
             raise EdgeclsError("the training set changed order between feature-cache passes; use --head-cache none")
-        passes.append(feats)
-        cut_passes.append(at_cut)
+        views.append(feats)
+        cut_views.append(at_cut)
         labels = lab
-    cut_val, val, val_labels = _run(plain, val_ds) if val_ds is not None else (None, None, None)
-    cut_test, test, test_labels = _run(plain, test_ds) if test_ds is not None else (None, None, None)
-    return FeatureCache(np.stack(passes), labels, val, val_labels, time.perf_counter() - t0, tuple(pass_s),
+    cut_val, val, val_labels = _run(plain, passes.val) if passes.val is not None else (None, None, None)
+    cut_test, test, test_labels = _run(plain, passes.test) if passes.test is not None else (None, None, None)
+    return FeatureCache(np.stack(views), labels, val, val_labels, time.perf_counter() - t0, tuple(pass_s),
                         test=test, test_labels=test_labels, cut_layer=None if cut is None else cut.layer,
-                        cut_train=None if cut is None else np.stack(cut_passes), cut_val=cut_val, cut_test=cut_test)
+                        cut_train=None if cut is None else np.stack(cut_views), cut_val=cut_val, cut_test=cut_test)
 
 
 def save(cache: FeatureCache, path: Path) -> None:
@@ -195,9 +204,10 @@ def save(cache: FeatureCache, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load(path: Path, *, views: int, n_train: int, n_val: int, n_test: int = 0,
-         cut_layer: Optional[str] = None) -> Optional[FeatureCache]:
-    """The saved cache when it fits this run (views, split sizes, fine-tune cut), else None (rebuild it)."""
+def load(path: Path, *, views: int, sizes: dict[str, int], cut_layer: Optional[str] = None) -> Optional[FeatureCache]:
+    """The saved cache when it fits this run (views, the ``train``/``val``/``test`` sizes, fine-tune cut),
+    else None (rebuild it)."""
+    n_train, n_val, n_test = (sizes.get(name, 0) for name in ("train", "val", "test"))
     if not path.is_file():
         return None
     try:
@@ -276,14 +286,32 @@ def epoch_order(labels: np.ndarray, views: int, epoch: int, seed: int, *, oversa
     return rng.integers(0, views, size=len(images)) * n + images
 
 
-def datasets(cache: FeatureCache, *, n_classes: int, batch_size: int, seed: int, start_epoch: int, epochs: int,
-             oversample: bool, at_cut: bool = False) -> tuple["tf.data.Dataset", int, Optional["tf.data.Dataset"]]:
-    """(training batches for epochs ``start_epoch..epochs-1`` in one stream, steps per epoch, validation batches).
+@dataclass(frozen=True)
+class Draws:
+    """How one training phase draws batches from a cache.
 
-    One stream over all remaining epochs (Keras keeps the iterator when ``steps_per_epoch`` is
-    given and differs from the stream's length), each epoch's order from :func:`epoch_order`.
-    ``at_cut``: the features at the fine-tune cut instead of the backbone's output.
+    Epochs ``start_epoch .. epochs - 1``, each in the order :func:`epoch_order` gives for ``seed``;
+    ``oversample`` draws every class as often as the largest; ``at_cut`` uses the features at the
+    fine-tune cut instead of the backbone's output.
     """
+
+    batch_size: int
+    seed: int
+    start_epoch: int
+    epochs: int
+    oversample: bool = False
+    at_cut: bool = False
+
+
+def datasets(cache: FeatureCache, n_classes: int,
+             draws: Draws) -> tuple["tf.data.Dataset", int, Optional["tf.data.Dataset"]]:
+    """(training batches for all the phase's remaining epochs in one stream, steps per epoch, validation batches).
+
+    One stream over all remaining epochs: Keras keeps the iterator when ``steps_per_epoch`` is
+    given and differs from the stream's length.
+    """
+    batch_size, seed, start_epoch, epochs = draws.batch_size, draws.seed, draws.start_epoch, draws.epochs
+    oversample, at_cut = draws.oversample, draws.at_cut
     train, val_x = (cache.cut_train, cache.cut_val) if at_cut else (cache.train, cache.val)
     views, n = train.shape[:2]
     flat = tf.constant(train.reshape(views * n, *train.shape[2:]))

@@ -24,10 +24,10 @@ from edgecls.core.io import read_json
 from edgecls.core.keras import keras
 from edgecls.core.rundir import RunDir
 from edgecls.train import cluster, runfolder
-from edgecls.train.backbones import build_classifier, calibrate_batchnorm, get_backbone, is_pretrained
+from edgecls.train.backbones import BackboneChoice, build_classifier, calibrate_batchnorm, get_backbone, is_pretrained
 from edgecls.train.checkpoint import LAST_WEIGHTS, restore
 from edgecls.train.checks import check_train_config
-from edgecls.train.datasets import build_datasets
+from edgecls.train.datasets import Images, build_datasets
 from edgecls.train.finish import Finished, finish_run
 from edgecls.train.models import float32_copy, local_copy, make_trainer
 from edgecls.train.profile import Timings
@@ -71,29 +71,29 @@ def _train(start: runfolder.Start, *, callbacks: Sequence[Any], verbose: int) ->
     # Before any other TF op: multi-worker collectives must be configured at start-up.
     strategy = make_strategy(cfg.strategy)
     with timings.stage("scan"):
-        root, split, labels, scan = _source(start)
+        images = _images(start)
     if start.run is None:
         start.state.head_cache = _head_cache(cfg, strategy)
     keras.utils.set_random_seed(cfg.seed)
     with precision(cfg.mixed_precision) as policy:
-        session = _session(start, strategy, (root, split, labels, scan), timings, verbose)
+        session = _session(start, strategy, images, timings, verbose)
         session.callbacks = [*session.callbacks, *callbacks]
         _first_batches(session, start.run is not None)
         session.run_phases()
-        done = _final_model(session, start.worker is None, labels, policy)
+        done = _final_model(session, start.worker is None, images.labels, policy)
     return _close(session, start, done)
 
 
-def _source(start: runfolder.Start) -> tuple[Path, dict, list[str], Any]:
-    """(image root, split, labels, scan): the run's own when resuming, else a new scan and split."""
+def _images(start: runfolder.Start) -> Images:
+    """The run's own images when resuming, else a new scan and split."""
     from edgecls import data
     from edgecls.data.negatives import model_labels
 
     if start.run is not None:
         root, split = data.load_split(start.run)
-        return root, split, start.run.read_labels(), None
+        return Images(root, split, start.run.read_labels())
     scan, split = runfolder.scan_and_split(start.cfg)
-    return Path(scan.root), split, model_labels(list(scan.classes), split), scan
+    return Images(Path(scan.root), split, model_labels(list(scan.classes), split), scan)
 
 
 def _head_cache(cfg: TrainConfig, strategy: Any) -> str:
@@ -106,27 +106,25 @@ def _head_cache(cfg: TrainConfig, strategy: Any) -> str:
     return "features" if cfg.head_cache == "features" and reason is None else "none"
 
 
-def _session(start: runfolder.Start, strategy: Any, source: tuple, timings: Timings, verbose: int) -> Session:
+def _session(start: runfolder.Start, strategy: Any, images: Images, timings: Timings, verbose: int) -> Session:
     """The model built (before the run's files exist: a weights file that does not fit leaves nothing behind),
     the run created or reopened, the cluster agreed, the datasets and class weights made."""
     from edgecls import data
     from edgecls.data.negatives import items_with_negatives
-    from edgecls.train.agree import KeepPrevious, agree, fingerprint
+    from edgecls.train.agree import KeepPrevious, agree
 
-    cfg, (root, split, labels, scan) = start.cfg, source
+    cfg, split, labels = start.cfg, images.split, images.labels
     with timings.stage("build_model"), strategy.scope():
-        classifier = build_classifier(cfg.backbone, num_classes=len(labels), size=cfg.size, alpha=cfg.alpha,
-                                      minimalistic=cfg.minimalistic, weights=cfg.weights, dropout=cfg.dropout,
+        classifier = build_classifier(BackboneChoice.of(cfg), len(labels), dropout=cfg.dropout,
                                       seed=cfg.seed + DROPOUT_SEED_OFFSET)
-    run = start.run if start.run is not None else runfolder.create_run(cfg, start.folder, scan, split)
+    run = start.run if start.run is not None else runfolder.create_run(cfg, start.folder, images.scan, split)
     run.checkpoints.mkdir(parents=True, exist_ok=True)  # a non-chief worker's run is its own worker folder
     state, callbacks = start.state, []
     task = cluster.task_for(cfg.strategy)
     if task is not None:
-        state = agree(strategy, run.checkpoints, state, resume=start.run is not None, task_name=task.name,
-                      same=fingerprint(cfg, split))
+        state = agree(strategy, start, run.checkpoints, split)
         callbacks.append(KeepPrevious(run.checkpoints))
-    datasets = build_datasets(cfg, root, split, labels, run.path / "cache", features=state.head_cache == "features")
+    datasets = build_datasets(cfg, images, run.path / "cache", features=state.head_cache == "features")
     train_items = items_with_negatives(split, "train", labels)
     weights = data.class_weights([lbl for _, lbl in train_items], len(labels)) if cfg.balance == "weights" else None
     state.class_weights = {labels[i]: w for i, w in weights.items()} if weights else None

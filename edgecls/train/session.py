@@ -24,8 +24,8 @@ from edgecls.core.config import TrainConfig
 from edgecls.core.errors import EdgeclsError
 from edgecls.core.rundir import RunDir
 from edgecls.train.checkpoint import (
-    BEST_WEIGHTS, LAST_WEIGHTS, Checkpointer, ResumableEarlyStopping, has_optimizer_state, load_optimizer, read_rng,
-    restore, restore_rng, rng_states, save_checkpoint,
+    BEST_WEIGHTS, LAST_WEIGHTS, Checkpointer, ResumableEarlyStopping, ResumeState, has_optimizer_state, load_optimizer,
+    read_rng, restore, restore_rng, rng_states, save_checkpoint,
 )
 from edgecls.train.datasets import Datasets
 from edgecls.train.models import compile_for, set_trainable
@@ -158,7 +158,7 @@ class Session:
             self.state.phase, self.state.phase_epochs_done = phase.name, phase.epochs
         # A resumed run that had nothing left to fit in this phase carries the checkpoint's generator states on.
         rng = self.rng if self.rng is not None else read_rng(self.ckpt / LAST_WEIGHTS)
-        save_checkpoint(self.ckpt / LAST_WEIGHTS, self.classifier, state=self.state.as_dict(), rng=rng)
+        save_checkpoint(self.ckpt / LAST_WEIGHTS, self.classifier, ResumeState(state=self.state.as_dict(), rng=rng))
         self.state.save(self.ckpt)
 
     def _announce(self, phase: Phase, start: int, on_features: bool) -> None:
@@ -191,10 +191,10 @@ class Session:
             else:
                 model = fc.head_model(self.classifier, self.cache.train.dtype.name)
         # The fine-tune phase draws its own epoch orders (another seed), not a replay of the head's.
-        train, steps, val = fc.datasets(self.cache, n_classes=self.data.n_classes, batch_size=self.cfg.batch_size,
-                                        seed=self.cfg.seed + (FINE_TUNE_SEED_OFFSET if at_cut else 0),
-                                        start_epoch=start, epochs=phase.epochs,
-                                        oversample=self.cfg.balance == "oversample", at_cut=at_cut)
+        draws = fc.Draws(self.cfg.batch_size, seed=self.cfg.seed + (FINE_TUNE_SEED_OFFSET if at_cut else 0),
+                         start_epoch=start, epochs=phase.epochs, oversample=self.cfg.balance == "oversample",
+                         at_cut=at_cut)
+        train, steps, val = fc.datasets(self.cache, self.data.n_classes, draws)
         return PhaseInputs(model, train, val, steps, on_features=True)
 
     def _fine_tune_cut(self) -> Any:
@@ -222,13 +222,13 @@ class Session:
         from edgecls.train.models import make_augmentation
 
         path = self.run.path / "cache" / fc.FEATURES_FILE
-        sizes = self.data.sizes
-        cache = fc.load(path, views=fc.views_for(self.cfg), n_train=sizes["train"], n_val=sizes["val"],
-                        n_test=sizes["test"], cut_layer=None if self.cut is None else self.cut.layer)
+        cache = fc.load(path, views=fc.views_for(self.cfg), sizes=self.data.sizes,
+                        cut_layer=None if self.cut is None else self.cut.layer)
         if cache is None:
             augment = make_augmentation(self.cfg.seed + fc.VIEW_SEED_OFFSET) if self.cfg.augment else None
-            cache = fc.build(self.classifier, self.data.train_features, self.data.val, views=fc.views_for(self.cfg),
-                             augment=augment, test_ds=self.data.test, cut=self.cut)
+            passes = fc.Passes(self.data.train_features, fc.views_for(self.cfg), augment=augment,
+                               val=self.data.val, test=self.data.test)
+            cache = fc.build(self.classifier, passes, self.cut)
             fc.save(cache, path)
         return cache
 
