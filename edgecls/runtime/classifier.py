@@ -87,16 +87,32 @@ def resize_squash(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize to (height, width) ignoring aspect, like training; a no-op at the right size.
 
     INTER_AREA when shrinking (it averages, close to TF's antialiased bilinear), INTER_LINEAR
-    when enlarging (INTER_AREA degenerates to nearest-neighbour there).
+    when enlarging (INTER_AREA degenerates to nearest-neighbour there). A large shrink goes in
+    two area steps: first by the largest whole factor that divides each side (OpenCV's fast
+    box-average path), then the rest. It agrees with training's resize as closely as one step
+    (docs/data.md) at about two thirds of the time, which the camera loop's grabber spends per frame.
     """
     h, w = rgb.shape[:2]
     if (h, w) == (height, width):
         return rgb
     import cv2
 
-    shrinking = height * width < h * w
-    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (width, height), interpolation=interp)
+    if height * width >= h * w:
+        return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+    ky, kx = _whole_factor(h, height), _whole_factor(w, width)
+    if ky > 1 or kx > 1:
+        rgb = cv2.resize(rgb, (w // kx, h // ky), interpolation=cv2.INTER_AREA)
+        if rgb.shape[:2] == (height, width):
+            return rgb
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _whole_factor(size: int, target: int) -> int:
+    """The largest k >= 2 that divides ``size`` and keeps ``size // k >= target``; 1 when none does."""
+    for k in range(size // max(target, 1), 1, -1):
+        if size % k == 0:
+            return k
+    return 1
 
 
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
