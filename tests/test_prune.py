@@ -25,10 +25,10 @@ def _flat_model():
 def _wrapper_names(model):
     import tensorflow_model_optimization as tfmot  # noqa: F401 - after edgecls.core.keras via _flat_model
 
-    from edgecls.optimize.prune import _all_layers
+    from edgecls.optimize.prune_graph import all_layers
 
     wrapped, plain = set(), set()
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if type(layer).__name__ == "PruneLowMagnitude":
             wrapped.add(layer.layer.name)
         else:
@@ -40,15 +40,15 @@ def _wrap_fn():
     from edgecls.core.keras import keras  # noqa: F401 - binds tfmot to tf_keras
     import tensorflow_model_optimization as tfmot
 
-    from edgecls.optimize.prune import is_prunable
+    from edgecls.optimize.prune_graph import is_prunable
 
     return lambda layer: tfmot.sparsity.keras.prune_low_magnitude(layer) if is_prunable(layer) else layer
 
 
 def test_only_conv2d_and_dense_are_wrapped_in_a_flat_model():
-    from edgecls.optimize.prune import _rebuild
+    from edgecls.optimize.prune_graph import rebuild
 
-    pruning = _rebuild(_flat_model(), _wrap_fn(), keep_training_flag=False)
+    pruning = rebuild(_flat_model(), _wrap_fn(), keep_training_flag=False)
     wrapped, plain = _wrapper_names(pruning)
     assert wrapped == {"conv", "predictions"}
     assert {"preprocess", "bn", "dw"} <= plain
@@ -56,11 +56,11 @@ def test_only_conv2d_and_dense_are_wrapped_in_a_flat_model():
 
 def test_nested_backbone_layers_are_wrapped_too():
     from edgecls.train.backbones import BackboneChoice, build_classifier
-    from edgecls.optimize.prune import _rebuild, is_prunable
+    from edgecls.optimize.prune_graph import is_prunable, rebuild
 
     model = build_classifier(BackboneChoice("mobilenet_v2", size=32, alpha=0.35, weights="none"), 3)
     n_prunable = sum(is_prunable(layer) for layer in model.get_layer("backbone").layers)
-    pruning = _rebuild(model, _wrap_fn(), keep_training_flag=False)
+    pruning = rebuild(model, _wrap_fn(), keep_training_flag=False)
     wrapped, plain = _wrapper_names(pruning)
     assert len(wrapped) == n_prunable + 1  # every backbone Conv2D + the Dense head
     assert "predictions" in wrapped
@@ -71,7 +71,7 @@ def test_nested_backbone_layers_are_wrapped_too():
 @pytest.mark.slow
 def test_prune_run_reaches_the_target_and_reports_measured_figures(exported_run):
     from edgecls.core.keras import keras
-    from edgecls.optimize.prune import measure_sparsity
+    from edgecls.optimize.prune_graph import measure_sparsity
     from edgecls.train.model_io import load_model
 
     r = exported_run.pruning

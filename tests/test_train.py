@@ -230,7 +230,7 @@ def test_interrupted_run_resumes_where_it_stopped_then_prunes(tmp_path, monkeypa
     kinds = {type(layer).__name__ for layer in saved.submodules if isinstance(layer, keras.layers.Layer)}
     assert "RandomFlip" not in kinds and not {k for k in kinds if k.startswith("Random")}, kinds
     assert "Conv2D" in kinds
-    from edgecls.optimize.prune import measure_sparsity
+    from edgecls.optimize.prune_graph import measure_sparsity
 
     pruning = json.loads((out / "pruning.json").read_text())
     assert (pruning["target_sparsity"], pruning["fine_tune"]["epochs"], pruning["config"]["batch_size"]) == (0.5, 1, 8)

@@ -123,7 +123,7 @@ def _bench_remote(remote: str, cfg: BenchConfig, venv: Optional[str], ssh_cfg: S
     from pathlib import Path
 
     from edgecls.core.errors import EdgeclsError
-    from edgecls.deploy.deploy import bench_remote
+    from edgecls.deploy.remote import bench_remote
     from edgecls.runtime.bench import format_table
 
     for name, value in (("--images", cfg.images), ("--compare-delegates", cfg.compare_delegates)):
@@ -133,8 +133,7 @@ def _bench_remote(remote: str, cfg: BenchConfig, venv: Optional[str], ssh_cfg: S
         raise EdgeclsError(f"{cfg.json} already exists; choose another --json path or pass --force")
     with tempfile.TemporaryDirectory(prefix="edgecls-remote-bench-") as tmp:
         out = Path(cfg.json) if cfg.json else Path(tmp) / "bench.json"
-        report = bench_remote(remote, cfg.models, threads=cfg.threads, runs=cfg.runs, warmup=cfg.warmup,
-                              local_json=out, ssh_cfg=ssh_cfg, venv=venv)
+        report = bench_remote(remote, cfg, out, ssh_cfg=ssh_cfg, venv=venv)
         click.echo(format_table(report))
     if cfg.json:
         click.echo(f"Wrote {cfg.json}")
