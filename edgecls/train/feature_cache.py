@@ -310,22 +310,21 @@ def datasets(cache: FeatureCache, n_classes: int,
     One stream over all remaining epochs: Keras keeps the iterator when ``steps_per_epoch`` is
     given and differs from the stream's length.
     """
-    batch_size, seed, start_epoch, epochs = draws.batch_size, draws.seed, draws.start_epoch, draws.epochs
-    oversample, at_cut = draws.oversample, draws.at_cut
-    train, val_x = (cache.cut_train, cache.cut_val) if at_cut else (cache.train, cache.val)
+    train, val_x = (cache.cut_train, cache.cut_val) if draws.at_cut else (cache.train, cache.val)
     views, n = train.shape[:2]
     flat = tf.constant(train.reshape(views * n, *train.shape[2:]))
     labels = tf.constant(np.tile(cache.train_labels, views).astype(np.int32))
-    orders = np.stack([epoch_order(cache.train_labels, views, e, seed, oversample=oversample)
-                       for e in range(start_epoch, max(epochs, start_epoch + 1))]).astype(np.int32)
-    steps = -(-orders.shape[1] // batch_size)
+    epochs = range(draws.start_epoch, max(draws.epochs, draws.start_epoch + 1))
+    orders = np.stack([epoch_order(cache.train_labels, views, e, draws.seed, oversample=draws.oversample)
+                       for e in epochs]).astype(np.int32)
+    steps = -(-orders.shape[1] // draws.batch_size)
     ds = tf.data.Dataset.from_tensor_slices(orders).flat_map(
-        lambda o: tf.data.Dataset.from_tensor_slices(o).batch(batch_size))
+        lambda o: tf.data.Dataset.from_tensor_slices(o).batch(draws.batch_size))
     ds = ds.map(lambda i: (tf.gather(flat, i), targets(tf.gather(labels, i), n_classes)))
     val = None
     if val_x is not None:
         val = tf.data.Dataset.from_tensor_slices(
-            (val_x, targets(cache.val_labels.astype(np.int32), n_classes))).batch(batch_size)
+            (val_x, targets(cache.val_labels.astype(np.int32), n_classes))).batch(draws.batch_size)
     return ds.prefetch(tf.data.AUTOTUNE), steps, val
 
 
