@@ -93,6 +93,10 @@ def test_prune_run_reaches_the_target_and_reports_measured_figures(exported_run)
 
     # Re-measure from the saved file, independently of the report.
     model = load_model(run / "model_pruned.keras")
+    # The trained model's trainable flags come back, a backbone unfrozen only at the top included.
+    trained = [layer.trainable for layer in load_model(run / "model.keras").get_layer("backbone").layers]
+    assert 0 < sum(trained) < len(trained)  # the run fine-tuned the top only: the check can tell
+    assert [layer.trainable for layer in model.get_layer("backbone").layers] == trained
     assert [layer.name for layer in model.layers] == ["image", "backbone", "dropout", "predictions", "temperature",
                                                    "probabilities"]  # calibrated again after pruning
     assert model.input_shape[1:3] == (64, 64)

@@ -196,11 +196,12 @@ class _TrainableFlags:
                    top={id(layer): layer.trainable for layer in model.layers})
 
     def restore(self, model: Any) -> None:
-        """Leaves first, then top-level layers (in Keras 2 a nested model's flag, set last, also sets its layers')."""
-        for layer in all_layers(model):
-            layer.trainable = self.leaves.get(id(layer), layer.trainable)
+        """Top-level layers first, then every leaf: in Keras 2 setting a nested model's flag also sets all its
+        layers', so the leaves' own flags (a backbone unfrozen only at the top) must come after."""
         for layer in model.layers:
             layer.trainable = self.top.get(id(layer), layer.trainable)
+        for layer in all_layers(model):
+            layer.trainable = self.leaves.get(id(layer), layer.trainable)
 
 
 class _PruneWrapper:
